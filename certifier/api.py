@@ -1,0 +1,252 @@
+"""The Python API; the command line is a thin layer over it.
+
+    import certifier
+    run = certifier.load("model.onnx", plugin="rs", sigma=0.25)
+    results = run.certify(images, n=10_000)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from pydantic import ValidationError
+
+from .data import Dataset, load_data
+from .engine import Engine, FixedSampling, Group, InputResult
+from .errors import CertifyError
+from .methods import SmoothingMethod
+from .model import OnnxModel, load_model
+from .plugins import get_method
+from .space import InputSpace, ModelAdapter
+
+#: metadata_props keys written by ``certify train`` and read as defaults.
+META_PLUGIN = "certifier.plugin"
+META_SIGMA = "certifier.sigma"
+META_OPTIONS = "certifier.options"
+
+
+def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
+                  defaults: Mapping[str, Any] | None = None):
+    """Validate ``-o NAME VALUE`` pairs against the method's Options model."""
+    fields = method_class.Options.model_fields
+    values: dict[str, Any] = {}
+    for source, pairs in (("the model's metadata", defaults or {}), ("-o", given)):
+        for raw_name, value in pairs.items():
+            name = raw_name.replace("-", "_")
+            if name not in fields:
+                if source == "-o":
+                    known = ", ".join(f.replace("_", "-") for f in fields) or "none"
+                    raise CertifyError(
+                        f"plugin {method_class.name} has no option {raw_name!r}; its options: {known}"
+                    )
+                continue  # stale metadata from another version of the plugin
+            values[name] = value
+    try:
+        return method_class.Options(**values)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]).replace("_", "-") or "options"
+        value = problem.get("input")
+        raise CertifyError(
+            f"plugin {method_class.name}, option {where}={value!r}: {problem['msg']}"
+        ) from None
+
+
+def _metadata_json(metadata: Mapping[str, str], key: str) -> dict:
+    raw = metadata.get(key)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _metadata_sigma(metadata: Mapping[str, str]) -> float | None:
+    try:
+        return float(metadata[META_SIGMA])
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass
+class Result:
+    """One certified input, as written to the results file."""
+
+    index: int
+    label: int | None
+    prediction: int | None
+    radius: float
+    norm: str
+    correct: bool | None
+    forward_passes: int
+    seconds: float
+    exact: bool = False
+    conditional: str | None = None
+    details: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        out = {"type": "result", **{k: v for k, v in self.__dict__.items() if k != "details"}}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class Run:
+    """A model and a smoothing method, ready to certify arrays or data sets."""
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        method: SmoothingMethod,
+        *,
+        space: InputSpace,
+        device: str = "auto",
+        threads: int | None = None,
+    ):
+        self.model = model
+        self.method = method
+        self.space = space
+        self.device = device
+        self.threads = threads
+        self._group_models: dict[str, OnnxModel] = {}
+
+    @property
+    def plugin(self) -> str:
+        return self.method.name
+
+    def _model_for(self, group: str) -> OnnxModel:
+        path = self.method.group_model(group)
+        if path is None:
+            return self.model
+        if group not in self._group_models:
+            self._group_models[group] = load_model(
+                path, device=self.device, threads=self.threads, output_name=None
+            )
+        return self._group_models[group]
+
+    def groups(self, input_shape: tuple[int, ...]) -> dict[str, Group]:
+        """The model and input adapter for each of the method's vote groups."""
+        self.method.prepare(tuple(input_shape), self.model.metadata)
+        groups = {}
+        for name in self.method.groups:
+            model = self._model_for(name)
+            view_shape = tuple(self.method.view_shape(tuple(input_shape), name))
+            space = self.space if model is self.model else InputSpace.from_metadata(model.metadata).overridden(
+                **{k: v for k, v in self.space.as_dict().items() if k != "layout"})
+            adapter = ModelAdapter(view_shape, model.input_dims, model.input_dtype, space)
+            groups[name] = Group(name, model, adapter)
+        return groups
+
+    def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
+               workers=1) -> Engine:
+        return Engine(self.method, self.groups(input_shape), n0=n0, n=n, alpha=alpha,
+                      batch_size=batch_size, seed=seed, workers=workers)
+
+    def dataset(self, data, labels=None) -> Dataset:
+        """A Dataset from a path, or from an array of inputs (N, ...) and optional labels."""
+        prefer_last = bool(len(self.model.input_dims) == 3 and self.model.input_dims[-1] in (1, 3, 4))
+        if isinstance(data, Dataset):
+            return data
+        if isinstance(data, (str, os.PathLike)):
+            return load_data(data, class_names=self.model.class_names, prefer_channels_last=prefer_last)
+        return Dataset(np.asarray(data), labels, "array", self.model.class_names, prefer_last)
+
+    def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,
+                alpha=0.001, batch_size=None, seed=0, workers=1, mode="certify") -> Iterator[Result]:
+        """Certify each input, yielding :class:`Result` as soon as it is done."""
+        dataset = self.dataset(data, labels)
+        engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                             seed=seed, workers=workers)
+        indices = range(len(dataset)) if indices is None else indices
+        for done in engine.run(dataset, indices, labels=dataset.label, mode=mode):
+            yield self._result(done)
+
+    def certify(self, data, labels=None, **settings) -> list[Result]:
+        """Certify every input of ``data`` (an array, or a path) and return the results."""
+        return list(self.results(data, labels, **settings))
+
+    def _result(self, done: InputResult) -> Result:
+        certificate = done.certificate
+        correct = None if done.label is None else done.prediction == done.label
+        return Result(
+            index=done.index,
+            label=done.label,
+            prediction=done.prediction,
+            radius=float(certificate.radius) if certificate else 0.0,
+            norm=self.method.norm,
+            correct=correct,
+            forward_passes=done.forward_passes,
+            seconds=done.seconds,
+            exact=bool(certificate.exact) if certificate else False,
+            conditional=certificate.conditional if certificate else None,
+            details=_jsonable(dict(certificate.details)) if certificate else {},
+        )
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, Any] | None,
+                metadata: Mapping[str, str]) -> SmoothingMethod:
+    """The configured smoothing method, with defaults from the model's metadata."""
+    name = plugin or metadata.get(META_PLUGIN)
+    if not name:
+        raise CertifyError("no --plugin given and the model's metadata names none (see: certify plugins)")
+    method_class = get_method(name)
+    defaults = _metadata_json(metadata, META_OPTIONS) if metadata.get(META_PLUGIN) == name else {}
+    parsed = parse_options(method_class, options or {}, defaults)
+    if sigma is None and method_class.uses_sigma:
+        sigma = _metadata_sigma(metadata)
+    return method_class(sigma=sigma if method_class.uses_sigma else None, options=parsed)
+
+
+def load(
+    model: str | os.PathLike,
+    *,
+    plugin: str | None = None,
+    sigma: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    output_name: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    scale: float | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    layout: str | None = None,
+) -> Run:
+    """Open an ONNX model and configure a smoothing method for it."""
+    onnx_model = load_model(Path(model), output_name=output_name, device=device, threads=threads)
+    method = make_method(plugin, sigma, options, onnx_model.metadata)
+    space = InputSpace.from_metadata(onnx_model.metadata).overridden(
+        scale=scale, mean=tuple(mean) if mean is not None else None,
+        std=tuple(std) if std is not None else None, layout=layout)
+    return Run(onnx_model, method, space=space, device=device, threads=threads)
+
+
+def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
+            options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
+    """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
+    load_keys = {"output_name", "device", "threads", "scale", "mean", "std", "layout"}
+    run = load(model, plugin=plugin, sigma=sigma, options=options,
+               **{k: settings.pop(k) for k in list(settings) if k in load_keys})
+    return run.certify(data, labels, **settings)
+
+
+__all__ = ["Result", "Run", "certify", "load", "make_method", "parse_options", "FixedSampling"]

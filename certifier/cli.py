@@ -1,0 +1,336 @@
+"""The ``certify`` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from click_default_group import DefaultGroup
+
+from . import __version__
+from .api import Run, load
+from .engine import FixedSampling
+from .errors import CertifyError
+from .plugins import describe_plugins, load_plugins, pm
+from .results import DEFAULT_RADII, FORMATS, ResultsFile, format_summary, load_any_results, plot_summaries, summarize
+from .space import LAYOUTS
+
+DEBUG_VARIABLE = "CERTIFY_DEBUG"
+
+
+class Interrupted(Exception):
+    """SIGTERM, turned into an exception so results are closed cleanly."""
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
+def friendly_errors(command):
+    """Turn every failure into a one-line error and a non-zero exit (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CertifyError as error:
+            raise click.ClickException(str(error)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            where = _blame(error)
+            raise click.ClickException(
+                f"unexpected {type(error).__name__}{where}: {error} (set {DEBUG_VARIABLE}=1 to see the traceback)"
+            ) from None
+
+    return wrapper
+
+
+def _blame(error: BaseException) -> str:
+    """' in plugin X' when the failing code belongs to a plugin other than the core."""
+    tb = error.__traceback__
+    module = None
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", module)
+        tb = tb.tb_next
+    if module and not module.startswith("certifier.") and module != "certifier":
+        return f" in {module}"
+    return ""
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {text!r}") from None
+
+
+class CertifyGroup(DefaultGroup):
+    """Loads plugins (and the commands they add) before the command line is parsed."""
+
+    _plugin_commands_added = False
+
+    def main(self, *args, **kwargs):
+        if not CertifyGroup._plugin_commands_added:
+            CertifyGroup._plugin_commands_added = True
+            try:
+                load_plugins()
+                pm.hook.register_commands(cli=self)
+            except CertifyError as error:
+                click.echo(f"Error: {error}", err=True)
+                sys.exit(1)
+        return super().main(*args, **kwargs)
+
+
+@click.group(cls=CertifyGroup, default="run", default_if_no_args=False)
+@click.version_option(__version__, prog_name="certify")
+def cli():
+    """Certify an ONNX classifier against adversarial perturbations by randomized smoothing.
+
+    \b
+        certify --plugin rs model.onnx --data images.npz --output run.jsonl
+        certify plugins
+        certify report run.jsonl
+
+    Inputs live in pixel space [0, 1]; noise is added there and radii are stated there.
+    """
+
+
+def engine_options(command):
+    """Options shared by ``run`` and ``predict``."""
+    options = [
+        click.argument("model", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("-p", "--plugin", help="Smoothing method (default: the model's metadata). See: certify plugins"),
+        click.option("-d", "--data", "data_path", type=click.Path(path_type=Path),
+                     help="Inputs: .npz (x, y or x_test, y_test), .npy, a folder of images or an image."),
+        click.option("--split", help="Use x_SPLIT / y_SPLIT from an .npz (e.g. test, train)."),
+        click.option("-s", "--sigma", type=float, help="Noise level in pixel space (default: the model's metadata)."),
+        click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE",
+                     help="A plugin option, repeatable (see: certify plugins)."),
+        click.option("--n0", type=int, default=100, show_default=True, help="Selection samples per input."),
+        click.option("-n", "--n", "n", type=int, default=100_000, show_default=True, help="Estimation samples per input."),
+        click.option("--alpha", type=float, default=0.001, show_default=True,
+                     help="Probability that a certificate is wrong."),
+        click.option("--batch-size", type=int, help="Views per model call (default: about 8 MB of input)."),
+        click.option("--limit", type=int, help="Only the first K inputs."),
+        click.option("--skip", type=int, default=1, show_default=True, help="Every SKIP-th input (Cohen's --skip)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise."),
+        click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Results file; a rerun of the same command resumes it."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
+                     help="jsonl, or cohen for Cohen et al.'s TSV."),
+        click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
+        click.option("--output-name", help="Which model output holds the class scores or label."),
+        click.option("--scale", type=float, help="Multiply pixels by this before the model (255 for 0..255 models)."),
+        click.option("--mean", help="Per-channel mean subtracted after --scale, e.g. 0.485,0.456,0.406."),
+        click.option("--std", help="Per-channel std divided by after --mean, e.g. 0.229,0.224,0.225."),
+        click.option("--layout", type=click.Choice(LAYOUTS), help="How the model lays out images (default: auto)."),
+        click.option("--threads", type=int, help="onnxruntime threads (default: one per core)."),
+        click.option("--workers", type=int, default=1, show_default=True, help="Threads that build noisy views."),
+        click.option("--radii", default=",".join(str(r) for r in DEFAULT_RADII), show_default=True,
+                     help="Radii for the summary table."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _note(quiet: bool, message: str) -> None:
+    if not quiet:
+        click.echo(f"certify: {message}", err=True)
+
+
+def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, alpha, batch_size, limit, skip,
+             seed, output, fmt, device, output_name, scale, mean, std, layout, threads, workers, radii, quiet):
+    if data_path is None:
+        raise CertifyError("no --data given: pass an .npz/.npy file, an image folder or an image to certify")
+    for name, value in (("--limit", limit), ("--skip", skip), ("--workers", workers), ("--threads", threads),
+                        ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise CertifyError(f"{name} must be at least 1, got {value}")
+    run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name, device=device,
+               threads=threads, scale=scale, mean=_floats(mean), std=_floats(std), layout=layout)
+    _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
+    if sigma is None and run.method.uses_sigma:
+        _note(quiet, f"sigma {run.method.sigma} from the model's metadata")
+    data_from_split = split
+    from .data import load_data
+
+    dataset = load_data(data_path, split=data_from_split, class_names=run.model.class_names,
+                        prefer_channels_last=bool(len(run.model.input_dims) == 3 and run.model.input_dims[-1] in (1, 3, 4)))
+    engine = run.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, workers=workers)
+    indices = list(range(0, len(dataset), skip))[:limit]
+    header = _header(mode, run, engine, dataset, output_name)
+    radii_list = list(_floats(radii) or DEFAULT_RADII)
+
+    results = ResultsFile(output, header, fmt) if output else None
+    records = []
+    if results is not None and results.done:
+        records = [results.done[i] for i in indices if i in results.done]
+        _note(quiet, f"resuming {output}: {len(records)} of {len(indices)} inputs already done")
+    todo = [i for i in indices if results is None or i not in results.done]
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    started = time.perf_counter()
+    try:
+        with _progress(len(indices), len(records), quiet) as bar:
+            for result in run_results(run, engine, dataset, todo, mode):
+                record = result.record()
+                if results is not None:
+                    results.write(record)
+                records.append(record)
+                bar.update(1)
+    except (KeyboardInterrupt, Interrupted):
+        saved = f"; {len(records)} results are in {output}, rerun the same command to resume" if output else ""
+        click.echo(f"\ncertify: interrupted{saved}", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if results is not None:
+            results.close()
+    elapsed = time.perf_counter() - started
+    if not records:
+        raise CertifyError("no inputs to certify (check --limit and --skip)")
+    if mode == "predict":
+        labeled = [r for r in records if r["label"] is not None]
+        abstained = sum(r["prediction"] is None for r in records)
+        click.echo(f"inputs {len(records)}, abstained {abstained}" + (
+            f", accuracy {100 * sum(bool(r['correct']) for r in labeled) / len(labeled):.1f}%" if labeled else ""))
+    else:
+        summary = summarize(records, radii_list, header)
+        click.echo(format_summary([summary], [output.name if output else run.plugin]))
+    _note(quiet, f"{len(todo)} inputs in {elapsed:.1f} s" + ("" if output else "; pass --output FILE to keep the results"))
+
+
+def run_results(run: Run, engine, dataset, indices, mode):
+    for done in engine.run(dataset, indices, labels=dataset.label, mode=mode):
+        yield run._result(done)
+
+
+class _NoBar:
+    def update(self, count):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(total: int, done: int, quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="input", dynamic_ncols=True, file=sys.stderr)
+
+
+def _header(mode, run: Run, engine, dataset, output_name) -> dict:
+    groups = engine.groups
+    return {
+        "certifier_version": __version__,
+        "mode": mode,
+        "plugin": run.method.name,
+        "norm": run.method.norm,
+        "settings": run.method.settings(),
+        "exact": run.method.deterministic,
+        "n0": None if run.method.deterministic or mode == "predict" else engine.n0,
+        "n": None if run.method.deterministic else engine.n,
+        "alpha": None if run.method.deterministic else engine.alpha,
+        "seed": engine.seed,
+        "sampling": "enumeration" if run.method.deterministic else FixedSampling.name,
+        "model": str(run.model.path),
+        "model_sha256": run.model.sha256,
+        "group_models": {g.name: g.model.sha256 for g in groups if g.model is not run.model},
+        "output_name": run.model.output.name if output_name else None,
+        "input_space": groups[0].adapter.space.as_dict(),
+        "data": dataset.source,
+        "data_sha256": dataset.fingerprint(),
+        "radius_ceiling": None if mode == "predict" else engine.radius_ceiling(),
+        "device": run.model.device,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+@cli.command(name="run")
+@engine_options
+@friendly_errors
+def run_command(**kwargs):
+    """Certify each input: a prediction and a radius (the default command).
+
+    \b
+        certify --plugin rs --sigma 0.25 -n 10000 model.onnx --data x.npz --output run.jsonl
+    """
+    _execute("certify", **kwargs)
+
+
+@cli.command(name="predict")
+@engine_options
+@friendly_errors
+def predict_command(**kwargs):
+    """Cohen et al.'s PREDICT: the smoothed prediction or abstain, no radius."""
+    _execute("predict", **kwargs)
+
+
+@cli.command(name="plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly_errors
+def plugins_command(as_json):
+    """List installed plugins, their smoothing methods and options."""
+    described = describe_plugins()
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    for plugin in described:
+        kind = "built-in" if plugin["builtin"] else "installed"
+        click.echo(f"{plugin['name']} ({kind}; hooks: {', '.join(plugin['hooks'])})")
+        for method in plugin["methods"]:
+            flags = ["exact" if method["deterministic"] else "randomized", f"norm {method['norm'].upper()}"]
+            click.echo(f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]")
+            for option in method["options"]:
+                default = "" if option["default"] is None else f" (default: {option['default']})"
+                text = f": {option['description']}" if option["description"] else ""
+                click.echo(f"      -o {option['name']} {option['type'].upper()}{default}{text}")
+
+
+@cli.command(name="report")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--radii", default=",".join(str(r) for r in DEFAULT_RADII), show_default=True,
+              help="Radii for the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG of certified accuracy against radius.")
+@click.option("--format", "fmt", type=click.Choice(["table", "cohen"]), default="table", show_default=True,
+              help="cohen: print the first file as Cohen et al.'s TSV.")
+@friendly_errors
+def report_command(files, radii, as_json, plot, fmt):
+    """Summarize results files side by side: certified accuracy, ACR, abstain rate, cost."""
+    loaded = [(path, *load_any_results(path)) for path in files]
+    if fmt == "cohen":
+        from .results import COHEN_COLUMNS, cohen_row
+
+        click.echo("\t".join(COHEN_COLUMNS))
+        for record in loaded[0][2]:
+            click.echo(cohen_row(record))
+        return
+    radii_list = list(_floats(radii) or DEFAULT_RADII)
+    summaries = [summarize(records, radii_list, header) for _, header, records in loaded]
+    if as_json:
+        click.echo(json.dumps({str(p): s for (p, _, _), s in zip(loaded, summaries)}, indent=2))
+    else:
+        click.echo(format_summary(summaries, [p.name for p, _, _ in loaded]))
+    if plot:
+        plot_summaries([(p.name, records) for p, _, records in loaded], plot)
+        click.echo(f"certify: wrote {plot}", err=True)

@@ -1,0 +1,212 @@
+"""What a smoothing method is: the base class every plugin subclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .errors import CertifyError
+from .stats import binomial_pvalue
+
+#: Signature of a one-sided lower confidence bound: (successes, trials, alpha) -> bound.
+LowerBound = Callable[[int, int, float], float]
+
+
+class Options(BaseModel):
+    """Base for a method's ``-o NAME VALUE`` options (a pydantic model)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The answer for one input.
+
+    ``prediction`` is None when the method abstains (then ``radius`` is 0).
+    ``exact`` is True when the certificate holds with probability 1.
+    ``conditional`` names an unverified assumption the radius depends on.
+    ``details`` holds what the rule used (bounds, counts), for the results file.
+    """
+
+    prediction: int | None
+    radius: float
+    exact: bool = False
+    conditional: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def abstain(cls, **details: Any) -> "Certificate":
+        return cls(prediction=None, radius=0.0, details=details)
+
+
+class Votes:
+    """Vote counts of one sampling phase, per vote group.
+
+    ``lower_bound`` is supplied by the engine and is valid for the way these votes
+    were sampled (a fixed-n Clopper-Pearson bound today); certificate rules call it
+    instead of computing bounds themselves, so a sequential sampling rule can swap
+    in an anytime-valid bound without changing any plugin.
+    """
+
+    def __init__(self, counts: Mapping[str, np.ndarray], lower_bound: LowerBound):
+        self.counts = {group: np.asarray(c, dtype=np.int64) for group, c in counts.items()}
+        self._lower_bound = lower_bound
+
+    def __getitem__(self, group: str) -> np.ndarray:
+        return self.counts[group]
+
+    def trials(self, group: str) -> int:
+        return int(self.counts[group].sum())
+
+    def total(self) -> np.ndarray:
+        """Counts summed over all groups."""
+        width = max(len(c) for c in self.counts.values())
+        summed = np.zeros(width, dtype=np.int64)
+        for c in self.counts.values():
+            summed[: len(c)] += c
+        return summed
+
+    def count(self, group: str, label: int) -> int:
+        c = self.counts[group]
+        return int(c[label]) if label < len(c) else 0
+
+    def top(self) -> int:
+        """Class with the most summed votes; ties go to the lowest class index."""
+        return int(np.argmax(self.total()))
+
+    def lower_bound(self, group: str, label: int, alpha: float) -> float:
+        """Lower confidence bound on P(view of this group is classified as label)."""
+        return self._lower_bound(self.count(group, label), self.trials(group), alpha)
+
+
+class SmoothingMethod:
+    """A smoothing method: the views the model sees and the certificate rule.
+
+    Subclass it, set the class attributes, implement ``sample`` (or, for a
+    deterministic method, ``num_views`` and ``views``) and ``certify``, and
+    register the class from the ``register_methods`` hook.
+
+    Inputs arrive in pixel space ``[0, 1]`` as float32 arrays of shape
+    ``(batch, *input_shape)`` where ``input_shape`` is ``(C, H, W)`` for images
+    and ``(D,)`` for feature vectors. Views are returned the same way, in pixel
+    space; the engine maps them to what the model expects.
+    """
+
+    #: Name used with ``--plugin``.
+    name: ClassVar[str]
+    #: The norm the radius is stated in: "l2", "l1" or "linf".
+    norm: ClassVar[str]
+    #: One line for ``certify plugins``.
+    description: ClassVar[str] = ""
+    #: Vote groups; each group's views go to its own model (the main model by default).
+    groups: ClassVar[tuple[str, ...]] = ("model",)
+    #: True when the method enumerates a finite set of views instead of drawing them.
+    deterministic: ClassVar[bool] = False
+    #: Whether the method reads ``--sigma``.
+    uses_sigma: ClassVar[bool] = True
+
+    class Options(Options):
+        pass
+
+    def __init__(self, sigma: float | None = None, options: Options | None = None):
+        if self.uses_sigma:
+            if sigma is None:
+                raise CertifyError(
+                    f"plugin {self.name} needs --sigma (the model's metadata records none)"
+                )
+            if not (sigma > 0 and np.isfinite(sigma)):
+                raise CertifyError(f"--sigma must be a positive number, got {sigma}")
+        self.sigma = float(sigma) if sigma is not None else None
+        self.options = options if options is not None else self.Options()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} sigma={self.sigma} {self.options!r}>"
+
+    # -- shapes and models ------------------------------------------------
+
+    def prepare(self, input_shape: tuple[int, ...], metadata: Mapping[str, str]) -> None:
+        """Check the input shape and the model's metadata before certifying.
+
+        Raise :class:`certifier.CertifyError` with a clear message to refuse.
+        """
+
+    def view_shape(self, input_shape: tuple[int, ...], group: str) -> tuple[int, ...]:
+        """Shape of one view of ``group`` for an input of ``input_shape``."""
+        return input_shape
+
+    def group_model(self, group: str) -> str | None:
+        """Path of a separate ONNX model for ``group``; None means the main model."""
+        return None
+
+    def check_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Validate (or adjust) a batch of clean inputs before certification."""
+        return x
+
+    # -- views --------------------------------------------------------------
+
+    def sample(self, x: np.ndarray, rng: np.random.Generator, group: str) -> np.ndarray:
+        """One independent random view of each input in the batch ``x``.
+
+        The engine calls it with ``x`` broadcast from one input to get many views;
+        training calls it with a batch of different inputs.
+        """
+        if self.deterministic:
+            index = rng.integers(0, self.num_views(x.shape[1:]), size=len(x))
+            return self.views(x, index, group)
+        raise NotImplementedError(f"{type(self).__name__} must implement sample()")
+
+    def num_views(self, input_shape: tuple[int, ...]) -> int:
+        """Deterministic methods: how many views each input has."""
+        raise NotImplementedError
+
+    def views(self, x: np.ndarray, index: np.ndarray, group: str) -> np.ndarray:
+        """Deterministic methods: view number ``index[i]`` of input ``x[i]``."""
+        raise NotImplementedError
+
+    # -- decisions ----------------------------------------------------------
+
+    def certify(self, selection: Votes | None, estimation: Votes, alpha: float) -> Certificate:
+        """The certificate from votes.
+
+        Randomized methods get selection votes (to choose the class) and fresh
+        estimation votes (to bound its probability). Deterministic methods get
+        ``selection=None`` and the votes of all views in ``estimation``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement certify()")
+
+    def predict(self, votes: Votes, alpha: float) -> int | None:
+        """Cohen et al.'s PREDICT: the top class, or None unless a two-sided binomial
+        test of the top two summed counts rejects a tie at level alpha."""
+        total = votes.total()
+        order = np.argsort(-total, kind="stable")
+        top = int(order[0])
+        runner_up = int(total[order[1]]) if len(order) > 1 else 0
+        if binomial_pvalue(int(total[top]), int(total[top]) + runner_up) <= alpha:
+            return top
+        return None
+
+    # -- description --------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that determines the certificates, for the results header."""
+        return {"sigma": self.sigma, "options": self.options.model_dump(mode="json")}
+
+    @classmethod
+    def option_help(cls) -> list[dict[str, Any]]:
+        """Name, type, default and description of each option, for ``certify plugins``."""
+        described = []
+        for name, info in cls.Options.model_fields.items():
+            annotation = info.annotation
+            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            described.append(
+                {
+                    "name": name.replace("_", "-"),
+                    "type": type_name.replace("typing.", ""),
+                    "default": None if info.is_required() else info.get_default(call_default_factory=True),
+                    "description": info.description or "",
+                }
+            )
+        return described

@@ -1,0 +1,140 @@
+"""Plugin loading: one function, safe to call twice."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import CertifyError
+from .methods import SmoothingMethod
+
+#: The distribution whose entry points are the built-in plugins.
+BUILTIN_DISTRIBUTION = "onnx-certifier"
+ENTRY_POINT_GROUP = "certifier"
+#: Comma-separated names of external plugins to load; set it empty to load none.
+LOAD_PLUGINS_VARIABLE = "CERTIFY_LOAD_PLUGINS"
+
+pm = pluggy.PluginManager("certifier")
+pm.add_hookspecs(hookspecs)
+
+_loaded = False
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _is_builtin(entry_point: importlib.metadata.EntryPoint) -> bool:
+    dist = entry_point.dist
+    return dist is not None and dist.name == BUILTIN_DISTRIBUTION
+
+
+def load_plugins() -> None:
+    """Register built-in and installed plugins from the ``certifier`` entry points.
+
+    ``CERTIFY_LOAD_PLUGINS`` limits external plugins to the listed names (empty:
+    none); built-ins always load. A plugin that fails to import is named in a
+    one-line :class:`CertifyError`.
+    """
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    allowed = os.environ.get(LOAD_PLUGINS_VARIABLE)
+    allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
+    for entry_point in _entry_points():
+        builtin = _is_builtin(entry_point)
+        if not builtin and allowed_names is not None and entry_point.name not in allowed_names:
+            continue
+        if pm.get_plugin(entry_point.name) is not None:
+            continue
+        try:
+            module = entry_point.load()
+        except Exception as error:  # any import failure must name the plugin
+            source = "built-in plugin" if builtin else "plugin"
+            raise CertifyError(
+                f'Error importing {source} "{entry_point.name}" ({entry_point.value}): '
+                f"{type(error).__name__}: {error}. Uninstall or fix it, or set "
+                f"{LOAD_PLUGINS_VARIABLE}= to skip external plugins."
+            ) from None
+        pm.register(module, name=entry_point.name)
+
+
+def _methods_by_plugin() -> dict[str, tuple[type[SmoothingMethod], str]]:
+    """Name -> (method class, name of the plugin that registered it)."""
+    load_plugins()
+    found: dict[str, tuple[type[SmoothingMethod], str]] = {}
+
+    def register(method: type[SmoothingMethod], *, plugin: str) -> None:
+        if not (isinstance(method, type) and issubclass(method, SmoothingMethod)):
+            raise CertifyError(f"plugin {plugin}: register() expects a SmoothingMethod subclass, got {method!r}")
+        name = getattr(method, "name", None)
+        if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise CertifyError(f"plugin {plugin}: smoothing method {method.__qualname__} needs a name of letters, digits, - or _")
+        if getattr(method, "norm", None) not in ("l1", "l2", "linf"):
+            raise CertifyError(f"plugin {plugin}: smoothing method {name} must set norm to l1, l2 or linf")
+        if name in found and found[name][0] is not method:
+            raise CertifyError(
+                f"two plugins register a smoothing method named {name!r}: {found[name][1]} and {plugin}"
+            )
+        found[name] = (method, plugin)
+
+    # Each implementation is called on its own so every method is attributed to its plugin.
+    for impl in reversed(pm.hook.register_methods.get_hookimpls()):
+        callback = functools.partial(register, plugin=impl.plugin_name)
+        try:
+            impl.function(**{arg: callback for arg in impl.argnames if arg == "register"})
+        except CertifyError:
+            raise
+        except Exception as error:
+            raise CertifyError(
+                f"plugin {impl.plugin_name} failed in register_methods: {type(error).__name__}: {error}"
+            ) from None
+    return found
+
+
+def get_methods() -> dict[str, type[SmoothingMethod]]:
+    """Every registered smoothing method by name."""
+    return {name: method for name, (method, _) in _methods_by_plugin().items()}
+
+
+def get_method(name: str) -> type[SmoothingMethod]:
+    methods = get_methods()
+    if name not in methods:
+        known = ", ".join(sorted(methods)) or "none"
+        raise CertifyError(f"unknown plugin {name!r}; installed plugins: {known} (see: certify plugins)")
+    return methods[name]
+
+
+def describe_plugins() -> list[dict[str, Any]]:
+    """What ``certify plugins`` prints: every plugin, its hooks and its methods."""
+    methods = _methods_by_plugin()
+    described = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+        module = getattr(plugin, "__name__", "") or type(plugin).__module__
+        described.append(
+            {
+                "name": name,
+                "builtin": module.startswith("certifier_plugins."),
+                "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []),
+                "methods": [
+                    {
+                        "name": method.name,
+                        "norm": method.norm,
+                        "description": method.description,
+                        "deterministic": method.deterministic,
+                        "uses_sigma": method.uses_sigma,
+                        "groups": list(method.groups),
+                        "options": method.option_help(),
+                    }
+                    for method, owner in methods.values()
+                    if owner == name
+                ],
+            }
+        )
+    return described

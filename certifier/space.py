@@ -1,0 +1,168 @@
+"""From pixel space, where noise is added and radii are stated, to what the model reads.
+
+Inside certify an image is (C, H, W) and a feature vector is (D,), with values in
+[0, 1]. The model may want another layout (NHWC, HW, flat), another range
+(0..255), per-channel normalization or another dtype; that mapping is applied to
+each noisy view, so the certificate stays in pixel space.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import CertifyError
+
+LAYOUTS = ("auto", "nchw", "nhwc", "flat")
+
+
+@dataclass(frozen=True)
+class InputSpace:
+    """model input = (pixel * scale - mean) / std, per channel, then cast."""
+
+    scale: float | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    layout: str = "auto"
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> "InputSpace":
+        raw = metadata.get("certifier.input_space")
+        if not raw:
+            return cls()
+        try:
+            values = json.loads(raw)
+            return cls(
+                scale=values.get("scale"),
+                mean=tuple(values["mean"]) if values.get("mean") is not None else None,
+                std=tuple(values["std"]) if values.get("std") is not None else None,
+                layout=values.get("layout", "auto"),
+            )
+        except (json.JSONDecodeError, AttributeError, TypeError) as error:
+            raise CertifyError(f"the model's certifier.input_space metadata is not valid JSON settings: {error}") from None
+
+    def overridden(self, **given) -> "InputSpace":
+        """A copy with the options the user gave (None means not given)."""
+        values = {k: v for k, v in given.items() if v is not None}
+        return InputSpace(**{**self.as_dict(), **values})
+
+    def as_dict(self) -> dict:
+        return {"scale": self.scale, "mean": self.mean, "std": self.std, "layout": self.layout}
+
+
+def _matches(declared: Sequence[int | None], actual: Sequence[int]) -> bool:
+    return len(declared) == len(actual) and all(d is None or d == a for d, a in zip(declared, actual))
+
+
+def _describe(shape: Sequence[int | None]) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def resolve_layout(declared: Sequence[int | None], view_shape: tuple[int, ...], layout: str = "auto") -> str:
+    """Which layout turns a (C, H, W) or (D,) view into the model's declared input.
+
+    Returns "nchw", "nhwc", "hw" (channel dropped) or "flat".
+    """
+    if layout not in LAYOUTS:
+        raise CertifyError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    size = int(np.prod(view_shape))
+    rank = len(declared)
+    fits = []
+    if rank == 3 and len(view_shape) == 3:
+        c, h, w = view_shape
+        if _matches(declared, (c, h, w)):
+            fits.append("nchw")
+        if _matches(declared, (h, w, c)):
+            fits.append("nhwc")
+    elif rank == 2 and len(view_shape) == 3 and view_shape[0] == 1:
+        if _matches(declared, view_shape[1:]):
+            fits.append("hw")
+    elif rank == 1 and _matches(declared, (size,)):
+        fits.append("flat")
+    if layout != "auto":
+        if layout == "flat" and rank == 1:
+            fits = [f for f in fits if f == "flat"]
+        else:
+            fits = [f for f in fits if f == layout or (f == "hw" and layout in ("nchw", "nhwc"))]
+    if not fits:
+        view = _describe(view_shape) + (" (C x H x W)" if len(view_shape) == 3 else "")
+        raise CertifyError(
+            f"the model takes inputs of shape {_describe(declared)} but the data gives {view}; "
+            f"check --data, or set --layout if the channel axis is misread"
+        )
+    if len(fits) > 1:
+        # Both layouts fit only when the declared shape is symbolic: prefer channels
+        # last when the last declared axis looks like a channel count.
+        last = declared[-1]
+        return "nhwc" if last in (1, 3, 4) and declared[0] not in (1, 3, 4) else "nchw"
+    return fits[0]
+
+
+class ModelAdapter:
+    """Maps a batch of pixel-space views to the model's input tensor."""
+
+    def __init__(self, view_shape: tuple[int, ...], declared: Sequence[int | None], dtype: np.dtype, space: InputSpace):
+        self.layout = resolve_layout(declared, view_shape, space.layout)
+        self.dtype = np.dtype(dtype)
+        integer = np.issubdtype(self.dtype, np.integer)
+        scale = space.scale if space.scale is not None else (255.0 if integer else 1.0)
+        channels = view_shape[0] if len(view_shape) == 3 else 1
+        mean = np.asarray(space.mean if space.mean is not None else (0.0,), dtype=np.float64)
+        std = np.asarray(space.std if space.std is not None else (1.0,), dtype=np.float64)
+        for name, values in (("mean", mean), ("std", std)):
+            if values.size not in (1, channels):
+                raise CertifyError(f"--{name} needs 1 or {channels} values (one per channel), got {values.size}")
+        if (std <= 0).any() or not np.isfinite(std).all():
+            raise CertifyError("--std values must be positive")
+        if not (np.isfinite(scale) and scale > 0):
+            raise CertifyError("--scale must be positive")
+        # One fused multiply-add: x * gain + offset.
+        gain = scale / std
+        offset = -mean / std
+        shape = (1, -1, 1, 1) if len(view_shape) == 3 else (1, -1)
+        self.identity = bool(np.all(gain == 1.0) and np.all(offset == 0.0))
+        self.gain = gain.astype(np.float32).reshape(shape)
+        self.offset = offset.astype(np.float32).reshape(shape)
+        self.integer = integer
+        if integer:
+            info = np.iinfo(self.dtype)
+            self.limits = (info.min, info.max)
+        self.view_shape = view_shape
+        self.space = InputSpace(scale=scale, mean=tuple(mean.tolist()), std=tuple(std.tolist()), layout=self.layout)
+
+    def __call__(self, views: np.ndarray) -> np.ndarray:
+        if not self.identity:
+            views = views * self.gain
+            views += self.offset
+        if self.integer:
+            views = np.clip(np.rint(views), *self.limits)
+        if self.layout == "nhwc":
+            views = views.transpose(0, 2, 3, 1)
+        elif self.layout == "hw":
+            views = views[:, 0]
+        elif self.layout == "flat":
+            views = views.reshape(len(views), -1)
+        return np.ascontiguousarray(views, dtype=self.dtype)
+
+
+def canonical_shape(sample_shape: tuple[int, ...], prefer_channels_last: bool = False) -> tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]:
+    """The (C, H, W) or (D,) shape of one data item, and a function converting a batch to it."""
+    rank = len(sample_shape)
+    if rank == 1:
+        return sample_shape, lambda x: x
+    if rank == 2:
+        return (1,) + sample_shape, lambda x: x[:, None]
+    if rank == 3:
+        first, last = sample_shape[0] in (1, 3, 4), sample_shape[2] in (1, 3, 4)
+        if last and (not first or prefer_channels_last):
+            h, w, c = sample_shape
+            return (c, h, w), lambda x: x.transpose(0, 3, 1, 2)
+        if first:
+            return sample_shape, lambda x: x
+    raise CertifyError(
+        f"cannot read data items of shape {_describe(sample_shape)}: expected H x W, H x W x C, "
+        f"C x H x W (C = 1, 3 or 4) or a flat feature vector"
+    )

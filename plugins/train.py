@@ -1,0 +1,307 @@
+"""``certify train``: train a classifier on a smoothing method's noisy views and export ONNX.
+
+Needs torch (``pip install 'onnx-certifier[train]'``). The noise comes from the
+chosen plugin's own ``sample`` (or ``views``) method, so a model is trained on
+exactly what it will see during certification.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from certifier import CertifyError, hookimpl
+
+CHECKPOINT_VERSION = 1
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise CertifyError(
+            "certify train needs torch: pip install torch, then pip install 'onnx-certifier[train]'"
+        ) from None
+    return torch
+
+
+def build_network(input_shape: tuple[int, ...], classes: int, width: int = 16):
+    """A small CNN for (C, H, W) inputs, or an MLP for flat (D,) inputs."""
+    torch = _torch()
+    nn = torch.nn
+    if len(input_shape) == 1:
+        return nn.Sequential(
+            nn.Linear(input_shape[0], 8 * width), nn.ReLU(),
+            nn.Linear(8 * width, 8 * width), nn.ReLU(),
+            nn.Linear(8 * width, classes),
+        )
+    channels, height, width_px = input_shape
+    layers, current = [], channels
+    size = min(height, width_px)
+    for out in (width, 2 * width, 4 * width):
+        layers += [nn.Conv2d(current, out, 3, padding=1), nn.ReLU()]
+        if size >= 4:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        current = out
+    layers += [nn.AdaptiveAvgPool2d(3) if size > 3 else nn.Identity(), nn.Flatten()]
+    with torch.no_grad():
+        features = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1]
+    layers += [nn.Linear(features, 8 * width), nn.ReLU(), nn.Linear(8 * width, classes)]
+    return nn.Sequential(*layers)
+
+
+def _pick_device(device: str):
+    torch = _torch()
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise CertifyError("--device cuda: torch sees no usable GPU; use --device cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int):
+    """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32."""
+    from certifier.data import load_data
+
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+        if "x_train" in keys:
+            train = load_data(path, split="train")
+            validation = load_data(path, split="test") if "x_test" in keys else None
+        else:
+            train, validation = load_data(path), None
+    else:
+        train, validation = load_data(path), None
+    if train.labels is None:
+        raise CertifyError(f"{path} has no labels (y, y_train or class folders); training needs them")
+    x = train.batch(range(len(train)))
+    y = train.labels
+    if validation is not None and validation.labels is not None:
+        x_val, y_val = validation.batch(range(len(validation))), validation.labels
+    else:
+        order = np.random.default_rng(seed).permutation(len(x))
+        cut = int(len(x) * validation_fraction)
+        x_val, y_val, x, y = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+    if classes_option:
+        names = [n.strip() for n in classes_option.split(",")]
+    elif train.class_names:
+        names = train.class_names
+    else:
+        names = [str(i) for i in range(int(max(y.max(), y_val.max() if len(y_val) else 0)) + 1)]
+    if int(y.max()) >= len(names):
+        raise CertifyError(f"labels go up to {int(y.max())} but only {len(names)} class names were given")
+    return x, y, x_val, y_val, names
+
+
+def _noisy_views(method, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, groups):
+    views, labels = [], []
+    for group in groups:
+        views.append(method.sample(x, rng, group))
+        labels.append(y)
+    return np.concatenate(views), np.concatenate(labels)
+
+
+def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tuple[float, float]:
+    """Clean accuracy (on the plugin's views without noise is not defined for every
+    method, so clean means the raw input when shapes allow) and noisy accuracy."""
+    torch = _torch()
+    network.eval()
+    clean_correct, noisy_correct, clean_total, noisy_total = 0, 0, 0, 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            views, labels = _noisy_views(method, xb, yb, rng, groups)
+            out = network(torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(device))
+            noisy_correct += int((out.argmax(1).cpu().numpy() == labels).sum())
+            noisy_total += len(labels)
+            if views.shape[1:] == xb.shape[1:]:
+                out = network(torch.from_numpy(xb).to(device))
+                clean_correct += int((out.argmax(1).cpu().numpy() == yb).sum())
+                clean_total += len(yb)
+    network.train()
+    return (clean_correct / clean_total if clean_total else math.nan), noisy_correct / max(noisy_total, 1)
+
+
+def export_onnx(network, view_shape, path: Path, metadata: dict[str, str]) -> None:
+    """Export with a dynamic batch axis, IR version onnxruntime reads, and our metadata."""
+    torch = _torch()
+    import onnx
+
+    network = network.cpu().eval()
+    example = torch.zeros(1, *view_shape)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.onnx.export(
+        network, (example,), str(temporary), input_names=["input"], output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+    )
+    model = onnx.load(str(temporary))
+    model.ir_version = min(model.ir_version, 8)
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(temporary))
+    os.replace(temporary, path)
+
+
+def train(
+    *, plugin: str, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
+    lr: float, width: int, seed: int, device: str, group: str | None, classes: str | None, dataset_name: str | None,
+    checkpoint: Path | None, restart: bool, validation_fraction: float = 0.1, quiet: bool = False,
+) -> dict:
+    """Train and export; returns the final metrics."""
+    torch = _torch()
+    from certifier.api import make_method
+
+    method = make_method(plugin, sigma, options, {})
+    if group is not None and group not in method.groups:
+        raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
+    groups = [group] if group else list(method.groups)
+    x, y, x_val, y_val, names = _load_training_data(data, classes, validation_fraction, seed)
+    input_shape = tuple(x.shape[1:])
+    method.prepare(input_shape, {})
+    view_shapes = {tuple(method.view_shape(input_shape, g)) for g in groups}
+    if len(view_shapes) > 1:
+        raise CertifyError(f"the groups of {plugin} have views of different shapes; train one model per group with --group")
+    (view_shape,) = view_shapes
+    x = method.check_inputs(x)
+    x_val = method.check_inputs(x_val)
+
+    torch.manual_seed(seed)
+    torch_device = _pick_device(device)
+    network = build_network(view_shape, len(names), width).to(torch_device)
+    optimizer = torch.optim.SGD(network.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    settings = {
+        "plugin": plugin, "settings": method.settings(), "data": str(data), "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
+    }
+    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
+    start_epoch = 0
+    if checkpoint.exists() and not restart:
+        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+        if state.get("settings") != settings or state.get("version") != CHECKPOINT_VERSION:
+            raise CertifyError(
+                f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it"
+            )
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"]
+        if not quiet:
+            click.echo(f"certify: resuming {checkpoint} after epoch {start_epoch}", err=True)
+
+    loss_function = torch.nn.CrossEntropyLoss()
+    history = []
+    show_bar = not quiet and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, epochs):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(x))
+        network.train()
+        total_loss, started = 0.0, time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not show_bar, file=sys.stderr)
+        for step in bar:
+            batch = order[step * batch_size : (step + 1) * batch_size]
+            views, labels = _noisy_views(method, x[batch], y[batch], rng, groups)
+            inputs = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(torch_device)
+            targets = torch.from_numpy(labels).to(torch_device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_function(network(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}")
+        clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000,
+                                 np.random.default_rng([seed, epoch, 1]))
+        history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch, "clean_accuracy": clean,
+                        "noisy_accuracy": noisy, "seconds": time.perf_counter() - started})
+        if not quiet:
+            click.echo(
+                f"certify: epoch {epoch + 1}/{epochs}: loss {total_loss / steps_per_epoch:.4f}, validation accuracy "
+                f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}% ({time.perf_counter() - started:.0f} s)",
+                err=True,
+            )
+        temporary = checkpoint.with_name(checkpoint.name + ".tmp")
+        torch.save({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1,
+                    "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict()}, temporary)
+        os.replace(temporary, checkpoint)
+
+    clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
+    metadata = {
+        "certifier.plugin": plugin,
+        "certifier.sigma": "" if method.sigma is None else repr(method.sigma),
+        "certifier.options": json.dumps(method.options.model_dump(mode="json")),
+        "certifier.dataset": dataset_name or data.name,
+        "certifier.classes": json.dumps(names),
+        "certifier.input_space": json.dumps({"scale": 1.0, "mean": None, "std": None,
+                                             "layout": "flat" if len(view_shape) == 1 else "nchw"}),
+        "certifier.group": group or ",".join(groups),
+        "certifier.training": json.dumps({**settings, "validation_clean_accuracy": clean,
+                                          "validation_noisy_accuracy": noisy}),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(network, view_shape, out, metadata)
+    if not quiet:
+        click.echo(f"certify: wrote {out} (validation accuracy clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%)",
+                   err=True)
+    return {"clean_accuracy": clean, "noisy_accuracy": noisy, "history": history}
+
+
+@hookimpl
+def register_commands(cli):
+    from certifier.cli import friendly_errors
+
+    @cli.command(name="train")
+    @click.option("-p", "--plugin", required=True, help="Smoothing method whose noise to train with.")
+    @click.option("-s", "--sigma", type=float, help="Noise level in pixel space.")
+    @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE",
+                  help="A plugin option, repeatable.")
+    @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
+                  help=".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.")
+    @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+    @click.option("--epochs", type=int, default=10, show_default=True)
+    @click.option("--batch-size", type=int, default=128, show_default=True)
+    @click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, one-cycle).")
+    @click.option("--width", type=int, default=16, show_default=True, help="Channels of the first conv layer.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+    @click.option("--group", help="Train on one vote group's views only (e.g. one DRS side).")
+    @click.option("--classes", help="Class names, comma-separated, recorded in the model.")
+    @click.option("--dataset-name", help="Name of the data set, recorded in the model.")
+    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Checkpoint file (default: OUT.ckpt); an interrupted run resumes from it.")
+    @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
+    @click.option("--validation-fraction", type=float, default=0.1, show_default=True,
+                  help="Held out when the data has no test split.")
+    @click.option("-q", "--quiet", is_flag=True)
+    @friendly_errors
+    def train_command(options, **kwargs):
+        """Train a noise-robust classifier with a plugin's noise and export it as ONNX.
+
+        \b
+            certify train --plugin rs --sigma 0.25 --data train.npz --epochs 10 --out model.onnx
+        """
+        for name in ("epochs", "batch_size", "width"):
+            if kwargs[name] < 1:
+                raise CertifyError(f"--{name.replace('_', '-')} must be at least 1")
+        try:
+            train(options=dict(options), **kwargs)
+        except KeyboardInterrupt:
+            click.echo("\ncertify: interrupted; rerun the same command to resume from the last checkpoint", err=True)
+            sys.exit(130)
