@@ -166,6 +166,14 @@ class SmoothingMethod:
         """Deterministic methods: view number ``index[i]`` of input ``x[i]``."""
         raise NotImplementedError
 
+    def stages(self, x: np.ndarray, rng: np.random.Generator, group: str) -> list[tuple[str, np.ndarray]]:
+        """Named intermediate images of one view, for ``certify show``.
+
+        The default shows only the view; methods with several steps (noise, then a
+        transform) override it to show each step.
+        """
+        return [(f"view ({group})" if len(self.groups) > 1 else "view", self.sample(x, rng, group))]
+
     # -- decisions ----------------------------------------------------------
 
     def certify(self, selection: Votes | None, estimation: Votes, alpha: float) -> Certificate:

@@ -1,0 +1,95 @@
+"""``certify show``: a picture of what the model sees under a smoothing method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from certifier import CertifyError, hookimpl
+
+
+def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An (H, W) or (H, W, 3) array for imshow from a (C, H, W) pixel-space image."""
+    if image.ndim == 1:
+        side = int(np.ceil(np.sqrt(image.size)))
+        padded = np.zeros(side * side, dtype=image.dtype)
+        padded[: image.size] = image
+        return padded.reshape(side, side), "gray"
+    if image.shape[0] == 1:
+        return image[0], "gray"
+    return np.moveaxis(image[:3], 0, -1), None
+
+
+def render(method, x: np.ndarray, path: Path, *, samples: int = 2, seed: int = 0, title: str | None = None) -> None:
+    """Write a PNG: the clean input, then each stage of a few random views per group."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CertifyError("certify show needs matplotlib: pip install 'onnx-certifier[plot]'") from None
+    rows = []
+    rng = np.random.default_rng(seed)
+    for group in method.groups:
+        for _ in range(samples):
+            rows.append(method.stages(x[None], rng, group))
+    columns = 1 + max(len(stages) for stages in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.3 * len(rows)), squeeze=False)
+    for row, stages in enumerate(rows):
+        panels = [("clean input", x[None])] + list(stages)
+        for column in range(columns):
+            axis = axes[row][column]
+            axis.axis("off")
+            if column >= len(panels):
+                continue
+            name, image = panels[column]
+            shown, cmap = _displayable(np.asarray(image[0], dtype=np.float32))
+            axis.imshow(np.clip(shown, 0, 1), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            axis.set_title(name, fontsize=8)
+    figure.suptitle(title or f"{method.name}, sigma {method.sigma}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+@hookimpl
+def register_commands(cli):
+    from certifier.api import make_method
+    from certifier.cli import friendly_errors
+    from certifier.data import load_data
+    from certifier.model import read_model
+
+    @cli.command(name="show")
+    @click.argument("data", type=click.Path(path_type=Path))
+    @click.option("-p", "--plugin", help="Smoothing method (default: the model's metadata).")
+    @click.option("-s", "--sigma", type=float, help="Noise level (default: the model's metadata).")
+    @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE")
+    @click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Read the plugin, sigma and options from this model's metadata.")
+    @click.option("--index", type=int, default=0, show_default=True, help="Which input of DATA to show.")
+    @click.option("--samples", type=int, default=2, show_default=True, help="Random views per group.")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("show.png"),
+                  show_default=True, help="PNG file to write.")
+    @friendly_errors
+    def show_command(data, plugin, sigma, options, model, index, samples, seed, out):
+        """Write a PNG of an input, noisy samples and the plugin's views of them.
+
+        \b
+            certify show --plugin rs --sigma 0.5 images.npz --index 3 --out rs.png
+        """
+        metadata = {}
+        if model is not None:
+            proto, _ = read_model(model)
+            metadata = {p.key: p.value for p in proto.metadata_props}
+        method = make_method(plugin, sigma, dict(options), metadata)
+        dataset = load_data(data)
+        if not 0 <= index < len(dataset):
+            raise CertifyError(f"--index {index} is out of range: {data} holds {len(dataset)} inputs")
+        x = method.check_inputs(dataset.batch([index]))[0]
+        method.prepare(tuple(x.shape), metadata)
+        render(method, x, out, samples=max(1, samples), seed=seed)
+        click.echo(f"certify: wrote {out}", err=True)

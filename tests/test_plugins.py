@@ -1,0 +1,282 @@
+"""The plugin system: loading, registering, the documented example, the CLI hooks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+import certifier
+from certifier import hookimpl, hookspecs, plugins
+from certifier.cli import cli
+from certifier.plugins import pm
+
+from onnx_models import hyperplane_model, save
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "writing-a-plugin.md"
+HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, re.DOTALL)
+
+
+@pytest.fixture
+def laplace_module(tmp_path):
+    """The complete example from docs/writing-a-plugin.md, imported as a module."""
+    source = python_blocks(DOCS.read_text())[0]
+    path = tmp_path / "certifier_laplace.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("certifier_laplace", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["certifier_laplace"] = module
+    spec.loader.exec_module(module)
+    pm.register(module, name="laplace-under-test")
+    try:
+        yield module
+    finally:
+        pm.unregister(name="laplace-under-test")
+        del sys.modules["certifier_laplace"]
+
+
+def test_every_hook_is_documented_with_its_signature():
+    text = DOCS.read_text()
+    for name in HOOKS:
+        import inspect
+
+        arguments = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert f"`{name}({arguments})`" in text, name
+
+
+def test_every_hook_has_a_test():
+    source = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    for name in HOOKS:
+        assert f"def {name}(" in source.replace(f"def {name}(self", f"def {name}("), name
+
+
+def test_builtins_load_through_the_entry_point_group():
+    names = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="certifier")}
+    assert names["rs"] == "certifier_plugins.rs"
+    plugins.load_plugins()
+    assert pm.get_plugin("rs") is not None
+    assert "rs" in certifier.plugins.get_methods()
+
+
+def test_load_plugins_is_safe_to_call_twice():
+    before = len(pm.get_plugins())
+    plugins.load_plugins()
+    plugins.load_plugins()
+    assert len(pm.get_plugins()) == before
+
+
+def test_documented_example_certifies_an_l1_radius_soundly(laplace_module, tmp_path):
+    """The example plugin from the docs runs end to end, and its radius never exceeds
+    the exact L1 distance to a hyperplane classifier's boundary."""
+    direction = np.array([0.5, -1.0, 0.25, 0.0])
+    offset = 0.2
+    path = save(hyperplane_model(direction, offset), tmp_path / "plane.onnx")
+    run = certifier.load(path, plugin="laplace", sigma=0.5)
+    assert run.method.norm == "l1" and run.method.scale == pytest.approx(0.5 / np.sqrt(2))
+    points = np.random.default_rng(0).uniform(0, 1, (200, 4)).astype(np.float32)
+    margin = points @ direction + offset
+    # the L1 distance to {w.x + b = 0} is |w.x + b| / max|w_i|
+    distance = np.abs(margin) / np.abs(direction).max()
+    results = run.certify(points, n0=50, n=500, alpha=0.05, batch_size=550)
+    wrong = sum(
+        1 for r in results
+        if r.prediction is not None and (r.prediction != int(margin[r.index] > 0) or r.radius > distance[r.index])
+    )
+    assert wrong <= stats.binom.ppf(0.999, len(points), 0.05)
+    assert sum(r.radius > 0 for r in results) > 100
+
+
+def test_documented_example_through_the_cli(laplace_module, tmp_path):
+    path = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
+    np.savez(tmp_path / "x.npz", x=np.array([[0.9, 0.1, 0.1, 0.1]], dtype=np.float32), y=np.array([1]))
+    result = CliRunner().invoke(
+        cli, ["--plugin", "laplace", "--sigma", "0.3", "-o", "scale", "0.2", "-n", "1000", "-q", str(path),
+              "--data", str(tmp_path / "x.npz"), "--output", str(tmp_path / "run.jsonl")],
+    )
+    assert result.exit_code == 0, result.output
+    header, record = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert header["plugin"] == "laplace" and header["settings"]["options"] == {"scale": 0.2}
+    assert record["norm"] == "l1" and record["prediction"] == 1 and record["radius"] > 0
+    listed = CliRunner().invoke(cli, ["plugins", "--json"])
+    entry = next(p for p in json.loads(listed.output) if p["name"] == "laplace-under-test")
+    assert entry["builtin"] is False and entry["hooks"] == ["register_methods"]
+    assert entry["methods"][0]["options"][0]["name"] == "scale"
+
+
+def test_register_methods(register_methods):
+    class Tiny(certifier.SmoothingMethod):
+        name = "tiny"
+        norm = "linf"
+
+    register_methods(Tiny)
+    assert certifier.plugins.get_methods()["tiny"] is Tiny
+
+
+def test_register_commands():
+    class CommandPlugin:
+        __name__ = "command-plugin"
+
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command(name="hello-test")
+            def hello():
+                click.echo("hello from a plugin")
+
+    plugin = CommandPlugin()
+    pm.register(plugin, name="command-plugin")
+    try:
+        pm.hook.register_commands(cli=cli)
+        result = CliRunner().invoke(cli, ["hello-test"])
+        assert result.output.strip() == "hello from a plugin"
+    finally:
+        pm.unregister(plugin)
+        cli.commands.pop("hello-test", None)
+
+
+def test_duplicate_method_names_are_refused_naming_both_plugins(register_methods):
+    class First(certifier.SmoothingMethod):
+        name = "twin"
+        norm = "l2"
+
+    class Second(certifier.SmoothingMethod):
+        name = "twin"
+        norm = "l2"
+
+    register_methods(First, name="first-plugin")
+    register_methods(Second, name="second-plugin")
+    with pytest.raises(certifier.CertifyError, match="first-plugin.*second-plugin|second-plugin.*first-plugin"):
+        certifier.plugins.get_methods()
+
+
+@pytest.mark.parametrize(
+    "attributes,message",
+    [({"name": "", "norm": "l2"}, "name"), ({"name": "bad norm", "norm": "l2"}, "name"),
+     ({"name": "nonorm", "norm": "l3"}, "norm")],
+)
+def test_malformed_methods_are_refused(register_methods, attributes, message):
+    method = type("Malformed", (certifier.SmoothingMethod,), attributes)
+    method.name = attributes["name"] or "placeholder"
+    register_methods(method, name="malformed")
+    method.name = attributes["name"]
+    with pytest.raises(certifier.CertifyError, match=message):
+        certifier.plugins.get_methods()
+
+
+def test_registering_something_else_is_refused(register_methods):
+    class NotAMethod:
+        name = "imposter"
+        norm = "l2"
+
+    register_methods(NotAMethod, name="imposter-plugin")
+    with pytest.raises(certifier.CertifyError, match="imposter-plugin.*SmoothingMethod"):
+        certifier.plugins.get_methods()
+
+
+def test_a_plugin_that_fails_to_import_is_named_in_one_line(monkeypatch):
+    broken = importlib.metadata.EntryPoint(name="broken", value="certifier_broken_plugin_xyz", group="certifier")
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [broken])
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.delenv("CERTIFY_LOAD_PLUGINS", raising=False)
+    with pytest.raises(certifier.CertifyError) as error:
+        plugins.load_plugins()
+    message = str(error.value)
+    assert '"broken"' in message and "ModuleNotFoundError" in message and "\n" not in message
+    assert "CERTIFY_LOAD_PLUGINS" in message
+
+
+def test_the_switch_skips_external_plugins(monkeypatch):
+    broken = importlib.metadata.EntryPoint(name="broken", value="certifier_broken_plugin_xyz", group="certifier")
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [broken])
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setenv("CERTIFY_LOAD_PLUGINS", "")
+    plugins.load_plugins()  # the broken external plugin is not even imported
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setenv("CERTIFY_LOAD_PLUGINS", "other,broken")
+    with pytest.raises(certifier.CertifyError, match="broken"):
+        plugins.load_plugins()
+
+
+def test_a_plugin_that_crashes_while_registering_is_named(register_methods):
+    class Exploding:
+        __name__ = "exploding-plugin"
+
+        @hookimpl
+        def register_methods(self, register):
+            raise RuntimeError("boom")
+
+    pm.register(Exploding(), name="exploding-plugin")
+    try:
+        with pytest.raises(certifier.CertifyError, match="exploding-plugin.*boom"):
+            certifier.plugins.get_methods()
+    finally:
+        pm.unregister(name="exploding-plugin")
+
+
+def test_a_plugin_bug_while_certifying_is_one_line(register_methods, tmp_path):
+    class Buggy(certifier.SmoothingMethod):
+        name = "buggy"
+        norm = "l2"
+
+        def sample(self, x, rng, group):
+            return x[:, :2]  # wrong shape
+
+        def certify(self, selection, estimation, alpha):
+            return certifier.Certificate(selection.top(), 0.0)
+
+    class Crashing(Buggy):
+        name = "crashing"
+
+        def certify(self, selection, estimation, alpha):
+            raise ZeroDivisionError("oops")
+
+    register_methods(Buggy, Crashing)
+    path = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
+    np.save(tmp_path / "x.npy", np.full((1, 4), 0.5, dtype=np.float32))
+    result = CliRunner().invoke(cli, ["--plugin", "buggy", "-s", "1", "-n", "10", str(path), "--data",
+                                      str(tmp_path / "x.npy")])
+    assert result.exit_code == 1
+    assert "plugin buggy made views of shape" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["--plugin", "crashing", "-s", "1", "-n", "10", str(path), "--data",
+                                      str(tmp_path / "x.npy")])
+    assert result.exit_code == 1
+    assert "unexpected ZeroDivisionError in test_plugins: oops" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_options_are_validated_with_one_line_messages(laplace_module):
+    from certifier.api import make_method
+
+    with pytest.raises(certifier.CertifyError, match="no option 'colour'; its options: scale"):
+        make_method("laplace", 0.5, {"colour": "red"}, {})
+    with pytest.raises(certifier.CertifyError, match="option scale='-1'"):
+        make_method("laplace", 0.5, {"scale": "-1"}, {})
+    assert make_method("laplace", 0.5, {"scale": "0.7"}, {}).scale == 0.7
+
+
+def test_defaults_come_from_the_models_metadata(laplace_module):
+    from certifier.api import make_method
+
+    metadata = {"certifier.plugin": "laplace", "certifier.sigma": "0.4", "certifier.options": '{"scale": 0.9}'}
+    method = make_method(None, None, {}, metadata)
+    assert method.name == "laplace" and method.sigma == 0.4 and method.scale == 0.9
+    # options given on the command line win over the metadata
+    assert make_method(None, None, {"scale": "0.1"}, metadata).scale == 0.1
+    # another plugin's metadata options are not applied
+    assert make_method("rs", None, {}, metadata).sigma == 0.4
+    with pytest.raises(certifier.CertifyError, match="needs --sigma"):
+        make_method("rs", None, {}, {})
+    with pytest.raises(certifier.CertifyError, match="no --plugin"):
+        make_method(None, 0.5, {}, {})
