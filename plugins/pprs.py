@@ -29,6 +29,10 @@ from . import superpixels
 METHODS = ("slic", "quickshift", "felzenszwalb", "grid")
 #: Default superpixel size in pixels for SLIC and the grid (49 segments on 28x28).
 PIXELS_PER_SEGMENT = 16
+# Grey pixels are in [0, 1]; skimage converts RGB to Lab (L in 0..100) for SLIC and
+# quickshift, so colour distances there are about 100 times larger.
+GREY_COMPACTNESS, LAB_COMPACTNESS = 0.5, 50.0
+GREY_RATIO, LAB_RATIO = 1.0, 0.01
 
 
 class PartitionSmoothing(SmoothingMethod):
@@ -49,7 +53,11 @@ class PartitionSmoothing(SmoothingMethod):
             None, ge=1,
             description=f"slic: n_segments; grid: number of cells (default: one per {PIXELS_PER_SEGMENT} pixels)",
         )
-        compactness: float = Field(0.5, gt=0, description="slic: colour against space (skimage: compactness)")
+        compactness: float | None = Field(
+            None, gt=0,
+            description=f"slic: weight of space against colour (default {GREY_COMPACTNESS} for grey images, "
+            f"{LAB_COMPACTNESS} for RGB, which is converted to Lab: L runs 0..100)",
+        )
         iterations: int = Field(5, ge=1, le=100, description="slic: k-means iterations (skimage: max_num_iter)")
         connectivity: bool = Field(
             True, description="slic: make segments connected, merging small pieces (skimage: enforce_connectivity)"
@@ -59,7 +67,11 @@ class PartitionSmoothing(SmoothingMethod):
         min_size: int = Field(20, ge=1, description="felzenszwalb: smallest segment in pixels")
         kernel_size: float = Field(1.0, ge=1, description="quickshift: width of the density kernel")
         max_dist: float = Field(3.0, gt=0, description="quickshift: cut links longer than this")
-        ratio: float = Field(1.0, gt=0, description="quickshift: colour against space")
+        ratio: float | None = Field(
+            None, gt=0,
+            description=f"quickshift: weight of colour against space (default {GREY_RATIO} for grey images, "
+            f"{LAB_RATIO} for RGB in Lab)",
+        )
         partition_from: Literal["noisy", "clean"] = Field(
             "noisy",
             description="noisy: partition each noisy sample (sound); clean: partition the input "
@@ -106,14 +118,17 @@ class PartitionSmoothing(SmoothingMethod):
         last = np.ascontiguousarray(np.moveaxis(images, 1, -1), dtype=np.float32)
         if not np.isfinite(last).all():
             raise CertifyError("pprs: an input or noisy sample is not finite; check the input data")
+        colour = channels == 3
         if o.method == "slic":
+            compactness = o.compactness or (LAB_COMPACTNESS if colour else GREY_COMPACTNESS)
             return superpixels.slic(
-                last, n_segments=self.segments_for(height, width), compactness=o.compactness,
+                last, n_segments=self.segments_for(height, width), compactness=compactness,
                 max_num_iter=o.iterations, enforce_connectivity=o.connectivity,
             )
         if o.method == "felzenszwalb":
             return superpixels.felzenszwalb(last, scale=o.scale, sigma=o.smoothing, min_size=o.min_size)
-        return superpixels.quickshift(last, ratio=o.ratio, kernel_size=o.kernel_size, max_dist=o.max_dist)
+        ratio = o.ratio or (LAB_RATIO if colour else GREY_RATIO)
+        return superpixels.quickshift(last, ratio=ratio, kernel_size=o.kernel_size, max_dist=o.max_dist)
 
     def average(self, noisy: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Every pixel of ``noisy`` (B, C, H, W) replaced by the mean of its segment."""
