@@ -496,8 +496,8 @@ def felzenszwalb(images: np.ndarray, *, scale: float = 1.0, sigma: float = 0.8, 
 def _quickshift_batch(images, noise, kernel_size, max_dist, out):
     """skimage's ``_quickshift_cython`` for each image (float32 arithmetic, C ``exp``).
 
-    Each pair's squared distance is computed once and reused for both pixels and both
-    passes: it is bitwise the same number skimage computes twice.
+    Each pair's squared distance and kernel value are computed once and reused for both
+    pixels and both passes: they are bitwise the numbers skimage computes twice.
     """
     batch, height, width, channels = images.shape
     pixels = height * width
@@ -505,6 +505,7 @@ def _quickshift_batch(images, noise, kernel_size, max_dist, out):
     reach = int(math.ceil(np.float64(np.float32(3.0) * kernel_size)))
     side = 2 * reach + 1
     dist = np.empty((pixels, side * side), dtype=np.float32)
+    kernel = np.empty((pixels, side * side), dtype=np.float64)
     density = np.empty(pixels, dtype=np.float32)
     parent = np.empty(pixels, dtype=np.int64)
     scratch = np.empty(pixels, dtype=np.int64)
@@ -527,6 +528,7 @@ def _quickshift_batch(images, noise, kernel_size, max_dist, out):
                         if q < p:
                             mirror = (reach - dr) * side + (reach - dc)
                             dist[p, slot] = dist[q, mirror]
+                            kernel[p, slot] = kernel[q, mirror]
                             continue
                         d = np.float32(0.0)
                         for ch in range(channels):
@@ -537,6 +539,7 @@ def _quickshift_batch(images, noise, kernel_size, max_dist, out):
                         t = np.float32(c - c2)
                         d += t * t
                         dist[p, slot] = d
+                        kernel[p, slot] = math.exp(np.float64(d * inv_kernel))
         for r in range(height):
             for c in range(width):
                 p = r * width + c
@@ -549,8 +552,7 @@ def _quickshift_batch(images, noise, kernel_size, max_dist, out):
                         c2 = c + dc
                         if c2 < 0 or c2 >= width:
                             continue
-                        d = dist[p, (dr + reach) * side + (dc + reach)]
-                        total = np.float32(np.float64(total) + math.exp(np.float64(d * inv_kernel)))
+                        total = np.float32(np.float64(total) + kernel[p, (dr + reach) * side + (dc + reach)])
                 density[p] = total
         for r in range(height):
             for c in range(width):
