@@ -157,7 +157,7 @@ class PartitionSmoothing(SmoothingMethod):
         view = self.average(noisy, labels)
         return [
             ("noisy sample", noisy),
-            (f"{self.options.method} partition", _boundaries(np.clip(noisy, 0, 1), labels)),
+            (f"{self.options.method} partition", _coloured_partition(np.clip(noisy, 0, 1), labels)),
             ("superpixel means (model input)", view),
         ]
 
@@ -185,15 +185,12 @@ class PartitionSmoothing(SmoothingMethod):
         return Certificate(top, radius, conditional=self.conditional, details=details)
 
 
-def _boundaries(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(B, 3, H, W) images with segment boundaries drawn in red, for ``certify show``."""
-    grey = images.mean(axis=1, keepdims=True) if images.shape[1] != 3 else images
-    rgb = np.repeat(grey, 3, axis=1) if grey.shape[1] == 1 else grey.copy()
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, 1:, :] |= labels[:, 1:, :] != labels[:, :-1, :]
-    edge[:, :, 1:] |= labels[:, :, 1:] != labels[:, :, :-1]
-    rgb[:, 0][edge], rgb[:, 1][edge], rgb[:, 2][edge] = 1.0, 0.1, 0.1
-    return rgb
+def _coloured_partition(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(B, 3, H, W): each segment in its own colour over the image, for ``certify show``."""
+    grey = images.mean(axis=1) if images.shape[1] != 1 else images[:, 0]
+    palette = np.random.default_rng(0).uniform(0.15, 1.0, (int(labels.max()) + 1, 3)).astype(np.float32)
+    colours = np.moveaxis(palette[labels], -1, 1)
+    return 0.6 * colours + 0.4 * grey[:, None]
 
 
 @hookimpl
