@@ -131,7 +131,7 @@ def _window(center, reach, size):
 
 @numba.njit(**_JIT)
 def _slic_image(image, seeds, grid, step_y, step_x, spatial_weight, iterations, labels, distance, centers, counts,
-                bound, row_bound):
+                bound, row_bound, windows):
     """skimage's ``_slic_cython`` for one 2D image (depth 1, unit spacing, no mask, SLIC not SLIC-zero).
 
     Arithmetic is float32 as in skimage for a float32 image. Labels are 1 .. K, 0 for
@@ -158,26 +158,29 @@ def _slic_image(image, seeds, grid, step_y, step_x, spatial_weight, iterations, 
             centers[k, 2 + c] = zero
     labels[:, :] = 0
     for iteration in range(iterations):
+        for k in range(clusters):
+            if centers[k, 0] == centers[k, 0]:
+                windows[k, 0], windows[k, 1] = _window(centers[k, 0], reach_y, height)
+                windows[k, 2], windows[k, 3] = _window(centers[k, 1], reach_x, width)
+            else:  # an emptied cluster (0 / 0 in skimage) never wins a pixel
+                windows[k, :] = 0
         # an upper bound on each pixel's winning distance
         for y in range(height):
             top = _F32(0.0)
             for x in range(width):
                 k = labels[y, x] - 1 if iteration > 0 else grid[y, x]
                 value = _F32(np.inf)
-                if k >= 0 and centers[k, 0] == centers[k, 0]:
+                if k >= 0 and windows[k, 0] <= y < windows[k, 1] and windows[k, 2] <= x < windows[k, 3]:
                     cy = centers[k, 0]
                     cx = centers[k, 1]
-                    y_min, y_max = _window(cy, reach_y, height)
-                    x_min, x_max = _window(cx, reach_x, width)
-                    if y_min <= y < y_max and x_min <= x < x_max:
-                        dy = cy - _F32(y)
-                        dx = cx - _F32(x)
-                        value = (dy * dy + dx * dx) * spatial_weight
-                        color = zero
-                        for c in range(channels):
-                            t = image[y, x, c] - centers[k, 2 + c]
-                            color += t * t
-                        value += color
+                    dy = cy - _F32(y)
+                    dx = cx - _F32(x)
+                    value = (dy * dy + dx * dx) * spatial_weight
+                    color = zero
+                    for c in range(channels):
+                        t = image[y, x, c] - centers[k, 2 + c]
+                        color += t * t
+                    value += color
                 bound[y, x] = value
                 if value > top:
                     top = value
@@ -186,10 +189,7 @@ def _slic_image(image, seeds, grid, step_y, step_x, spatial_weight, iterations, 
         for k in range(clusters):
             cy = centers[k, 0]
             cx = centers[k, 1]
-            if cy != cy:  # an emptied cluster (0 / 0 in skimage) never wins a pixel
-                continue
-            y_min, y_max = _window(cy, reach_y, height)
-            x_min, x_max = _window(cx, reach_x, width)
+            y_min, y_max, x_min, x_max = windows[k, 0], windows[k, 1], windows[k, 2], windows[k, 3]
             for y in range(y_min, y_max):
                 dy = cy - _F32(y)
                 dy = dy * dy
@@ -301,13 +301,14 @@ def _slic_batch(images, seeds, grid, step_y, step_x, spatial_weight, iterations,
     distance = np.empty((height, width), dtype=np.float32)
     bound = np.empty((height, width), dtype=np.float32)
     row_bound = np.empty(height, dtype=np.float32)
+    windows = np.zeros((clusters, 4), dtype=np.int64)
     centers = np.empty((clusters, 2 + channels), dtype=np.float32)
     counts = np.empty(clusters, dtype=np.int64)
     queue = np.empty((max(max_size, 1) + 1, 2), dtype=np.int64)
     scratch = np.empty(max(clusters, height * width) + 2, dtype=np.int64)
     for b in range(batch):
         _slic_image(images[b], seeds, grid, step_y, step_x, spatial_weight, iterations, labels, distance, centers,
-                    counts, bound, row_bound)
+                    counts, bound, row_bound, windows)
         if connect:
             _enforce_connectivity(labels, min_size, max_size, out[b], queue)
         else:
