@@ -5,6 +5,7 @@
 #
 #   benchmarks/pprs_evidence.sh rs        # RS baselines at sigma 0.25 and 0.5
 #   benchmarks/pprs_evidence.sh pprs      # PPRS, every partition method, on the bundled models
+#   benchmarks/pprs_evidence.sh conditional  # the paper's clean-partition reading (rho = 0), CONDITIONAL
 #   benchmarks/pprs_evidence.sh report    # the tables
 #
 # RS_MODELS points at the bundled RS models (models/ once merged from main).
@@ -34,6 +35,13 @@ pprs|all)
                 --output "runs/pprs-evidence-$method-$sigma.jsonl"
         done
     done ;;&
+conditional)
+    # Not a certificate: the partition of the clean input, radius valid only under an
+    # unverified Lipschitz assumption (rho = 0 here, the most favourable reading).
+    for sigma in $SIGMAS; do
+        certify --plugin pprs -o method slic -o partition-from clean -o rho 0 "models/fmnist-pprs-slic-$sigma.onnx" \
+            "${COMMON[@]}" --output "runs/pprs-evidence-slic-clean-$sigma.jsonl"
+    done ;;
 report|all)
     for sigma in $SIGMAS; do
         files=(runs/pprs-evidence-rs-$sigma.jsonl)

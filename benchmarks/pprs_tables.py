@@ -12,7 +12,7 @@ from certifier.results import load_any_results, summarize
 from certifier.stats import round_down
 
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
-RUNS = ["rs", "slic", "grid", "felzenszwalb", "quickshift"]
+RUNS = ["rs", "slic", "grid", "felzenszwalb", "quickshift", "slic-clean"]
 
 
 def main():
@@ -33,6 +33,8 @@ def main():
             summary = summarize(records, RADII, header)
             model = Path(header.get("model", "?")).name
             label = "RS" if name == "rs" else f"PPRS {name}"
+            if summary.get("conditional"):
+                label = "PPRS slic, clean partition, rho = 0: CONDITIONAL, not a certificate"
             cells = " | ".join(f"{100 * summary['certified_accuracy'][str(r)]:.1f}" for r in RADII)
             print(f"| {label} | {model} | {summary['inputs']} | {cells} | {round_down(summary['acr'], 4):.4f} | "
                   f"{100 * summary['abstain_rate']:.1f}% | {summary['seconds_per_input']:.2f} |")
