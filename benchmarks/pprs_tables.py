@@ -1,6 +1,6 @@
 """Markdown tables of the PPRS evidence runs (runs/pprs-evidence-*.jsonl) for docs/results-pprs.md.
 
-    python benchmarks/pprs_tables.py [--sigmas 0.25,0.5]
+    python benchmarks/pprs_tables.py [--sigmas 0.25,0.5] [--first 200]
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sigmas", default="0.25,0.5")
     parser.add_argument("--folder", default="runs")
+    parser.add_argument("--first", type=int, help="only the first K test images (to compare runs on the same inputs)")
     args = parser.parse_args()
     for sigma in args.sigmas.split(","):
-        print(f"\n### sigma = {sigma}\n")
+        scope = f", first {args.first} test images" if args.first else ""
+        print(f"\n### sigma = {sigma}{scope}\n")
         print("| run | model | inputs | " + " | ".join(f"r = {r}" for r in RADII)
               + " | ACR | abstain | s / input |")
         print("| --- | --- | --- | " + " | ".join("---" for _ in RADII) + " | --- | --- | --- |")
@@ -30,6 +32,8 @@ def main():
             if not path.exists():
                 continue
             header, records = load_any_results(path)
+            if args.first:
+                records = [r for r in records if r["index"] < args.first]
             summary = summarize(records, RADII, header)
             model = Path(header.get("model", "?")).name
             label = "RS" if name == "rs" else f"PPRS {name}"
