@@ -24,7 +24,12 @@ from certifier import Certificate, CertifyError, SmoothingMethod, Votes, hookimp
 from certifier.noise import gaussian_views
 from certifier.stats import gaussian_quantile
 
-from . import superpixels
+
+def _superpixels():
+    # numba and scipy.ndimage take a third of a second to import: only when segmenting
+    from . import superpixels
+
+    return superpixels
 
 METHODS = ("slic", "quickshift", "felzenszwalb", "grid")
 #: Default superpixel size in pixels for SLIC and the grid (49 segments on 28x28).
@@ -113,7 +118,7 @@ class PartitionSmoothing(SmoothingMethod):
         o = self.options
         batch, channels, height, width = images.shape
         if o.method == "grid":
-            labels = superpixels.grid_labels(height, width, self.segments_for(height, width))
+            labels = _superpixels().grid_labels(height, width, self.segments_for(height, width))
             return np.broadcast_to(labels, (batch, height, width))
         last = np.ascontiguousarray(np.moveaxis(images, 1, -1), dtype=np.float32)
         if not np.isfinite(last).all():
@@ -121,22 +126,22 @@ class PartitionSmoothing(SmoothingMethod):
         colour = channels == 3
         if o.method == "slic":
             compactness = o.compactness or (LAB_COMPACTNESS if colour else GREY_COMPACTNESS)
-            return superpixels.slic(
+            return _superpixels().slic(
                 last, n_segments=self.segments_for(height, width), compactness=compactness,
                 max_num_iter=o.iterations, enforce_connectivity=o.connectivity,
             )
         if o.method == "felzenszwalb":
-            return superpixels.felzenszwalb(last, scale=o.scale, sigma=o.smoothing, min_size=o.min_size)
+            return _superpixels().felzenszwalb(last, scale=o.scale, sigma=o.smoothing, min_size=o.min_size)
         ratio = o.ratio or (LAB_RATIO if colour else GREY_RATIO)
-        return superpixels.quickshift(last, ratio=ratio, kernel_size=o.kernel_size, max_dist=o.max_dist)
+        return _superpixels().quickshift(last, ratio=ratio, kernel_size=o.kernel_size, max_dist=o.max_dist)
 
     def average(self, noisy: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Every pixel of ``noisy`` (B, C, H, W) replaced by the mean of its segment."""
         if self.options.method == "grid":
             height, width = noisy.shape[2:]
-            side = superpixels.grid_side(height, width, self.segments_for(height, width))
-            return superpixels.grid_means(noisy, side)
-        means = superpixels.segment_means(np.moveaxis(noisy, 1, -1), labels)
+            side = _superpixels().grid_side(height, width, self.segments_for(height, width))
+            return _superpixels().grid_means(noisy, side)
+        means = _superpixels().segment_means(np.moveaxis(noisy, 1, -1), labels)
         return np.ascontiguousarray(np.moveaxis(means, -1, 1))
 
     def _labels_for(self, x: np.ndarray, noisy: np.ndarray) -> np.ndarray:
