@@ -302,7 +302,9 @@ def plugins_command(as_json):
             for option in method["options"]:
                 default = "" if option["default"] is None else f" (default: {option['default']})"
                 text = f": {option['description']}" if option["description"] else ""
-                click.echo(f"      -o {option['name']} {option['type'].upper()}{default}{text}")
+                # choices are printed as typed: they are case-sensitive
+                kind = "{" + ",".join(map(str, option["choices"])) + "}" if option.get("choices") else option["type"].upper()
+                click.echo(f"      -o {option['name']} {kind}{default}{text}")
 
 
 @cli.command(name="report")

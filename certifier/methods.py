@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping, get_args, get_origin
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -204,16 +204,18 @@ class SmoothingMethod:
 
     @classmethod
     def option_help(cls) -> list[dict[str, Any]]:
-        """Name, type, default and description of each option, for ``certify plugins``."""
+        """Name, type, default, choices (for a Literal) and description of each option, for ``certify plugins``."""
         described = []
         for name, info in cls.Options.model_fields.items():
             annotation = info.annotation
-            type_name = getattr(annotation, "__name__", None) or str(annotation)
+            choices = list(get_args(annotation)) if get_origin(annotation) is Literal else None
+            type_name = "choice" if choices else getattr(annotation, "__name__", None) or str(annotation)
             described.append(
                 {
                     "name": name.replace("_", "-"),
                     "type": type_name.replace("typing.", ""),
                     "default": None if info.is_required() else info.get_default(call_default_factory=True),
+                    "choices": choices,
                     "description": info.description or "",
                 }
             )
