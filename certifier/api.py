@@ -146,7 +146,17 @@ class Run:
             # to every model (the layout is resolved per model).
             space = self.space if model is self.model else InputSpace.from_metadata(model.metadata).overridden(
                 **{k: v for k, v in self.overrides.items() if k != "layout"})
-            adapter = ModelAdapter(view_shape, model.input_dims, model.input_dtype, space)
+            try:
+                adapter = ModelAdapter(view_shape, model.input_dims, model.input_dtype, space)
+            except CertifyError:
+                if view_shape == tuple(input_shape):
+                    raise
+                # the data is fine; the plugin's views do not fit this model
+                declared = "x".join("?" if d is None else str(d) for d in model.input_dims)
+                raise CertifyError(
+                    f"plugin {self.method.name} makes views of shape {'x'.join(map(str, view_shape))} "
+                    f"(group {name!r}) but {model.path.name} takes {declared}; check the plugin's options"
+                ) from None
             groups[name] = Group(name, model, adapter)
         return groups
 

@@ -86,3 +86,15 @@ def test_votes_total_sums_the_groups(groups):
     votes = Votes(counts, lambda k, n, a: 0.0)
     assert list(votes.total()) == list(sum(counts.values()))
     assert votes.trials(groups[-1]) == int(counts[groups[-1]].sum())
+
+
+def test_views_that_do_not_fit_the_model_are_blamed_on_the_plugin(tmp_path, register_methods):
+    # group "b" makes 2-vectors but gets the main model, which reads 4-vectors
+    main = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "a.onnx")
+    register_methods(_pair_method(None, {}))
+    run = certifier.load(main, plugin="pair", sigma=0.5)
+    with pytest.raises(certifier.CertifyError) as error:
+        run.groups((4,))
+    message = str(error.value)
+    assert "plugin pair makes views of shape 2 (group 'b') but a.onnx takes 4" in message
+    assert "\n" not in message
