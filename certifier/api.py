@@ -163,7 +163,7 @@ class Run:
     def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
                workers=1) -> Engine:
         return Engine(self.method, self.groups(input_shape), n0=n0, n=n, alpha=alpha,
-                      batch_size=batch_size, seed=seed, workers=workers)
+                      batch_size=batch_size, seed=seed, workers=workers, input_shape=input_shape)
 
     def dataset(self, data, labels=None) -> Dataset:
         """A Dataset from a path, or from an array of inputs (N, ...) and optional labels."""

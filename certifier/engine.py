@@ -96,6 +96,7 @@ class Engine:
         workers: int = 1,
         prefetch: int = 3,
         plan=FixedSampling,
+        input_shape: Sequence[int] | None = None,
     ):
         if set(groups) != set(method.groups):
             raise CertifyError(f"plugin {method.name} needs models for groups {method.groups}, got {tuple(groups)}")
@@ -112,7 +113,10 @@ class Engine:
         self.workers = max(1, workers)
         self.prefetch = max(1, prefetch)
         self.plan = plan
+        self._mode = "certify"
         self._num_views: int | None = None
+        if method.deterministic and input_shape is not None:
+            self._num_views = int(method.num_views(tuple(input_shape)))
 
     # -- building views ------------------------------------------------------
 
@@ -231,7 +235,7 @@ class Engine:
 
     def _finish(self, index: int, votes, passes: int, seconds: float, label: int | None) -> InputResult:
         method = self.method
-        if self._mode == PREDICTION:
+        if self._mode == PREDICTION and not method.deterministic:
             prediction = method.predict(self._votes(votes[PREDICTION]), self.alpha)
             return InputResult(index, label, None, prediction, passes, seconds)
         if method.deterministic:
