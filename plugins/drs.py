@@ -248,6 +248,7 @@ class DualSmoothing(SmoothingMethod):
         p_left = estimation.lower_bound(LEFT, top, alpha / 2)
         p_right = estimation.lower_bound(RIGHT, top, alpha / 2)
         details = {
+            "top": top,
             "p_lower_left": p_left,
             "p_lower_right": p_right,
             "top_votes_left": estimation.count(LEFT, top),
