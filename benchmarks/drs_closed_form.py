@@ -123,9 +123,9 @@ def main() -> None:
                     # every rule certifies the class selection chose, with the same votes
                     truth = exact_radius(r.index, r.details["top"])
                     certified += 1
-                    violations += radius > truth
+                    violations += int(radius > truth)
                     if truth > 0.05:
-                        worst = max(worst, radius / truth)
+                        worst = max(worst, float(radius / truth))
                 rate = violations / len(results)
                 rows[name] = {"certified": certified, "violations": violations, "rate": rate, "max_ratio": worst}
                 print(f"| {alpha} | {name} | {certified} | {violations} | {rate:.4f} | {rate / alpha:.2f} | {worst:.3f} |")
