@@ -13,6 +13,8 @@ SKIP=${SKIP:-9}
 OUT=runs/drs
 mkdir -p "$OUT"
 COMMON=(--data "$DATA" --split test --skip "$SKIP" --n0 100 -n 10000 --alpha 0.001 --seed 0 -q)
+# THREADS=1 on a shared machine (onnxruntime threads; results do not depend on it)
+if [ -n "${THREADS:-}" ]; then COMMON+=(--threads "$THREADS"); fi
 
 # RS at the two DRS sigmas and at sigma * sqrt(2) (the paper's pairing)
 for S in 0.25 0.3536 0.5 0.7071; do
