@@ -148,8 +148,8 @@ def scatter(sub: np.ndarray, side: str, width: int, fill: float = 0.0) -> np.nda
 def drs_radius(sigma: float, p_left: float, p_right: float) -> float:
     """sigma / sqrt(2) * (Phi^-1(p_left) + Phi^-1(p_right)), the L2 radius for pl + pr >= 1."""
     radius = sigma / math.sqrt(2.0) * (gaussian_quantile(p_left) + gaussian_quantile(p_right))
-    # When pl + pr is exactly 1 the sum is 0 up to float error: never report a
-    # negative radius, and never raise one above 0 either.
+    # pl + pr >= 1 makes the exact value >= 0; at pl + pr = 1 float rounding can
+    # leave a tiny negative number, which is reported as 0.
     return max(radius, 0.0)
 
 
