@@ -303,8 +303,7 @@ def plugins_command(as_json):
             for option in method["options"]:
                 default = "" if option["default"] is None else f" (default: {option['default']})"
                 text = f": {option['description']}" if option["description"] else ""
-                # choices are printed as typed: they are case-sensitive
-                kind = "{" + ",".join(map(str, option["choices"])) + "}" if option.get("choices") else option["type"].upper()
+                kind = option["type"] if "|" in option["type"] else option["type"].upper()
                 click.echo(f"      -o {option['name']} {kind}{default}{text}")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Mapping, get_args, get_origin
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -214,19 +216,26 @@ class SmoothingMethod:
 
     @classmethod
     def option_help(cls) -> list[dict[str, Any]]:
-        """Name, type, default, choices (for a Literal) and description of each option, for ``certify plugins``."""
+        """Name, type, default and description of each option, for ``certify plugins``."""
         described = []
         for name, info in cls.Options.model_fields.items():
-            annotation = info.annotation
-            choices = list(get_args(annotation)) if get_origin(annotation) is Literal else None
-            type_name = "choice" if choices else getattr(annotation, "__name__", None) or str(annotation)
             described.append(
                 {
                     "name": name.replace("_", "-"),
-                    "type": type_name.replace("typing.", ""),
+                    "type": _type_name(info.annotation),
                     "default": None if info.is_required() else info.get_default(call_default_factory=True),
-                    "choices": choices,
                     "description": info.description or "",
                 }
             )
         return described
+
+
+def _type_name(annotation) -> str:
+    """"float", "int", "slic|grid" (a Literal's choices); Optional[X] reads as X."""
+    origin = typing.get_origin(annotation)
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in arguments)
+    if origin in (typing.Union, types.UnionType) and len(arguments) == 1:
+        return _type_name(arguments[0])
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

@@ -137,13 +137,10 @@ def test_choice_options_are_listed_with_their_values(register_methods):
 
     register_methods(Choosy, name="choosy-plugin")
     (option,) = Choosy.option_help()
-    assert option["type"] == "choice" and option["choices"] == ["fast", "Exact"] and option["default"] == "fast"
+    assert option["type"] == "fast|Exact" and option["default"] == "fast"
     listed = CliRunner().invoke(cli, ["plugins"])
     # choices are case-sensitive, so they are printed as typed
-    assert "-o mode {fast,Exact} (default: fast): how to go" in listed.output
-    described = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)
-    entry = next(p for p in described if p["name"] == "choosy-plugin")
-    assert entry["methods"][0]["options"][0]["choices"] == ["fast", "Exact"]
+    assert "-o mode fast|Exact (default: fast): how to go" in listed.output
 
 
 def test_register_commands():
