@@ -2,8 +2,9 @@
 
     python benchmarks/model_card.py models/fmnist-rs-0.25.onnx
 
-- base-model accuracy on the whole test split, on clean inputs and on one noisy view
-  per input drawn by the model's own plugin (its metadata);
+- base-model accuracy on the whole test split, on clean inputs (the plugin's view without
+  noise, ``clean_view``) and on one noisy view per input drawn by the model's own plugin
+  (its metadata), over all its vote groups;
 - certified accuracy on the first --images test images with `certify` at n = --n,
   written to runs/<model>-n<N>.jsonl (a rerun resumes it).
 """
@@ -30,17 +31,19 @@ def base_accuracy(run: certifier.Run, x: np.ndarray, y: np.ndarray, seed: int = 
     dataset = run.dataset(x, y)
     groups = run.groups(dataset.shape)
     rng = np.random.default_rng(seed)
-    clean = noisy = total = 0
+    clean = noisy = clean_total = total = 0
     for start in range(0, len(dataset), 1000):
         batch = dataset.batch(range(start, min(start + 1000, len(dataset))))
         labels = y[start : start + len(batch)]
         for group in groups.values():
-            if group.adapter.view_shape == tuple(batch.shape[1:]):
-                clean += int((group.model.labels(group.adapter(batch)) == labels).sum())
+            clean_views = run.method.clean_view(batch, group.name)
+            if clean_views is not None:
+                clean += int((group.model.labels(group.adapter(clean_views)) == labels).sum())
+                clean_total += len(batch)
             views = run.method.sample(batch, rng, group.name)
             noisy += int((group.model.labels(group.adapter(views)) == labels).sum())
             total += len(batch)
-    return clean / total, noisy / total
+    return (clean / clean_total if clean_total else float("nan")), noisy / total
 
 
 def main() -> None:
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--radii", default="0,0.25,0.5,0.75,1.0")
+    parser.add_argument("--output", type=Path, help="results file (default: runs/<model>-n<N>.jsonl); "
+                        "an existing one with the same settings is resumed, not rerun")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more certify options")
     args = parser.parse_args()
 
@@ -59,7 +64,7 @@ def main() -> None:
         x_test, y_test = data["x_test"], data["y_test"]
     clean, noisy = base_accuracy(run, x_test, y_test)
 
-    output = ROOT / "runs" / f"{args.model.stem}-n{args.n}.jsonl"
+    output = args.output or ROOT / "runs" / f"{args.model.stem}-n{args.n}.jsonl"
     output.parent.mkdir(exist_ok=True)
     command = ["certify", str(args.model.relative_to(ROOT) if args.model.is_absolute() else args.model),
                "--data", str(args.data), "--limit", str(args.images), "-n", str(args.n), "--alpha", str(args.alpha),

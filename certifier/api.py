@@ -110,10 +110,13 @@ class Run:
         space: InputSpace,
         device: str = "auto",
         threads: int | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ):
         self.model = model
         self.method = method
         self.space = space
+        #: what the user set (--scale, --mean, --std); None: everything in ``space``
+        self.overrides = dict(overrides) if overrides is not None else space.as_dict()
         self.device = device
         self.threads = threads
         self._group_models: dict[str, OnnxModel] = {}
@@ -139,9 +142,21 @@ class Run:
         for name in self.method.groups:
             model = self._model_for(name)
             view_shape = tuple(self.method.view_shape(tuple(input_shape), name))
+            # A group's own model reads its own metadata; only what the user set applies
+            # to every model (the layout is resolved per model).
             space = self.space if model is self.model else InputSpace.from_metadata(model.metadata).overridden(
-                **{k: v for k, v in self.space.as_dict().items() if k != "layout"})
-            adapter = ModelAdapter(view_shape, model.input_dims, model.input_dtype, space)
+                **{k: v for k, v in self.overrides.items() if k != "layout"})
+            try:
+                adapter = ModelAdapter(view_shape, model.input_dims, model.input_dtype, space)
+            except CertifyError:
+                if view_shape == tuple(input_shape):
+                    raise
+                # the data is fine; the plugin's views do not fit this model
+                declared = "x".join("?" if d is None else str(d) for d in model.input_dims)
+                raise CertifyError(
+                    f"plugin {self.method.name} makes views of shape {'x'.join(map(str, view_shape))} "
+                    f"(group {name!r}) but {model.path.name} takes {declared}; check the plugin's options"
+                ) from None
             groups[name] = Group(name, model, adapter)
         return groups
 
@@ -235,10 +250,10 @@ def load(
     """Open an ONNX model and configure a smoothing method for it."""
     onnx_model = load_model(Path(model), output_name=output_name, device=device, threads=threads)
     method = make_method(plugin, sigma, options, onnx_model.metadata)
-    space = InputSpace.from_metadata(onnx_model.metadata).overridden(
-        scale=scale, mean=tuple(mean) if mean is not None else None,
-        std=tuple(std) if std is not None else None, layout=layout)
-    return Run(onnx_model, method, space=space, device=device, threads=threads)
+    overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
+                 "std": tuple(std) if std is not None else None, "layout": layout}
+    space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
+    return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides)
 
 
 def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,

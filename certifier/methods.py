@@ -168,6 +168,16 @@ class SmoothingMethod:
         """Deterministic methods: view number ``index[i]`` of input ``x[i]``."""
         raise NotImplementedError
 
+    def clean_view(self, x: np.ndarray, group: str) -> np.ndarray | None:
+        """The view of each clean input in the batch ``x`` without noise, or None.
+
+        ``certify train`` reports the model's accuracy on it as its clean accuracy.
+        The default is the input itself when views have the input's shape.
+        """
+        if tuple(self.view_shape(tuple(x.shape[1:]), group)) == tuple(x.shape[1:]):
+            return x
+        return None
+
     def stages(self, x: np.ndarray, rng: np.random.Generator, group: str) -> list[tuple[str, np.ndarray]]:
         """Named intermediate images of one view, for ``certify show``.
 

@@ -112,8 +112,8 @@ def _noisy_views(method, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
 
 
 def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tuple[float, float]:
-    """Clean accuracy (on the plugin's views without noise is not defined for every
-    method, so clean means the raw input when shapes allow) and noisy accuracy."""
+    """Clean accuracy (on the plugin's views without noise, ``method.clean_view``; NaN
+    when the method defines none) and noisy accuracy."""
     torch = _torch()
     network.eval()
     clean_correct, noisy_correct, clean_total, noisy_total = 0, 0, 0, 0
@@ -124,8 +124,11 @@ def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tu
             out = network(torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(device))
             noisy_correct += int((out.argmax(1).cpu().numpy() == labels).sum())
             noisy_total += len(labels)
-            if views.shape[1:] == xb.shape[1:]:
-                out = network(torch.from_numpy(xb).to(device))
+            for group in groups:
+                clean = method.clean_view(xb, group)
+                if clean is None:
+                    continue
+                out = network(torch.from_numpy(np.ascontiguousarray(clean, dtype=np.float32)).to(device))
                 clean_correct += int((out.argmax(1).cpu().numpy() == yb).sum())
                 clean_total += len(yb)
     network.train()

@@ -8,11 +8,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from pydantic import Field
 from scipy import stats
 
 import certifier
@@ -123,6 +125,22 @@ def test_register_methods(register_methods):
 
     register_methods(Tiny)
     assert certifier.plugins.get_methods()["tiny"] is Tiny
+
+
+def test_choice_options_are_listed_with_their_values(register_methods):
+    class Choosy(certifier.SmoothingMethod):
+        name = "choosy"
+        norm = "l2"
+
+        class Options(certifier.Options):
+            mode: Literal["fast", "Exact"] = Field("fast", description="how to go")
+
+    register_methods(Choosy, name="choosy-plugin")
+    (option,) = Choosy.option_help()
+    assert option["type"] == "fast|Exact" and option["default"] == "fast"
+    listed = CliRunner().invoke(cli, ["plugins"])
+    # choices are case-sensitive, so they are printed as typed
+    assert "-o mode fast|Exact (default: fast): how to go" in listed.output
 
 
 def test_register_commands():
