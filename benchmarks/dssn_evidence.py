@@ -172,7 +172,7 @@ def card(args) -> None:
         metadata = run.model.metadata
         training = json.loads(metadata.get("certifier.training", "{}"))
         print(f"{path}: plugin {metadata.get('certifier.plugin')}, sigma {run.method.sigma:.6g}, "
-              f"lambda {run.method.lam:.6g}; test split ({len(dataset)} images): clean {100 * clean / len(dataset):.2f}%, "
+              f"lambda {getattr(run.method, 'lam', float('nan')):.6g}; test split ({len(dataset)} images): clean {100 * clean / len(dataset):.2f}%, "
               f"one noisy view {100 * noisy / len(dataset):.2f}%; training-time validation: clean "
               f"{100 * training.get('validation_clean_accuracy', float('nan')):.2f}%, noisy "
               f"{100 * training.get('validation_noisy_accuracy', float('nan')):.2f}%; "
