@@ -10,6 +10,10 @@ DATA=../shared/data/fashion_mnist.npz
 CLASSES="T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
 SIGMAS="1.0 2.5"
 STEPS=${*:-bruteforce certify timing cards}
+# one onnxruntime / torch thread per process: the runs in docs/results-dssn.md shared 2 cores
+# with other jobs (threads change the time, not the results)
+THREADS=${THREADS:-1}
+export OMP_NUM_THREADS=$THREADS
 mkdir -p runs
 
 for step in $STEPS; do
@@ -30,9 +34,9 @@ bruteforce)
 certify)
     # the first 500 Fashion-MNIST test images; DSSN is exact, uniform at n = 10,000, alpha = 0.001
     for s in $SIGMAS; do
-        certify models/fmnist-dssn-$s.onnx --data $DATA --limit 500 -q --output runs/dssn-$s.jsonl
+        certify models/fmnist-dssn-$s.onnx --data $DATA --limit 500 -q --output runs/dssn-$s.jsonl --threads $THREADS
         certify --plugin uniform models/fmnist-uniform-$s.onnx --data $DATA --limit 500 -n 10000 --alpha 0.001 \
-            -q --output runs/uniform-$s.jsonl
+            -q --output runs/uniform-$s.jsonl --threads $THREADS
     done
     files=""
     for s in $SIGMAS; do files="$files runs/dssn-$s.jsonl runs/uniform-$s.jsonl"; done
@@ -45,7 +49,7 @@ timing)
     # seconds per input, DSSN vs SSN vs uniform at n = 100,000, same model, interleaved in one process
     for s in $SIGMAS; do
         python benchmarks/dssn_evidence.py timing models/fmnist-dssn-$s.onnx --inputs 5 -n 100000 \
-            --json runs/dssn-timing-$s.json | tee runs/dssn-timing-$s.md
+            --threads $THREADS --json runs/dssn-timing-$s.json | tee runs/dssn-timing-$s.md
     done
     ;;
 cards)
