@@ -23,7 +23,7 @@ from .errors import CertifyError
 from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
 from .plugins import get_method
-from .space import InputSpace, ModelAdapter
+from .space import InputSpace, ModelAdapter, prefers_channels_last
 
 #: metadata_props keys written by ``certify train`` and read as defaults.
 META_PLUGIN = "certifier.plugin"
@@ -150,13 +150,14 @@ class Run:
         return Engine(self.method, self.groups(input_shape), n0=n0, n=n, alpha=alpha,
                       batch_size=batch_size, seed=seed, workers=workers, input_shape=input_shape)
 
-    def dataset(self, data, labels=None) -> Dataset:
-        """A Dataset from a path, or from an array of inputs (N, ...) and optional labels."""
-        prefer_last = bool(len(self.model.input_dims) == 3 and self.model.input_dims[-1] in (1, 3, 4))
+    def dataset(self, data, labels=None, *, split: str | None = None) -> Dataset:
+        """A Dataset from a path (``split`` picks x_SPLIT from an .npz), or from an
+        array of inputs (N, ...) and optional labels."""
+        prefer_last = prefers_channels_last(self.model.input_dims)
         if isinstance(data, Dataset):
             return data
         if isinstance(data, (str, os.PathLike)):
-            return load_data(data, class_names=self.model.class_names, prefer_channels_last=prefer_last)
+            return load_data(data, split=split, class_names=self.model.class_names, prefer_channels_last=prefer_last)
         return Dataset(np.asarray(data), labels, "array", self.model.class_names, prefer_last)
 
     def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,

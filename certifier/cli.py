@@ -25,8 +25,12 @@ from .space import LAYOUTS
 DEBUG_VARIABLE = "CERTIFY_DEBUG"
 
 
-class Interrupted(Exception):
-    """SIGTERM, turned into an exception so results are closed cleanly."""
+class Interrupted(BaseException):
+    """SIGTERM, turned into an exception so results are closed cleanly.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way
+    (the engine's, a plugin's) mistakes it for a failure.
+    """
 
 
 def _raise_interrupted(signum, frame):
@@ -171,11 +175,7 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
     _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
     if sigma is None and run.method.uses_sigma:
         _note(quiet, f"sigma {run.method.sigma} from the model's metadata")
-    data_from_split = split
-    from .data import load_data
-
-    dataset = load_data(data_path, split=data_from_split, class_names=run.model.class_names,
-                        prefer_channels_last=bool(len(run.model.input_dims) == 3 and run.model.input_dims[-1] in (1, 3, 4)))
+    dataset = run.dataset(data_path, split=split)
     engine = run.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, workers=workers)
     indices = list(range(0, len(dataset), skip))[:limit]
     header = _header(mode, run, engine, dataset, output_name)
@@ -188,8 +188,8 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
         _note(quiet, f"resuming {output}: {len(records)} of {len(indices)} inputs already done")
     todo = [i for i in indices if results is None or i not in results.done]
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     started = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         with _progress(len(indices), len(records), quiet) as bar:
             for result in run_results(run, engine, dataset, todo, mode):
@@ -199,7 +199,8 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
                 records.append(record)
                 bar.update(1)
     except (KeyboardInterrupt, Interrupted):
-        saved = f"; {len(records)} results are in {output}, rerun the same command to resume" if output else ""
+        # Counted from the file: the signal may land between writing a result and listing it.
+        saved = f"; {len(results.done)} results are in {output}, rerun the same command to resume" if results else ""
         click.echo(f"\ncertify: interrupted{saved}", err=True)
         sys.exit(130)
     finally:

@@ -18,9 +18,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 def to_pixel_space(values: np.ndarray, source: str) -> np.ndarray:
     """float32 in [0, 1] from uint8 0..255, integers 0..255 or floats in [0, 1]."""
     values = np.asarray(values)
+    if values.dtype == bool:  # black and white: True is white, 1.0
+        return values.astype(np.float32)
     if values.dtype == np.uint8:
         return values.astype(np.float32) / np.float32(255)
-    if np.issubdtype(values.dtype, np.integer) or values.dtype == bool:
+    if np.issubdtype(values.dtype, np.integer):
         low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
         if low < 0 or high > 255:
             raise CertifyError(
@@ -34,7 +36,12 @@ def to_pixel_space(values: np.ndarray, source: str) -> np.ndarray:
         raise CertifyError(f"{source}: the data contains NaN or infinite values")
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if low < 0 or high > 1:
-        hint = " (it looks like 0..255: store it as uint8 or divide by 255)" if high <= 255 and low >= 0 else ""
+        if low >= 0 and high <= 255:
+            hint = " (it looks like 0..255: store it as uint8 or divide by 255)"
+        elif low < 0:
+            hint = " (it looks normalized: store pixels in [0, 1] and give the model's --mean and --std)"
+        else:
+            hint = ""
         raise CertifyError(
             f"{source}: pixel values range {low:g}..{high:g}, outside [0, 1]{hint}; "
             f"certify works in pixel space [0, 1]"
@@ -124,7 +131,7 @@ def _read_image(path) -> np.ndarray:
 
 def _load_arrays(path: Path, split: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     try:
-        if path.suffix == ".npy":
+        if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -150,7 +157,7 @@ def load_data(path: str | Path, *, split: str | None = None, class_names: list[s
         raise CertifyError(f"data not found: {path}")
     if path.is_dir():
         return _load_folder(path, class_names, prefer_channels_last)
-    if path.suffix in (".npz", ".npy"):
+    if path.suffix.lower() in (".npz", ".npy"):
         x, y = _load_arrays(path, split)
         return Dataset(x, y, str(path), class_names, prefer_channels_last)
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -159,10 +166,12 @@ def load_data(path: str | Path, *, split: str | None = None, class_names: list[s
 
 
 def _load_folder(folder: Path, class_names: list[str] | None, prefer_channels_last: bool) -> Dataset:
+    # Hidden entries are tool litter (.ipynb_checkpoints, macOS ._ files), not classes or images.
     def images_in(directory: Path) -> list[Path]:
-        return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in directory.iterdir()
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subfolders:
         paths = images_in(folder)
         if not paths:

@@ -220,7 +220,7 @@ class Engine:
                         predicted = model.labels(batch)
                     except CertifyError:
                         raise
-                    except Exception as error:
+                    except Exception as error:  # onnxruntime raises its own exception types
                         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                         raise CertifyError(f"onnxruntime failed on input {job.index}: {message[:300]}") from None
                     self._count(votes[job.phase], job.group, predicted)
@@ -261,9 +261,9 @@ class Engine:
 
 
 def _check_certificate(method: SmoothingMethod, certificate: Certificate) -> None:
-    radius = certificate.radius
     if not isinstance(certificate, Certificate):
-        raise CertifyError(f"plugin {method.name}: certify() must return a Certificate")
+        raise CertifyError(f"plugin {method.name}: certify() must return a Certificate, not {certificate!r}")
+    radius = certificate.radius
     if not (radius >= 0) or np.isnan(radius):
         raise CertifyError(f"plugin {method.name} returned an invalid radius {radius!r}")
     if certificate.prediction is None and radius != 0:

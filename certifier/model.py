@@ -29,19 +29,21 @@ _INT_TYPES = {
 _SCORE_NAME = re.compile(r"prob|logit|score|output|pred|softmax", re.IGNORECASE)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike, *more: str | os.PathLike) -> str:
+    """SHA-256 of a file, followed by ``more`` files (a model's external data)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for name in (path, *more):
+        with open(name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
 # -- reading and vetting the file ---------------------------------------------------
 
 
-def _graphs(graph: onnx.GraphProto):
-    """The graph and every subgraph (If, Loop, Scan bodies) inside it."""
+def _graphs(graph: onnx.GraphProto | onnx.FunctionProto):
+    """The graph (or function body) and every subgraph (If, Loop, Scan bodies) inside it."""
     yield graph
     for node in graph.node:
         for attribute in node.attribute:
@@ -52,13 +54,31 @@ def _graphs(graph: onnx.GraphProto):
                     yield from _graphs(sub)
 
 
+def _sparse_tensors(proto: onnx.ModelProto):
+    """Every sparse tensor: sparse initializers and sparse attributes, in every graph and function."""
+    for body in [proto.graph, *proto.functions]:
+        for graph in _graphs(body):
+            yield from getattr(graph, "sparse_initializer", ())
+            for node in graph.node:
+                for attribute in node.attribute:
+                    if attribute.HasField("sparse_tensor"):
+                        yield attribute.sparse_tensor
+                    yield from attribute.sparse_tensors
+
+
+def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Tensors whose data lives in another file, dense and sparse (onnx's helper skips sparse ones)."""
+    tensors = list(external_data_helper._get_all_tensors(proto))
+    for sparse in _sparse_tensors(proto):
+        tensors += [sparse.values, sparse.indices]
+    return [t for t in tensors if external_data_helper.uses_external_data(t)]
+
+
 def _check_external_data(proto: onnx.ModelProto, folder: Path) -> bool:
     """Refuse tensors whose external data lies outside the model's folder."""
     root = folder.resolve()
     found = False
-    for tensor in external_data_helper._get_all_tensors(proto):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
+    for tensor in _external_tensors(proto):
         found = True
         info = external_data_helper.ExternalDataInfo(tensor)
         location = info.location
@@ -76,6 +96,18 @@ def _check_external_data(proto: onnx.ModelProto, folder: Path) -> bool:
     return found
 
 
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Read vetted external data into the proto, so onnxruntime never opens another file."""
+    try:
+        for tensor in _external_tensors(proto):
+            external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
+    except Exception as error:  # a short, unreadable or odd data file
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise CertifyError(
+            f"cannot read the external data of {path.name}: {first}; re-export the model with its data files"
+        ) from None
+
+
 def _check_domains(proto: onnx.ModelProto) -> None:
     local = {function.domain for function in proto.functions}
     for graph in _graphs(proto.graph):
@@ -87,12 +119,13 @@ def _check_domains(proto: onnx.ModelProto) -> None:
                     f"custom-op library; export the model with standard ONNX operators"
                 )
     for function in proto.functions:
-        for node in function.node:
-            if node.domain not in STANDARD_DOMAINS and node.domain not in local:
-                raise CertifyError(
-                    f"refusing the model: function {function.name!r} uses the custom domain "
-                    f"{node.domain!r}; export the model with standard ONNX operators"
-                )
+        for body in _graphs(function):
+            for node in body.node:
+                if node.domain not in STANDARD_DOMAINS and node.domain not in local:
+                    raise CertifyError(
+                        f"refusing the model: function {function.name!r} uses the custom domain "
+                        f"{node.domain!r}; export the model with standard ONNX operators"
+                    )
 
 
 def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
@@ -142,6 +175,20 @@ def _producer(graph: onnx.GraphProto, name: str) -> onnx.NodeProto | None:
     return None
 
 
+#: Operators that only reshape or relabel a tensor: a probability stays a probability.
+_SHAPE_ONLY = {"Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast"}
+
+
+def _comes_from_sigmoid(graph: onnx.GraphProto, name: str) -> bool:
+    """Whether ``name`` is a Sigmoid's output, possibly reshaped (``sigmoid(x).squeeze(1)``)."""
+    producer = _producer(graph, name)
+    for _ in graph.node:  # bounded: a malformed graph may have a cycle
+        if producer is None or producer.op_type not in _SHAPE_ONLY or not producer.input:
+            break
+        producer = _producer(graph, producer.input[0])
+    return producer is not None and producer.op_type == "Sigmoid"
+
+
 def _choose_output(proto: onnx.ModelProto, wanted: str | None) -> OutputChoice:
     graph = proto.graph
     outputs = list(graph.output)
@@ -179,9 +226,8 @@ def _choose_output(proto: onnx.ModelProto, wanted: str | None) -> OutputChoice:
         return OutputChoice(labels[0].name, "label")
     if binaries:
         output = binaries[0]
-        producer = _producer(graph, output.name)
-        is_probability = producer is not None and producer.op_type == "Sigmoid"
-        return OutputChoice(output.name, "binary", threshold=0.5 if is_probability else 0.0, num_classes=2)
+        threshold = 0.5 if _comes_from_sigmoid(graph, output.name) else 0.0
+        return OutputChoice(output.name, "binary", threshold=threshold, num_classes=2)
     raise CertifyError(
         "found no classifier output (class scores (N, C), labels (N,) or one score (N, 1)) "
         f"among the model's outputs: {', '.join(names)}"
@@ -366,9 +412,11 @@ def load_model(
     providers, note = choose_providers(device, ort.get_available_providers(), cuda_probe)
     notes: list[str] = []
     modified = False
+    # The weights are part of the model's identity (results files resume only the same model).
+    data_files = sorted({external_data_helper.ExternalDataInfo(t).location for t in _external_tensors(proto)})
     if external:
         # Safe now: every location was checked to lie inside the model's folder.
-        external_data_helper.load_external_data_for_model(proto, str(path.parent))
+        _load_external_data(proto, path)
 
     def open_session(model_proto: onnx.ModelProto, changed: bool):
         source = model_proto.SerializeToString() if (changed or external) else str(path)
@@ -410,7 +458,7 @@ def load_model(
 
     return OnnxModel(
         path=path,
-        sha256=file_sha256(path),
+        sha256=file_sha256(path, *(path.parent / name for name in data_files)),
         metadata=metadata,
         input_name=model_input.name,
         input_dims=dims[1:],

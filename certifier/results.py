@@ -42,7 +42,8 @@ class ResultsFile:
             raise CertifyError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         self.path = Path(path)
         self.format = fmt
-        self.header = header
+        # JSON round trip: the header read back from the file has lists where this one has tuples.
+        self.header = json.loads(json.dumps(header))
         self.header_path = self.path.with_name(self.path.name + ".header.json") if fmt == "cohen" else self.path
         self.done: dict[int, dict] = {}
         self._handle = None
@@ -51,14 +52,17 @@ class ResultsFile:
     # -- opening and resuming ------------------------------------------------
 
     def _open(self) -> None:
-        existing = self.path.exists() and self.path.stat().st_size > 0
+        existing = self._holds_results()
         if existing:
-            old_header, records = self._read_existing()
+            # Nothing in the file changes until it is known to hold results for these settings.
+            old_header = self._read_header()
             if any(old_header.get(k) != self.header.get(k) for k in IDENTITY_KEYS):
                 raise CertifyError(
                     f"{self.path} holds results for other settings ({_describe_difference(old_header, self.header)}); "
                     f"choose another --output or remove the file"
                 )
+            _drop_partial_line(self.path)
+            records = read_results(self.path)[1] if self.format == "jsonl" else read_cohen(self.path)
             self.done = {r["index"]: r for r in records}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,18 +76,48 @@ class ResultsFile:
                 self.header_path.write_text(json.dumps(self.header, indent=1) + "\n")
                 self._write_line("\t".join(COHEN_COLUMNS))
 
-    def _read_existing(self) -> tuple[dict, list[dict]]:
-        _drop_partial_line(self.path)
+    def _holds_results(self) -> bool:
+        """Whether there is a header to resume from; a header torn by a kill is dropped."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return False
+        with open(self.path, "rb") as handle:
+            first = handle.readline()
+        if not first.endswith(b"\n"):
+            start = (json.dumps({"type": "header"})[:-1] if self.format == "jsonl" else "\t".join(COHEN_COLUMNS)).encode()
+            if start.startswith(first) or first.startswith(start):
+                self.path.write_bytes(b"")
+                return False
+        return True
+
+    def _read_header(self) -> dict:
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
         if self.format == "jsonl":
-            header, records = read_results(self.path)
-            return header, records
+            try:
+                header = json.loads(first)
+            except json.JSONDecodeError:
+                header = None
+            if not isinstance(header, dict) or header.get("type") != "header":
+                raise CertifyError(
+                    f"{self.path} exists and is not a certify results file; choose another --output or remove the file"
+                )
+            return header
+        if first.rstrip("\n").split("\t") != list(COHEN_COLUMNS):
+            raise CertifyError(
+                f"{self.path} exists and is not a Cohen-format results file; choose another --output or remove the file"
+            )
         if not self.header_path.exists():
             raise CertifyError(
                 f"{self.path} exists but {self.header_path.name} (its settings) is missing; "
                 f"choose another --output or remove the file"
             )
-        header = json.loads(self.header_path.read_text())
-        return header, read_cohen(self.path)
+        try:
+            return json.loads(self.header_path.read_text())
+        except json.JSONDecodeError:
+            raise CertifyError(
+                f"{self.header_path} (the settings of {self.path.name}) is not valid JSON; "
+                f"choose another --output or remove both files"
+            ) from None
 
     def _write_line(self, line: str) -> None:
         self._handle.write(line + "\n")
@@ -137,27 +171,38 @@ def cohen_row(record: dict) -> str:
 
 def read_cohen(path: Path) -> list[dict]:
     records = []
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     if not lines or lines[0].split("\t") != list(COHEN_COLUMNS):
         raise CertifyError(f"{path} is not a Cohen-format results file (expected the header {' '.join(COHEN_COLUMNS)})")
-    for line in lines[1:]:
-        idx, label, predict, radius, correct, elapsed = line.split("\t")
-        records.append(
-            {
-                "index": int(idx),
-                "label": None if label == "-1" else int(label),
-                "prediction": None if predict == "-1" else int(predict),
-                "radius": float(radius),
-                "correct": bool(int(correct)) if label != "-1" else None,
-                "seconds": _parse_timedelta(elapsed),
-            }
-        )
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            idx, label, predict, radius, correct, elapsed = line.split("\t")
+            records.append(
+                {
+                    "index": int(idx),
+                    "label": None if label == "-1" else int(label),
+                    "prediction": None if predict == "-1" else int(predict),
+                    "radius": float(radius),
+                    "correct": bool(int(correct)) if label != "-1" else None,
+                    "seconds": _parse_timedelta(elapsed),
+                }
+            )
+        except ValueError:
+            raise CertifyError(
+                f"{path}, line {number}: expected the columns {' '.join(COHEN_COLUMNS)}; "
+                f"is this a Cohen-format results file?"
+            ) from None
     return records
 
 
 def _parse_timedelta(text: str) -> float:
+    """Seconds in ``str(datetime.timedelta)``: "H:MM:SS.ffffff" or "D day(s), H:MM:SS"."""
+    days = 0
+    if "day" in text:
+        count, text = text.split(" day", 1)
+        days, text = int(count), text.split(", ", 1)[1]
     hours, minutes, seconds = text.split(":")
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return days * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
@@ -167,21 +212,21 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
         raise CertifyError(f"results file not found: {path}")
     header = None
     records: dict[int, dict] = {}
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                if not line.endswith("\n"):
+                if not line.endswith("\n") and number > 1:
                     break  # half-written last line of a killed run
                 raise CertifyError(f"{path}, line {number}: not valid JSON; is this a certify results file?") from None
             if number == 1:
                 if not isinstance(record, dict) or record.get("type") != "header":
                     raise CertifyError(f"{path} is not a certify results file (its first line is not a header)")
                 header = record
-            elif record.get("type") == "result":
+            elif isinstance(record, dict) and record.get("type") == "result" and "index" in record:
                 records[record["index"]] = record
     if header is None:
         raise CertifyError(f"{path} is empty")
@@ -193,7 +238,7 @@ def load_any_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     path = Path(path)
     if not path.exists():
         raise CertifyError(f"results file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:
         first = handle.readline()
     if first.startswith("idx\t"):
         sidecar = path.with_name(path.name + ".header.json")
@@ -284,7 +329,7 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
 
 
 def plot_summaries(runs: Sequence[tuple[str, list[dict]]], path: str | os.PathLike) -> None:
-    """Certified accuracy against radius, one curve per run."""
+    """Certified accuracy against radius, one curve per run (certified fraction for a run without labels)."""
     try:
         import matplotlib
 
@@ -295,18 +340,24 @@ def plot_summaries(runs: Sequence[tuple[str, list[dict]]], path: str | os.PathLi
     figure, axes = plt.subplots(figsize=(6, 4))
     for name, records in runs:
         labeled = [r for r in records if r.get("label") is not None]
-        if not labeled:
+        if labeled:
+            counted, good = labeled, [r for r in labeled if r.get("correct")]
+        else:
+            counted, good = records, [r for r in records if r.get("prediction") is not None]
+            name += " (no labels: certified fraction)"
+        if not counted:
             continue
-        radii = sorted({0.0} | {r["radius"] for r in labeled if r.get("correct")})
+        radii = sorted({0.0} | {r["radius"] for r in good})
         top = max(radii) * 1.05 + 1e-9
         grid = [i * top / 400 for i in range(401)]
-        values = [sum(1 for r in labeled if r.get("correct") and r["radius"] >= g) / len(labeled) for g in grid]
+        values = [sum(1 for r in good if r["radius"] >= g) / len(counted) for g in grid]
         axes.plot(grid, values, label=name, drawstyle="steps-post")
     axes.set_xlabel("radius")
     axes.set_ylabel("certified accuracy")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
-    axes.legend()
+    if axes.lines:
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

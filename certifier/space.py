@@ -61,6 +61,14 @@ def _describe(shape: Sequence[int | None]) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
 
 
+def prefers_channels_last(declared: Sequence[int | None]) -> bool:
+    """Whether a model's declared per-input shape reads as H x W x C.
+
+    Decides data and model shapes that fit both layouts, the same way for both.
+    """
+    return len(declared) == 3 and declared[-1] in (1, 3, 4) and declared[0] not in (1, 3, 4)
+
+
 def resolve_layout(declared: Sequence[int | None], view_shape: tuple[int, ...], layout: str = "auto") -> str:
     """Which layout turns a (C, H, W) or (D,) view into the model's declared input.
 
@@ -94,10 +102,8 @@ def resolve_layout(declared: Sequence[int | None], view_shape: tuple[int, ...], 
             f"check --data, or set --layout if the channel axis is misread"
         )
     if len(fits) > 1:
-        # Both layouts fit only when the declared shape is symbolic: prefer channels
-        # last when the last declared axis looks like a channel count.
-        last = declared[-1]
-        return "nhwc" if last in (1, 3, 4) and declared[0] not in (1, 3, 4) else "nchw"
+        # Both fit when the declared shape is symbolic, or a cube such as 3 x 3 x 3.
+        return "nhwc" if prefers_channels_last(declared) else "nchw"
     return fits[0]
 
 
@@ -114,7 +120,8 @@ class ModelAdapter:
         std = np.asarray(space.std if space.std is not None else (1.0,), dtype=np.float64)
         for name, values in (("mean", mean), ("std", std)):
             if values.size not in (1, channels):
-                raise CertifyError(f"--{name} needs 1 or {channels} values (one per channel), got {values.size}")
+                wanted = "1 value (the data has one channel)" if channels == 1 else f"1 or {channels} values (one per channel)"
+                raise CertifyError(f"--{name} needs {wanted}, got {values.size}")
         if (std <= 0).any() or not np.isfinite(std).all():
             raise CertifyError("--std values must be positive")
         if not (np.isfinite(scale) and scale > 0):

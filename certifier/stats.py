@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import beta, binomtest, norm
-
 
 def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
     """One-sided lower bound on a binomial proportion, valid with probability >= 1 - alpha."""
@@ -13,6 +11,8 @@ def clopper_pearson_lower(successes: int, trials: int, alpha: float) -> float:
         return 0.0
     if successes > trials:
         raise ValueError(f"{successes} successes in {trials} trials")
+    from scipy.stats import beta  # scipy.stats takes a second to import: only when needed
+
     return float(beta.ppf(alpha, successes, trials - successes + 1))
 
 
@@ -20,6 +20,8 @@ def clopper_pearson_upper(successes: int, trials: int, alpha: float) -> float:
     """One-sided upper bound on a binomial proportion, valid with probability >= 1 - alpha."""
     if trials <= 0 or successes >= trials:
         return 1.0
+    from scipy.stats import beta
+
     return float(beta.ppf(1 - alpha, successes + 1, trials - successes))
 
 
@@ -27,11 +29,15 @@ def binomial_pvalue(successes: int, trials: int) -> float:
     """Two-sided p-value of ``successes`` out of ``trials`` against p = 1/2."""
     if trials <= 0:
         return 1.0
+    from scipy.stats import binomtest
+
     return float(binomtest(successes, trials, 0.5).pvalue)
 
 
 def gaussian_quantile(p: float) -> float:
     """Phi^-1(p) in float64; -inf at 0 and +inf at 1."""
+    from scipy.stats import norm
+
     return float(norm.ppf(p))
 
 
