@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import certifier
+from certifier.stats import round_down
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
@@ -134,7 +135,7 @@ def timing(args) -> None:
             (result,) = runs[name].certify(x[i : i + 1], n0=args.n0, n=args.n, alpha=args.alpha, seed=i)
             seconds[name].append(time.perf_counter() - started)
             passes[name] = result.forward_passes
-            outcome[name].append((result.prediction, round(result.radius, 4)))
+            outcome[name].append((result.prediction, round_down(result.radius, 4)))
     print(f"load average after {os.getloadavg()[0]:.2f}")
     print()
     print("| method | forward passes per input | median seconds per input | median ratio to dssn (per input) |")
@@ -145,7 +146,7 @@ def timing(args) -> None:
               f"{statistics.median(ratios):.1f}x |")
     print()
     for name in runs:
-        print(f"{name}: per input seconds {[round(s, 3) for s in seconds[name]]}, (prediction, radius) {outcome[name]}")
+        print(f"{name}: per input seconds {[round(s, 3) for s in seconds[name]]}, (prediction, radius rounded down) {outcome[name]}")
     if args.json:
         Path(args.json).write_text(json.dumps({"seconds": seconds, "passes": passes}, indent=1))
 

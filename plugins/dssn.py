@@ -65,12 +65,14 @@ def quantized_split_centers(levels: np.ndarray, shifts: np.ndarray, views: int, 
     (min(c, 2q) + max(c - 2L, 0)) / (4q). Integer arithmetic: a pixel's value depends on
     (k_i, m_i) only, bit for bit.
     """
-    cut = np.subtract(levels, shifts, dtype=np.int64)
+    cut = np.subtract(levels, shifts, dtype=np.int64 if views > 2**28 else np.int32)
     cut -= 1
     cut //= views
     cut += 1
     cut *= 2 * views
-    cut += 2 * shifts + 1
+    cut += shifts
+    cut += shifts
+    cut += 1
     lower = cut - 2 * views
     np.minimum(cut, 2 * q, out=cut)
     np.maximum(lower, 0, out=lower)
@@ -129,6 +131,9 @@ class DSSN(LambdaSmoothing):
         self.seed = int(self.options.seed)
         # The reference code takes int(2 lambda q); the tolerance keeps 2 * 0.3 * 255 = 152.999... at 153.
         self.levels = math.floor(2.0 * self.lam * self.q + 1e-9)
+        if self.levels > 2**28:
+            raise CertifyError(f"plugin dssn: 2 lambda q = {2 * self.lam * self.q:g} views is more than it can run; "
+                               f"lower lambda (or --sigma) or q")
         if self.levels < 1:
             raise CertifyError(f"plugin dssn: 2 lambda q = {2 * self.lam * self.q:g} is below 1 view; "
                                f"raise lambda (or --sigma) or q")
@@ -142,7 +147,7 @@ class DSSN(LambdaSmoothing):
         cached = self._offsets
         if cached is None or cached[0] != input_shape:
             v = offset_vector(self.seed, self.levels, int(np.prod(input_shape)))
-            cached = (input_shape, v.astype(np.int32 if self.levels < 2**31 else np.int64))
+            cached = (input_shape, v.astype(np.int32))
             self._offsets = cached
         return cached[1]
 
@@ -220,9 +225,11 @@ class DSSN(LambdaSmoothing):
         return self.levels
 
     def views(self, x: np.ndarray, index: np.ndarray, group: str) -> np.ndarray:
-        flat = x.reshape(len(x), -1)
-        levels = np.rint(flat * np.float32(self.q)).astype(np.int64)
-        shifts = self.offsets(x.shape[1:])[None, :] + np.asarray(index, dtype=np.int64)[:, None]
+        if len(x) and x.strides[0] == 0:  # one input broadcast to many views: round it once
+            levels = np.rint(x[:1].reshape(1, -1) * np.float32(self.q)).astype(np.int32)
+        else:
+            levels = np.rint(x.reshape(len(x), -1) * np.float32(self.q)).astype(np.int32)
+        shifts = self.offsets(x.shape[1:])[None, :] + np.asarray(index, dtype=np.int32)[:, None]
         shifts %= self.levels
         return quantized_split_centers(levels, shifts, self.levels, self.q).reshape(x.shape)
 
