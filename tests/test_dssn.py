@@ -409,3 +409,19 @@ def test_views_do_not_depend_on_batching():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         method.check_inputs(x)
+
+
+def test_the_bundled_models_certify_with_their_own_offsets():
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    with np.load(models / "fmnist-samples.npz") as data:
+        x, y = data["x"][:2], data["y"][:2]
+    for sigma, views in ((1.0, 883), (2.5, 2208)):
+        run = certifier.load(models / f"fmnist-dssn-{sigma}.onnx")
+        assert run.method.levels == views and run.method.seed == 0 and run.method.sigma == sigma
+        results = run.certify(x, y)
+        assert all(r.exact and r.forward_passes == views and r.radius == r.details["radius_steps"] / 255
+                   for r in results)
+        with pytest.raises(certifier.CertifyError, match="seed 0 in the model, 1 now"):
+            certifier.load(models / f"fmnist-dssn-{sigma}.onnx", options={"seed": "1"}).certify(x)
