@@ -310,7 +310,8 @@ def plugins_command(as_json):
             for option in method["options"]:
                 default = "" if option["default"] is None else f" (default: {option['default']})"
                 text = f": {option['description']}" if option["description"] else ""
-                click.echo(f"      -o {option['name']} {option['type'].upper()}{default}{text}")
+                kind = option["type"] if "|" in option["type"] else option["type"].upper()
+                click.echo(f"      -o {option['name']} {kind}{default}{text}")
 
 
 @cli.command(name="report")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -217,14 +219,23 @@ class SmoothingMethod:
         """Name, type, default and description of each option, for ``certify plugins``."""
         described = []
         for name, info in cls.Options.model_fields.items():
-            annotation = info.annotation
-            type_name = getattr(annotation, "__name__", None) or str(annotation)
             described.append(
                 {
                     "name": name.replace("_", "-"),
-                    "type": type_name.replace("typing.", ""),
+                    "type": _type_name(info.annotation),
                     "default": None if info.is_required() else info.get_default(call_default_factory=True),
                     "description": info.description or "",
                 }
             )
         return described
+
+
+def _type_name(annotation) -> str:
+    """"float", "int", "slic|grid" (a Literal's choices); Optional[X] reads as X."""
+    origin = typing.get_origin(annotation)
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in arguments)
+    if origin in (typing.Union, types.UnionType) and len(arguments) == 1:
+        return _type_name(arguments[0])
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -139,10 +140,13 @@ def export_onnx(network, view_shape, path: Path, metadata: dict[str, str]) -> No
     network = network.cpu().eval()
     example = torch.zeros(1, *view_shape)
     temporary = path.with_name(path.name + ".tmp")
-    torch.onnx.export(
-        network, (example,), str(temporary), input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but needs no onnxscript; it exports these networks exactly.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            network, (example,), str(temporary), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        )
     model = onnx.load(str(temporary))
     model.ir_version = min(model.ir_version, 8)
     del model.metadata_props[:]

@@ -1,0 +1,121 @@
+"""certify train: data, noise from the plugin, checkpoints and resume, ONNX export with metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("torch")
+
+import certifier  # noqa: E402
+from certifier.cli import cli  # noqa: E402
+from certifier_plugins.train import build_network  # noqa: E402
+
+
+@pytest.fixture
+def small_data(tmp_path, fashion):
+    path = tmp_path / "small.npz"
+    np.savez(path, x_train=fashion["x_train"][:600], y_train=fashion["y_train"][:600],
+             x_test=fashion["x_test"][:200], y_test=fashion["y_test"][:200])
+    return path
+
+
+def train(args):
+    return CliRunner().invoke(cli, ["train", "-q", *args])
+
+
+def test_train_exports_a_model_certify_reads_without_options(small_data, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = train(["--plugin", "rs", "--sigma", "0.3", "--data", str(small_data), "--epochs", "2", "--out", str(out),
+                    "--classes", "a,b,c,d,e,f,g,h,i,j", "--dataset-name", "tiny-fashion", "--width", "4"])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out))
+    assert model.ir_version <= 10
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata["certifier.plugin"] == "rs" and float(metadata["certifier.sigma"]) == 0.3
+    assert metadata["certifier.dataset"] == "tiny-fashion"
+    assert json.loads(metadata["certifier.classes"]) == list("abcdefghij")
+    assert json.loads(metadata["certifier.input_space"])["scale"] == 1.0
+    training = json.loads(metadata["certifier.training"])
+    assert training["epochs"] == 2 and 0 <= training["validation_noisy_accuracy"] <= 1
+    # plugin and sigma come from the metadata
+    run = certifier.load(out)
+    assert run.method.name == "rs" and run.method.sigma == 0.3
+    results = run.certify(np.load(small_data)["x_test"][:3], n0=10, n=100)
+    assert len(results) == 3
+
+
+def test_training_learns_something(small_data, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = train(["--plugin", "rs", "--sigma", "0.1", "--data", str(small_data), "--epochs", "6", "--out", str(out),
+                    "--batch-size", "32", "--width", "8"])
+    assert result.exit_code == 0, result.output
+    training = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["certifier.training"])
+    assert training["validation_clean_accuracy"] > 0.4  # ten classes: chance is 0.1
+
+
+def test_resume_from_checkpoint_and_refuse_another_run(small_data, tmp_path):
+    out = tmp_path / "model.onnx"
+    args = ["--plugin", "rs", "--sigma", "0.2", "--data", str(small_data), "--out", str(out), "--width", "4"]
+    assert train(args + ["--epochs", "1"]).exit_code == 0
+    checkpoint = tmp_path / "model.onnx.ckpt"
+    assert checkpoint.exists()
+    # the same run with more epochs is another run (the schedule differs): refused
+    refused = train(args + ["--epochs", "2"])
+    assert refused.exit_code == 1 and "checkpoint of another training run" in refused.output
+    assert "Traceback" not in refused.output
+    assert train(args + ["--epochs", "2", "--restart"]).exit_code == 0
+    # rerunning the finished run resumes after its last epoch: nothing left to train, same weights
+    before = out.read_bytes()
+    out.unlink()
+    again = CliRunner().invoke(cli, ["train", *args, "--epochs", "2"])
+    assert again.exit_code == 0 and "resuming" in again.output
+    assert onnx.load_from_string(before).graph.initializer[0] == onnx.load(str(out)).graph.initializer[0]
+
+
+def test_image_folder_and_validation_split(tmp_path):
+    from skimage import io
+
+    rng = np.random.default_rng(0)
+    for label in ("0", "1"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(12):
+            image = rng.integers(0, 60, (8, 8), dtype=np.uint8) + (150 if label == "1" else 0)
+            io.imsave(tmp_path / "images" / label / f"{i}.png", image, check_contrast=False)
+    out = tmp_path / "folder.onnx"
+    result = train(["--plugin", "rs", "--sigma", "0.1", "--data", str(tmp_path / "images"), "--epochs", "2",
+                    "--out", str(out), "--width", "4", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(metadata["certifier.classes"]) == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--plugin", "nope", "--sigma", "0.1"], "unknown plugin"),
+     (["--plugin", "rs"], "needs --sigma"),
+     (["--plugin", "rs", "--sigma", "0.1", "--epochs", "0"], "--epochs must be at least 1"),
+     (["--plugin", "rs", "--sigma", "0.1", "--group", "left"], "--group left is not one")],
+)
+def test_bad_training_arguments_are_one_line_errors(small_data, tmp_path, args, message):
+    result = train(args + ["--data", str(small_data), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_unlabeled_training_data_is_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((10, 8, 8), dtype=np.uint8))
+    result = train(["--plugin", "rs", "--sigma", "0.1", "--data", str(tmp_path / "x.npy"), "--out",
+                    str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "no labels" in result.output
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 7, 9), (20,)])
+def test_network_fits_any_input_shape(shape):
+    import torch
+
+    network = build_network(shape, 5, width=4)
+    assert network(torch.zeros(2, *shape)).shape == (2, 5)
