@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -34,6 +35,11 @@ class Interrupted(BaseException):
 
 def _raise_interrupted(signum, frame):
     raise Interrupted()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Python warnings (a plugin rounding inputs, say) as one line, without source code."""
+    click.echo(f"certify: warning: {message}", err=True)
 
 
 def friendly_errors(command):
@@ -85,6 +91,7 @@ class CertifyGroup(DefaultGroup):
     _plugin_commands_added = False
 
     def main(self, *args, **kwargs):
+        warnings.showwarning = _show_warning
         if not CertifyGroup._plugin_commands_added:
             CertifyGroup._plugin_commands_added = True
             try:

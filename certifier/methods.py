@@ -210,6 +210,16 @@ class SmoothingMethod:
 
     # -- description --------------------------------------------------------
 
+    def training_metadata(self, input_shape: tuple[int, ...]) -> dict[str, str]:
+        """Extra ONNX ``metadata_props`` that ``certify train`` stores in the model.
+
+        Record here what certification must reproduce exactly (a seed, a view count,
+        the input shape) and check it in :meth:`prepare`. Keys are namespaced by the
+        caller's choice (``certifier.<name>...`` is the convention); the core's own
+        keys (``certifier.plugin``, ``certifier.sigma``, ...) cannot be overridden.
+        """
+        return {}
+
     def settings(self) -> dict[str, Any]:
         """Everything that determines the certificates, for the results header."""
         return {"sigma": self.sigma, "options": self.options.model_dump(mode="json")}

@@ -250,7 +250,9 @@ def train(
         os.replace(temporary, checkpoint)
 
     clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
+    extra = {str(k): str(v) for k, v in method.training_metadata(input_shape).items()}
     metadata = {
+        **extra,
         "certifier.plugin": plugin,
         "certifier.sigma": "" if method.sigma is None else repr(method.sigma),
         "certifier.options": json.dumps(method.options.model_dump(mode="json")),
