@@ -14,8 +14,9 @@ Add ``--json summary.json`` (or ``--json -`` for stdout) for a machine-readable 
 
 Contenders, run on the same first K Fashion-MNIST test images with the same batch size:
 
-* bare:    the limit. The very onnxruntime session certify uses (``certifier.load(...).model.session``)
-           runs n0 + n samples per input from batches made in advance: no noise, no counting.
+* bare:    the limit. A plain onnxruntime session with default options (what running the model
+           alone gives, one run spread over every core) runs n0 + n samples per input from batches
+           made in advance, one after another: no noise, no counting.
 * certify: ``certifier.load(model, plugin="rs", sigma=...).certify(x, n0=, n=, alpha=, batch_size=)``.
 * peer:    Cohen et al.'s ``Smooth.certify`` (locuslab/smoothing, code/core.py) re-implemented in
            PyTorch on the same network, rebuilt with ``certifier_plugins.train.build_network`` and
@@ -23,8 +24,9 @@ Contenders, run on the same first K Fashion-MNIST test images with the same batc
 
 Each round runs the contenders one after another in a rotating order, so slow drifts of a busy
 machine hit all of them alike; the summary is the median over rounds of the per-round ratios.
-A fourth, non-competing measurement times ``certifier.noise.gaussian_views`` alone (one thread)
-for the same number of samples, to show how much of certify's gap to the limit is noise making.
+Two non-competing measurements explain the gap: ``parallel`` runs the same premade batches on
+certify's own session (single-threaded runs, as many side by side as certify runs), and ``noise``
+times ``certifier.noise.gaussian_views`` alone (one thread) for the same number of samples.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "fmnist-rs-0.25.onnx"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
-CONTENDERS = ("bare", "certify", "peer", "noise")
+CONTENDERS = ("bare", "certify", "peer", "parallel", "noise")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -181,6 +183,7 @@ def batch_sizes(count: int, batch_size: int) -> list[int]:
 
 class Bench:
     def __init__(self, args, run, images: np.ndarray, network, batch_size: int):
+        import onnxruntime
         import torch
 
         self.args, self.run, self.images, self.batch_size = args, run, images, batch_size
@@ -193,6 +196,10 @@ class Bench:
         rng = np.random.default_rng(2)
         full = images[0] + self.sigma * rng.standard_normal((batch_size,) + images.shape[1:], dtype=np.float32)
         self.premade = {batch_size: np.ascontiguousarray(full, dtype=np.float32)}
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self.bare_session = onnxruntime.InferenceSession(str(self.model.path), options,
+                                                         providers=self.model.providers)
 
     def schedule(self, n: int) -> list[int]:
         """Batch sizes certify runs for one input: selection, then estimation."""
@@ -204,7 +211,7 @@ class Bench:
         return self.premade[size]
 
     def bare(self, round_number: int, n: int) -> dict:
-        session, input_name, output = self.model.session, self.model.input_name, [self.model.output.name]
+        session, input_name, output = self.bare_session, self.model.input_name, [self.model.output.name]
         batches = [self.premade_batch(size) for size in self.schedule(n)]
         seconds = []
         for _ in self.images:
@@ -244,6 +251,20 @@ class Bench:
             radii.append(float(radius))
         return {"seconds": seconds, "predictions": predictions, "radii": radii}
 
+    def parallel(self, round_number: int, n: int) -> dict:
+        """The premade batches on certify's session, ``parallel_runs`` at a time."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        session, input_name, output = self.model.session, self.model.input_name, [self.model.output.name]
+        batches = [self.premade_batch(size) for size in self.schedule(n)]
+        seconds = []
+        with ThreadPoolExecutor(self.model.parallel_runs) as pool:
+            for _ in self.images:
+                start = time.perf_counter()
+                list(pool.map(lambda batch: session.run(output, {input_name: batch}), batches))
+                seconds.append(time.perf_counter() - start)
+        return {"seconds": seconds}
+
     def noise(self, round_number: int, n: int) -> dict:
         """certify's view making alone, in this thread: one generator per batch as the engine
         seeds them, then certifier.noise.gaussian_views on the broadcast input."""
@@ -260,7 +281,8 @@ class Bench:
         return {"seconds": seconds}
 
     def contender(self, name: str):
-        return {"bare": self.bare, "certify": self.certify, "peer": self.peer_run, "noise": self.noise}[name]
+        return {"bare": self.bare, "certify": self.certify, "peer": self.peer_run, "parallel": self.parallel,
+                "noise": self.noise}[name]
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -283,15 +305,11 @@ def thread_report(model) -> dict:
     import torch
 
     options = model.session.get_session_options()
-    try:
-        spinning = options.get_session_config_entry("session.intra_op.allow_spinning")
-    except Exception:  # not set: onnxruntime's default, which spins
-        spinning = "default (1)"
     return {
         "cores": os.cpu_count(),
-        "onnxruntime_intra_op_threads": options.intra_op_num_threads,
-        "onnxruntime_inter_op_threads": options.inter_op_num_threads,
-        "onnxruntime_allow_spinning": spinning,
+        "certify_runs_side_by_side": model.parallel_runs,
+        "certify_intra_op_threads_per_run": options.intra_op_num_threads,
+        "bare_intra_op_threads": 0,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
     }
@@ -344,9 +362,10 @@ def main(argv=None) -> int:
     say(f"  inputs: {args.data.name} x_test[0:{args.inputs}], labels {labels.tolist()}; n0 {args.n0}, "
         f"n {args.n}, alpha {args.alpha:g}, batch {batch_size}"
         f"{' (certify auto)' if args.batch_size is None else ''}, rounds {args.rounds}")
-    say(f"  threads: onnxruntime intra-op {threads['onnxruntime_intra_op_threads']} (0 = ORT default, one per "
-        f"physical core), torch {threads['torch_threads']} (default), cores {threads['cores']}; "
-        f"certify adds 1 view thread")
+    say(f"  threads: bare: one onnxruntime run at a time, default intra-op threads (one per physical core); "
+        f"certify and parallel: {threads['certify_runs_side_by_side']} runs side by side, "
+        f"{threads['certify_intra_op_threads_per_run']} thread each; torch {threads['torch_threads']} "
+        f"(default); cores {threads['cores']}")
     say(f"  versions: python {platform.python_version()}, numpy {np.__version__}, onnxruntime "
         f"{onnxruntime.__version__} {model.providers[0]}, torch {torch.__version__}")
     say(f"  peer check: torch logits == onnxruntime logits on {4 * args.inputs} views "
@@ -361,9 +380,10 @@ def main(argv=None) -> int:
     samples = args.n0 + args.n
     rounds = []
     say()
-    header = (f"{'round':>5}  {'order':<26}{'bare':>9}{'certify':>9}{'peer':>9}{'noise':>9}"
+    header = (f"{'round':>5}  {'order':<36}{'bare':>9}{'certify':>9}{'peer':>9}{'parallel':>9}{'noise':>9}"
               f"{'certify/bare':>14}{'peer/certify':>14}")
-    say(f"seconds per certified input ({samples} samples each); noise = certify's view making alone")
+    say(f"seconds per certified input ({samples} samples each); parallel = the bare batches on certify's "
+        f"side-by-side runs; noise = certify's view making alone")
     say(header)
     for number in range(args.rounds):
         shift = number % len(CONTENDERS)
@@ -377,22 +397,25 @@ def main(argv=None) -> int:
                   "peer/certify": per_input["peer"] / per_input["certify"]}
         rounds.append({"order": list(order), "per_input_seconds": per_input, "ratios": ratios,
                        "detail": measured})
-        say(f"{number + 1:>5}  {','.join(order):<26}" + "".join(f"{per_input[c]:>9.3f}" for c in CONTENDERS)
+        say(f"{number + 1:>5}  {','.join(order):<36}" + "".join(f"{per_input[c]:>9.3f}" for c in CONTENDERS)
             + f"{ratios['certify/bare']:>14.3f}{ratios['peer/certify']:>14.3f}")
 
     median_seconds = {c: statistics.median(r["per_input_seconds"][c] for r in rounds) for c in CONTENDERS}
     median_ratios = {k: statistics.median(r["ratios"][k] for r in rounds) for k in ("certify/bare", "peer/certify")}
-    say(f"{'median':>5}  {'':<26}" + "".join(f"{median_seconds[c]:>9.3f}" for c in CONTENDERS)
+    say(f"{'median':>5}  {'':<36}" + "".join(f"{median_seconds[c]:>9.3f}" for c in CONTENDERS)
         + f"{median_ratios['certify/bare']:>14.3f}{median_ratios['peer/certify']:>14.3f}")
     aims = {"certify/bare": median_ratios["certify/bare"] <= 1.1, "peer/certify": median_ratios["peer/certify"] >= 3}
     say(f"aims: certify/bare <= 1.1: {'met' if aims['certify/bare'] else 'NOT met'}; "
         f"peer/certify >= 3: {'met' if aims['peer/certify'] else 'NOT met'}")
 
     bare, views, cert = median_seconds["bare"], median_seconds["noise"], median_seconds["certify"]
+    side = median_seconds["parallel"]
+    runs = model.parallel_runs
     say()
     say("where certify's time goes (medians, s/input):")
-    say(f"  bare onnxruntime {bare:.3f} + views alone {views:.3f} = {bare + views:.3f} if run one after the other;"
-        f" certify {cert:.3f}")
+    say(f"  bare batches on certify's {runs} side-by-side runs {side:.3f} ({side / bare:.3f}x bare); "
+        f"views alone {views:.3f} on 1 thread, {views / runs:.3f} spread over {runs}; "
+        f"sum {side + views / runs:.3f}; certify {cert:.3f}")
     say(f"  gap to the limit {cert - bare:+.3f} s = {100 * (cert - bare) / bare:.0f}% of bare; views alone are "
         f"{100 * views / bare:.0f}% of bare ({1e9 * views / (samples * int(np.prod(input_shape))):.2f} ns per value,"
         f" 1 thread)")

@@ -61,7 +61,7 @@ def main():
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

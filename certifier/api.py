@@ -161,7 +161,7 @@ class Run:
         return groups
 
     def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
-               workers=1) -> Engine:
+               workers=None) -> Engine:
         return Engine(self.method, self.groups(input_shape), n0=n0, n=n, alpha=alpha,
                       batch_size=batch_size, seed=seed, workers=workers, input_shape=input_shape)
 
@@ -176,7 +176,7 @@ class Run:
         return Dataset(np.asarray(data), labels, "array", self.model.class_names, prefer_last)
 
     def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,
-                alpha=0.001, batch_size=None, seed=0, workers=1, mode="certify") -> Iterator[Result]:
+                alpha=0.001, batch_size=None, seed=0, workers=None, mode="certify") -> Iterator[Result]:
         """Certify each input, yielding :class:`Result` as soon as it is done."""
         dataset = self.dataset(data, labels)
         engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size,

@@ -1,9 +1,9 @@
 """The certification engine: views in, votes counted, certificates out.
 
-The engine owns what every method shares: drawing views in batches on a worker
-thread while the model runs (numpy and onnxruntime both release the GIL), counting
-votes per group, keeping selection and estimation samples apart, the confidence
-bounds and the results. A method only says how to make views and how to turn
+The engine owns what every method shares: batches that each make their views and
+run the model on worker threads, several at once (numpy, numba kernels and
+onnxruntime all release the GIL), counting votes per group, keeping selection and
+estimation samples apart, the confidence bounds and the results. A method only says how to make views and how to turn
 votes into a certificate.
 """
 
@@ -93,8 +93,8 @@ class Engine:
         alpha: float = 0.001,
         batch_size: int | None = None,
         seed: int = 0,
-        workers: int = 1,
-        prefetch: int = 3,
+        workers: int | None = None,
+        prefetch: int = 2,
         plan=FixedSampling,
         input_shape: Sequence[int] | None = None,
     ):
@@ -110,7 +110,8 @@ class Engine:
         self.batch_size = batch_size or min(auto_batch_size(g.adapter.view_shape) for g in self.groups)
         if self.batch_size < 1:
             raise CertifyError("--batch-size must be at least 1")
-        self.workers = max(1, workers)
+        #: batches in flight at once; by default what the models ask for
+        self.workers = max(1, workers or max(getattr(g.model, "parallel_runs", 1) for g in self.groups))
         self.prefetch = max(1, prefetch)
         self.plan = plan
         self._mode = "certify"
@@ -140,6 +141,17 @@ class Engine:
                 f"{group.name!r}; it declared {group.adapter.view_shape}"
             )
         return group.adapter(views)
+
+    def _labels(self, job: _Job) -> np.ndarray:
+        """Make one batch of views and label it (runs on a worker thread)."""
+        batch = self._make_views(job)
+        try:
+            return self.groups[job.group].model.labels(batch)
+        except CertifyError:
+            raise
+        except Exception as error:  # onnxruntime raises its own exception types
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CertifyError(f"onnxruntime failed on input {job.index}: {message[:300]}") from None
 
     def _phases(self) -> list[tuple[str, int]]:
         if self.method.deterministic:
@@ -191,7 +203,7 @@ class Engine:
         passes = 0
         last = time.perf_counter()
         jobs = self._input_jobs(load, indices)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="certify-views") as pool:
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="certify-batch") as pool:
             pending: collections.deque = collections.deque()
 
             def refill() -> None:
@@ -199,7 +211,7 @@ class Engine:
                     job = next(jobs, None)
                     if job is None:
                         return
-                    future = None if job.phase == "done" else pool.submit(self._make_views, job)
+                    future = None if job.phase == "done" else pool.submit(self._labels, job)
                     pending.append((job, future))
 
             refill()
@@ -214,17 +226,9 @@ class Engine:
                         votes.clear()
                         passes, last = 0, now
                         continue
-                    batch = future.result()
-                    model = self.groups[job.group].model
-                    try:
-                        predicted = model.labels(batch)
-                    except CertifyError:
-                        raise
-                    except Exception as error:  # onnxruntime raises its own exception types
-                        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                        raise CertifyError(f"onnxruntime failed on input {job.index}: {message[:300]}") from None
+                    predicted = future.result()
                     self._count(votes[job.phase], job.group, predicted)
-                    passes += len(batch)
+                    passes += len(predicted)
             finally:
                 for _, future in pending:
                     if future is not None:

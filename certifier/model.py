@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper
 
-from .device import choose_providers, probe_cuda
+from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError
 
 #: Operator domains onnxruntime implements itself; anything else needs a custom-op library.
@@ -255,6 +255,14 @@ _NUMPY_TYPES = {
 # -- the runnable model -------------------------------------------------------------
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _session_options(threads: int | None):
     import onnxruntime as ort
 
@@ -263,6 +271,7 @@ def _session_options(threads: int | None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     return options
 
 
@@ -293,6 +302,9 @@ class OnnxModel:
     fixed_batch: int | None = None
     notes: list[str] = field(default_factory=list)
     session: object = field(default=None, repr=False)
+    #: batches the engine should run at once: on the CPU one single-threaded run per
+    #: thread (each also makes its own views); on a GPU two, so views overlap inference
+    parallel_runs: int = 1
 
     @property
     def num_classes(self) -> int | None:
@@ -410,6 +422,11 @@ def load_model(
     metadata = {p.key: p.value for p in proto.metadata_props}
 
     providers, note = choose_providers(device, ort.get_available_providers(), cuda_probe)
+    on_cpu = providers[0] == CPU
+    # On the CPU, several single-threaded runs side by side beat one run spread over
+    # all cores: nothing waits at a barrier while another thread makes noise.
+    parallel_runs = (threads or usable_cores()) if on_cpu else 2
+    session_threads = 1 if on_cpu else threads
     notes: list[str] = []
     modified = False
     # The weights are part of the model's identity (results files resume only the same model).
@@ -421,7 +438,7 @@ def load_model(
     def open_session(model_proto: onnx.ModelProto, changed: bool):
         source = model_proto.SerializeToString() if (changed or external) else str(path)
         try:
-            return _create_session(source, providers, threads)
+            return _create_session(source, providers, session_threads)
         except Exception as error:
             message = str(error)
             limit = _IR_LIMIT.search(message)
@@ -469,4 +486,5 @@ def load_model(
         fixed_batch=fixed_batch,
         notes=notes,
         session=session,
+        parallel_runs=parallel_runs,
     )

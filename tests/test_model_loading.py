@@ -87,6 +87,23 @@ def spy_on_runs(model) -> list[int]:
     return sizes
 
 
+# -- threads ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [None, 1, 3])
+def test_cpu_runs_single_threaded_batches_side_by_side(tmp_path, threads):
+    from certifier.model import usable_cores
+
+    w, b = weights(64)
+    path = save(linear_model(w, b, (1, 8, 8)), tmp_path / "m.onnx")
+    model = load_model(path, device="cpu", threads=threads)
+    assert model.parallel_runs == (threads or usable_cores())
+    assert model.session.get_session_options().intra_op_num_threads == 1
+    run = certifier.load(path, plugin="rs", sigma=0.25, device="cpu", threads=threads)
+    assert run.engine((1, 8, 8)).workers == model.parallel_runs
+    assert run.engine((1, 8, 8), workers=5).workers == 5
+
+
 # -- batch dimension ---------------------------------------------------------------
 
 
