@@ -130,22 +130,18 @@ def _window(center, reach, size):
 
 
 @numba.njit(**_JIT)
-def _slic_image(image, seeds, grid, step_y, step_x, spatial_weight, iterations, labels, distance, centers, counts,
-                bound, row_bound, windows):
+def _slic_image(image, seeds, step_y, step_x, spatial_weight, iterations, labels, distance, centers, counts,
+                windows):
     """skimage's ``_slic_cython`` for one 2D image (depth 1, unit spacing, no mask, SLIC not SLIC-zero).
 
-    Arithmetic is float32 as in skimage for a float32 image. Labels are 1 .. K, 0 for
-    a pixel no cluster window ever covered (skimage's ``start_label - 1``).
-
-    skimage assigns each pixel to the lowest-numbered cluster of least distance among
-    the clusters whose window holds it. The same argmin is found faster by skipping
-    pairs that cannot win: ``bound[y, x]`` is the exact distance to one cluster whose
-    window holds the pixel (its previous cluster, or at first its nearest seed), so
-    the winner's distance is at most that, and a cluster whose spatial term alone
-    exceeds the largest bound of a row cannot win any pixel of it. The skipped pairs
-    are strictly worse than the winner, so the labels are unchanged.
+    Arithmetic is float32 as in skimage for a float32 image, in the same order. Labels
+    are 1 .. K, 0 for a pixel no cluster window ever covered (skimage's ``start_label - 1``).
+    Clusters are visited in order and a pixel moves only to a strictly closer one, so
+    ties go to the lowest-numbered cluster, as in skimage. The row loops store
+    unconditionally (a select, not a branch) so that LLVM vectorizes them.
     """
     height, width, channels = image.shape
+    plane = image.reshape(height, width * channels)  # the image itself when grey
     clusters = seeds.shape[0]
     features = 2 + channels
     reach_y = _F32(2 * step_y)
@@ -164,59 +160,43 @@ def _slic_image(image, seeds, grid, step_y, step_x, spatial_weight, iterations, 
                 windows[k, 2], windows[k, 3] = _window(centers[k, 1], reach_x, width)
             else:  # an emptied cluster (0 / 0 in skimage) never wins a pixel
                 windows[k, :] = 0
-        # an upper bound on each pixel's winning distance
-        for y in range(height):
-            top = _F32(0.0)
-            for x in range(width):
-                k = labels[y, x] - 1 if iteration > 0 else grid[y, x]
-                value = _F32(np.inf)
-                if k >= 0 and windows[k, 0] <= y < windows[k, 1] and windows[k, 2] <= x < windows[k, 3]:
-                    cy = centers[k, 0]
-                    cx = centers[k, 1]
-                    dy = cy - _F32(y)
-                    dx = cx - _F32(x)
-                    value = (dy * dy + dx * dx) * spatial_weight
-                    color = zero
-                    for c in range(channels):
-                        t = image[y, x, c] - centers[k, 2 + c]
-                        color += t * t
-                    value += color
-                bound[y, x] = value
-                if value > top:
-                    top = value
-            row_bound[y] = top
         distance[:, :] = np.inf
         for k in range(clusters):
             cy = centers[k, 0]
             cx = centers[k, 1]
             y_min, y_max, x_min, x_max = windows[k, 0], windows[k, 1], windows[k, 2], windows[k, 3]
+            label = np.int32(k + 1)
             for y in range(y_min, y_max):
                 dy = cy - _F32(y)
                 dy = dy * dy
-                limit = row_bound[y]
-                if dy * spatial_weight > limit:
-                    continue
-                # columns whose spatial term can stay within the row's bound, widened by a
-                # pixel on each side so float rounding can never drop a candidate
-                span = (np.float64(limit) / np.float64(spatial_weight) - np.float64(dy)) * 1.0001 + 1e-3
-                if span < np.inf:
-                    half = math.sqrt(span) if span > 0 else 0.0
-                    lo = max(x_min, int(math.floor(np.float64(cx) - half)) - 1)
-                    hi = min(x_max, int(math.ceil(np.float64(cx) + half)) + 2)
+                if channels == 1:
+                    # row views indexed from 0 let LLVM drop negative-index checks and vectorize
+                    grey = centers[k, 2]
+                    pixels = plane[y, x_min:x_max]
+                    best = distance[y, x_min:x_max]
+                    owner = labels[y, x_min:x_max]
+                    for i in range(x_max - x_min):
+                        dx = cx - _F32(x_min + i)
+                        dist = (dy + dx * dx) * spatial_weight
+                        t = pixels[i] - grey
+                        dist += t * t
+                        old = best[i]
+                        closer = old > dist
+                        best[i] = dist if closer else old
+                        owner[i] = label if closer else owner[i]
                 else:
-                    lo, hi = x_min, x_max
-                for x in range(lo, hi):
-                    dx = cx - _F32(x)
-                    dx = dx * dx
-                    dist = (dy + dx) * spatial_weight
-                    color = zero
-                    for c in range(channels):
-                        t = image[y, x, c] - centers[k, 2 + c]
-                        color += t * t
-                    dist += color
-                    if distance[y, x] > dist:
-                        labels[y, x] = k + 1
-                        distance[y, x] = dist
+                    for x in range(x_min, x_max):
+                        dx = cx - _F32(x)
+                        dist = (dy + dx * dx) * spatial_weight
+                        color = zero
+                        for c in range(channels):
+                            t = image[y, x, c] - centers[k, 2 + c]
+                            color += t * t
+                        dist += color
+                        old = distance[y, x]
+                        closer = old > dist
+                        distance[y, x] = dist if closer else old
+                        labels[y, x] = label if closer else labels[y, x]
         if iteration == iterations - 1:
             break  # skimage also moves the centres after the last assignment; labels do not change
         centers[:, :] = zero
@@ -294,21 +274,19 @@ def _enforce_connectivity(segments, min_size, max_size, out, queue):
 
 
 @numba.njit(**_JIT)
-def _slic_batch(images, seeds, grid, step_y, step_x, spatial_weight, iterations, connect, min_size, max_size, out):
+def _slic_batch(images, seeds, step_y, step_x, spatial_weight, iterations, connect, min_size, max_size, out):
     batch, height, width, channels = images.shape
     clusters = seeds.shape[0]
     labels = np.zeros((height, width), dtype=np.int32)
     distance = np.empty((height, width), dtype=np.float32)
-    bound = np.empty((height, width), dtype=np.float32)
-    row_bound = np.empty(height, dtype=np.float32)
     windows = np.zeros((clusters, 4), dtype=np.int64)
     centers = np.empty((clusters, 2 + channels), dtype=np.float32)
     counts = np.empty(clusters, dtype=np.int64)
     queue = np.empty((max(max_size, 1) + 1, 2), dtype=np.int64)
     scratch = np.empty(max(clusters, height * width) + 2, dtype=np.int64)
     for b in range(batch):
-        _slic_image(images[b], seeds, grid, step_y, step_x, spatial_weight, iterations, labels, distance, centers,
-                    counts, bound, row_bound, windows)
+        _slic_image(images[b], seeds, step_y, step_x, spatial_weight, iterations, labels, distance, centers,
+                    counts, windows)
         if connect:
             _enforce_connectivity(labels, min_size, max_size, out[b], queue)
         else:
@@ -337,13 +315,6 @@ class SlicPlan:
         self.spatial_weight = _F32(1.0 / float(step * step))
         self.ratio = 1.0 / compactness
         self.segment_size = height * width / len(self.seeds)
-        # index of the nearest seed of every pixel (any seed whose window holds the
-        # pixel gives a valid first bound; the nearest gives a tight one)
-        # seeds form a product grid, numbered row by row, so the nearest is found per axis
-        rows, cols = np.unique(self.seeds[:, 0]), np.unique(self.seeds[:, 1])
-        near_row = np.abs(np.arange(height)[:, None] - rows[None, :]).argmin(axis=1)
-        near_col = np.abs(np.arange(width)[:, None] - cols[None, :]).argmin(axis=1)
-        self.nearest_seed = np.ascontiguousarray(near_row[:, None] * len(cols) + near_col[None, :], dtype=np.int32)
 
     def connectivity_sizes(self, min_size_factor: float, max_size_factor: float) -> tuple[int, int]:
         return int(min_size_factor * self.segment_size), int(max_size_factor * self.segment_size)
@@ -368,7 +339,7 @@ def slic(images: np.ndarray, *, n_segments: int = 100, compactness: float = 10.0
     work = np.ascontiguousarray(work * plan.ratio, dtype=_F32)
     min_size, max_size = plan.connectivity_sizes(min_size_factor, max_size_factor)
     out = np.empty((batch, height, width), dtype=np.int32)
-    _slic_batch(work, plan.seeds, plan.nearest_seed, plan.step_y, plan.step_x, plan.spatial_weight, int(max_num_iter),
+    _slic_batch(work, plan.seeds, plan.step_y, plan.step_x, plan.spatial_weight, int(max_num_iter),
                 bool(enforce_connectivity), min_size, max_size, out)
     return out
 

@@ -491,7 +491,13 @@ def test_signal_at_a_chosen_moment(finished, monkeypatch, signum, where):
 
     monkeypatch.setattr(ResultsFile, "write", write)
     monkeypatch.setattr(OnnxModel, "labels", labels)
-    result = invoke(*command[:-1], partial, expect_ok=False)
+    # Ctrl-C as on a terminal, even where the test runner was started with SIGINT ignored
+    # (a background job of a non-interactive shell).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = invoke(*command[:-1], partial, expect_ok=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert_interrupted_message(result.exit_code, result.stderr, partial)
     kept = [r["index"] for r in results_of(partial)]
     if where == "after-a-write":
