@@ -94,7 +94,7 @@ class Engine:
         batch_size: int | None = None,
         seed: int = 0,
         workers: int | None = None,
-        prefetch: int = 2,
+        prefetch: int = 8,
         plan=FixedSampling,
         input_shape: Sequence[int] | None = None,
     ):
@@ -112,6 +112,8 @@ class Engine:
             raise CertifyError("--batch-size must be at least 1")
         #: batches in flight at once; by default what the models ask for
         self.workers = max(1, workers or max(getattr(g.model, "parallel_runs", 1) for g in self.groups))
+        # Results are consumed in order; a deep queue keeps every worker busy while the
+        # oldest batch finishes. A queued or finished job holds only its labels.
         self.prefetch = max(1, prefetch)
         self.plan = plan
         self._mode = "certify"
