@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .errors import CertifyError
-from .stats import binomial_pvalue
+from .stats import binomial_pvalue, gaussian_quantile
 
 #: Signature of a one-sided lower confidence bound: (successes, trials, alpha) -> bound.
 LowerBound = Callable[[int, int, float], float]
@@ -82,6 +82,20 @@ class Votes:
     def lower_bound(self, group: str, label: int, alpha: float) -> float:
         """Lower confidence bound on P(view of this group is classified as label)."""
         return self._lower_bound(self.count(group, label), self.trials(group), alpha)
+
+
+def gaussian_certificate(selection: Votes, estimation: Votes, alpha: float, sigma: float, *,
+                         scale: float = 1.0, conditional: str | None = None) -> Certificate:
+    """Cohen et al.'s CERTIFY for a one-group Gaussian method: the top class of the
+    selection votes, its lower bound from the fresh estimation votes, abstain below 1/2,
+    else L2 radius ``scale * sigma * Phi^-1(p_lower)``."""
+    (group,) = estimation.counts
+    top = selection.top()
+    p_lower = estimation.lower_bound(group, top, alpha)
+    details = {"p_lower": p_lower, "top_votes": estimation.count(group, top)}
+    if p_lower < 0.5:
+        return Certificate.abstain(**details)
+    return Certificate(top, sigma * gaussian_quantile(p_lower) * scale, conditional=conditional, details=details)
 
 
 class SmoothingMethod:

@@ -21,8 +21,8 @@ from pydantic import Field, model_validator
 
 import certifier
 from certifier import Certificate, CertifyError, SmoothingMethod, Votes, hookimpl
+from certifier.methods import gaussian_certificate
 from certifier.noise import gaussian_views
-from certifier.stats import gaussian_quantile
 
 
 def _superpixels():
@@ -178,16 +178,10 @@ class PartitionSmoothing(SmoothingMethod):
         return None
 
     def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
-        (group,) = self.groups
-        top = selection.top()
-        p_lower = estimation.lower_bound(group, top, alpha)
-        details = {"p_lower": p_lower, "top_votes": estimation.count(group, top)}
-        if p_lower < 0.5:
-            return Certificate.abstain(**details)
-        radius = self.sigma * gaussian_quantile(p_lower)
-        if self.options.partition_from == "clean":
-            radius *= 1.0 - self.options.rho
-        return Certificate(top, radius, conditional=self.conditional, details=details)
+        # the clean-partition reading scales RS's radius by 1 - rho (conditional)
+        scale = 1.0 - self.options.rho if self.options.partition_from == "clean" else 1.0
+        return gaussian_certificate(selection, estimation, alpha, self.sigma, scale=scale,
+                                    conditional=self.conditional)
 
 
 def _coloured_partition(images: np.ndarray, labels: np.ndarray) -> np.ndarray:

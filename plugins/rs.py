@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from certifier import Certificate, SmoothingMethod, Votes, hookimpl
+from certifier.methods import gaussian_certificate
 from certifier.noise import gaussian_views
-from certifier.stats import gaussian_quantile
 
 
 class GaussianSmoothing(SmoothingMethod):
@@ -20,13 +20,7 @@ class GaussianSmoothing(SmoothingMethod):
         return gaussian_views(x, self.sigma, rng)
 
     def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
-        (group,) = self.groups
-        top = selection.top()
-        p_lower = estimation.lower_bound(group, top, alpha)
-        details = {"p_lower": p_lower, "top_votes": estimation.count(group, top)}
-        if p_lower < 0.5:
-            return Certificate.abstain(**details)
-        return Certificate(top, self.sigma * gaussian_quantile(p_lower), details=details)
+        return gaussian_certificate(selection, estimation, alpha, self.sigma)
 
 
 @hookimpl
