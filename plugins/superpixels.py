@@ -35,6 +35,8 @@ from scipy import ndimage
 _F32 = np.float32
 #: pixels per vectorized block in the SLIC kernel
 LANES = 16
+#: window remainders this short are done pixel by pixel rather than as a masked block
+SCALAR_TAIL = 2
 _JIT = dict(nogil=True, cache=True)
 
 
@@ -146,6 +148,10 @@ def _slic_image(image, plane, seeds, step_y, step_x, spatial_weight, iterations,
     ``LANES`` columns wider than the image.
     """
     height, width, channels = image.shape
+    padded = plane.shape[1]
+    plane_flat = plane.reshape(-1)
+    distance_flat = distance.reshape(-1)
+    labels_flat = labels.reshape(-1)
     clusters = seeds.shape[0]
     features = 2 + channels
     reach_y = _F32(2 * step_y)
@@ -175,22 +181,35 @@ def _slic_image(image, plane, seeds, step_y, step_x, spatial_weight, iterations,
                 dy = dy * dy
                 if channels == 1:
                     # Blocks of a fixed LANES pixels, masked at the window's end, let LLVM
-                    # vectorize the whole block; the buffers are LANES wider than the image.
+                    # vectorize the whole block (the buffers are LANES wider than the image;
+                    # unsigned flat indices spare it negative-index checks); a short tail
+                    # is cheaper one pixel at a time.
                     grey = centers[k, 2]
-                    for start in range(x_min, x_max, LANES):
-                        pixels = plane[y, start : start + LANES]
-                        best = distance[y, start : start + LANES]
-                        owner = labels[y, start : start + LANES]
-                        inside = x_max - start
-                        for i in range(LANES):
-                            dx = cx - _F32(start + i)
+                    start = x_min
+                    row = y * padded
+                    while x_max - start > SCALAR_TAIL:
+                        base = np.uint64(row + start)
+                        inside = _F32(x_max - start)
+                        first = _F32(start)
+                        for i in range(np.uint64(LANES)):
+                            offset = _F32(i)
+                            dx = cx - (first + offset)
                             dist = (dy + dx * dx) * spatial_weight
-                            t = pixels[i] - grey
+                            t = plane_flat[base + i] - grey
                             dist += t * t
-                            old = best[i]
-                            closer = (old > dist) & (i < inside)
-                            best[i] = dist if closer else old
-                            owner[i] = label if closer else owner[i]
+                            old = distance_flat[base + i]
+                            closer = (old > dist) & (offset < inside)
+                            distance_flat[base + i] = dist if closer else old
+                            labels_flat[base + i] = label if closer else labels_flat[base + i]
+                        start += LANES
+                    for x in range(start, x_max):
+                        dx = cx - _F32(x)
+                        dist = (dy + dx * dx) * spatial_weight
+                        t = plane[y, x] - grey
+                        dist += t * t
+                        if distance[y, x] > dist:
+                            labels[y, x] = label
+                            distance[y, x] = dist
                 else:
                     for x in range(x_min, x_max):
                         dx = cx - _F32(x)
