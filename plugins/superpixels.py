@@ -26,6 +26,7 @@ arrays with values ``0 .. count - 1`` per image.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -135,7 +136,7 @@ def _window(center, reach, size):
 
 @numba.njit(**_JIT)
 def _slic_image(image, plane, seeds, step_y, step_x, spatial_weight, iterations, labels, distance, centers, counts,
-                windows):
+                windows, first_assignment, use_first):
     """skimage's ``_slic_cython`` for one 2D image (depth 1, unit spacing, no mask, SLIC not SLIC-zero).
 
     Arithmetic is float32 as in skimage for a float32 image, in the same order. Labels
@@ -170,59 +171,63 @@ def _slic_image(image, plane, seeds, step_y, step_x, spatial_weight, iterations,
                 windows[k, 2], windows[k, 3] = _window(centers[k, 1], reach_x, width)
             else:  # an emptied cluster (0 / 0 in skimage) never wins a pixel
                 windows[k, :] = 0
-        distance[:, :] = np.inf
-        for k in range(clusters):
-            cy = centers[k, 0]
-            cx = centers[k, 1]
-            y_min, y_max, x_min, x_max = windows[k, 0], windows[k, 1], windows[k, 2], windows[k, 3]
-            label = np.int32(k + 1)
-            for y in range(y_min, y_max):
-                dy = cy - _F32(y)
-                dy = dy * dy
-                if channels == 1:
-                    # Blocks of a fixed LANES pixels, masked at the window's end, let LLVM
-                    # vectorize the whole block (the buffers are LANES wider than the image;
-                    # unsigned flat indices spare it negative-index checks); a short tail
-                    # is cheaper one pixel at a time.
-                    grey = centers[k, 2]
-                    start = x_min
-                    row = y * padded
-                    while x_max - start > SCALAR_TAIL:
-                        base = np.uint64(row + start)
-                        inside = _F32(x_max - start)
-                        first = _F32(start)
-                        for i in range(np.uint64(LANES)):
-                            offset = _F32(i)
-                            dx = cx - (first + offset)
+        if iteration == 0 and use_first:
+            # the first assignment does not depend on the image (see SlicPlan.first_labels)
+            labels[:, :width] = first_assignment
+        else:
+            distance[:, :] = np.inf
+            for k in range(clusters):
+                cy = centers[k, 0]
+                cx = centers[k, 1]
+                y_min, y_max, x_min, x_max = windows[k, 0], windows[k, 1], windows[k, 2], windows[k, 3]
+                label = np.int32(k + 1)
+                for y in range(y_min, y_max):
+                    dy = cy - _F32(y)
+                    dy = dy * dy
+                    if channels == 1:
+                        # Blocks of a fixed LANES pixels, masked at the window's end, let LLVM
+                        # vectorize the whole block (the buffers are LANES wider than the image;
+                        # unsigned flat indices spare it negative-index checks); a short tail
+                        # is cheaper one pixel at a time.
+                        grey = centers[k, 2]
+                        start = x_min
+                        row = y * padded
+                        while x_max - start > SCALAR_TAIL:
+                            base = np.uint64(row + start)
+                            inside = _F32(x_max - start)
+                            first = _F32(start)
+                            for i in range(np.uint64(LANES)):
+                                offset = _F32(i)
+                                dx = cx - (first + offset)
+                                dist = (dy + dx * dx) * spatial_weight
+                                t = plane_flat[base + i] - grey
+                                dist += t * t
+                                old = distance_flat[base + i]
+                                closer = (old > dist) & (offset < inside)
+                                distance_flat[base + i] = dist if closer else old
+                                labels_flat[base + i] = label if closer else labels_flat[base + i]
+                            start += LANES
+                        for x in range(start, x_max):
+                            dx = cx - _F32(x)
                             dist = (dy + dx * dx) * spatial_weight
-                            t = plane_flat[base + i] - grey
+                            t = plane[y, x] - grey
                             dist += t * t
-                            old = distance_flat[base + i]
-                            closer = (old > dist) & (offset < inside)
-                            distance_flat[base + i] = dist if closer else old
-                            labels_flat[base + i] = label if closer else labels_flat[base + i]
-                        start += LANES
-                    for x in range(start, x_max):
-                        dx = cx - _F32(x)
-                        dist = (dy + dx * dx) * spatial_weight
-                        t = plane[y, x] - grey
-                        dist += t * t
-                        if distance[y, x] > dist:
-                            labels[y, x] = label
-                            distance[y, x] = dist
-                else:
-                    for x in range(x_min, x_max):
-                        dx = cx - _F32(x)
-                        dist = (dy + dx * dx) * spatial_weight
-                        color = zero
-                        for c in range(channels):
-                            t = image[y, x, c] - centers[k, 2 + c]
-                            color += t * t
-                        dist += color
-                        old = distance[y, x]
-                        closer = old > dist
-                        distance[y, x] = dist if closer else old
-                        labels[y, x] = label if closer else labels[y, x]
+                            if distance[y, x] > dist:
+                                labels[y, x] = label
+                                distance[y, x] = dist
+                    else:
+                        for x in range(x_min, x_max):
+                            dx = cx - _F32(x)
+                            dist = (dy + dx * dx) * spatial_weight
+                            color = zero
+                            for c in range(channels):
+                                t = image[y, x, c] - centers[k, 2 + c]
+                                color += t * t
+                            dist += color
+                            old = distance[y, x]
+                            closer = old > dist
+                            distance[y, x] = dist if closer else old
+                            labels[y, x] = label if closer else labels[y, x]
         if iteration == iterations - 1:
             break  # skimage also moves the centres after the last assignment; labels do not change
         centers[:, :] = zero
@@ -300,7 +305,8 @@ def _enforce_connectivity(segments, min_size, max_size, out, queue):
 
 
 @numba.njit(**_JIT)
-def _slic_batch(images, seeds, step_y, step_x, spatial_weight, iterations, connect, min_size, max_size, out):
+def _slic_batch(images, seeds, step_y, step_x, spatial_weight, iterations, connect, min_size, max_size,
+                first_assignment, use_first, out):
     batch, height, width, channels = images.shape
     clusters = seeds.shape[0]
     labels = np.zeros((height, width + LANES), dtype=np.int32)
@@ -315,12 +321,29 @@ def _slic_batch(images, seeds, step_y, step_x, spatial_weight, iterations, conne
         if channels == 1:
             plane[:, :width] = images[b, :, :, 0]
         _slic_image(images[b], plane, seeds, step_y, step_x, spatial_weight, iterations, labels, distance, centers,
-                    counts, windows)
+                    counts, windows, first_assignment, use_first)
         if connect:
             _enforce_connectivity(labels[:, :width], min_size, max_size, out[b], queue)
         else:
             out[b] = labels[:, :width]
         _relabel_first_seen(out[b], scratch)
+
+
+@numba.njit(**_JIT)
+def _spatial_assignment(seeds, height, width, step_y, step_x, spatial_weight):
+    """Cluster numbers (1 .. K) of the first assignment of a blank grey image: the spatial term alone."""
+    clusters = seeds.shape[0]
+    blank = np.zeros((height, width, 1), dtype=np.float32)
+    plane = np.zeros((height, width + LANES), dtype=np.float32)
+    labels = np.zeros((height, width + LANES), dtype=np.int32)
+    distance = np.empty((height, width + LANES), dtype=np.float32)
+    windows = np.zeros((clusters, 4), dtype=np.int64)
+    centers = np.empty((clusters, 3), dtype=np.float32)
+    counts = np.empty(clusters, dtype=np.int64)
+    unused = np.zeros((height, width), dtype=np.int32)
+    _slic_image(blank, plane, seeds, step_y, step_x, spatial_weight, 1, labels, distance, centers, counts, windows,
+                unused, False)
+    return labels[:, :width].copy()
 
 
 class SlicPlan:
@@ -344,9 +367,49 @@ class SlicPlan:
         self.spatial_weight = _F32(1.0 / float(step * step))
         self.ratio = 1.0 / compactness
         self.segment_size = height * width / len(self.seeds)
+        self.height, self.width = height, width
+        self._first: np.ndarray | None = None
+
+    def spatial_terms(self) -> np.ndarray:
+        """Every float32 spatial term ``(dy^2 + dx^2) * spatial_weight`` of the first
+        assignment (seed to pixel of its search window), computed as the kernel does."""
+        terms = []
+        for cy, cx in self.seeds:
+            y0, y1 = _window(cy, _F32(2 * self.step_y), self.height)
+            x0, x1 = _window(cx, _F32(2 * self.step_x), self.width)
+            dy = cy - np.arange(y0, y1, dtype=_F32)
+            dx = cx - np.arange(x0, x1, dtype=_F32)
+            terms.append(((dy * dy)[:, None] + (dx * dx)[None, :]) * self.spatial_weight)
+        return np.concatenate([t.ravel() for t in terms])
+
+    def first_labels(self, colour_bound: float) -> np.ndarray | None:
+        """The first assignment's cluster numbers when they cannot depend on the image.
+
+        The seeds start with colour 0, so a pixel's first distance to every cluster is
+        that cluster's spatial term plus one and the same colour term C <= colour_bound:
+        the least spatial term wins, the lowest cluster on ties, as for a blank image,
+        unless adding C rounds two different spatial terms to one float32. It cannot
+        when they differ by more than twice the float32 spacing at their largest plus
+        colour_bound; otherwise None (the kernel then assigns as usual).
+        """
+        terms = np.unique(self.spatial_terms())
+        if len(terms) > 1:
+            gap = float(np.diff(terms).min())
+            spacing = float(np.spacing(_F32(float(terms[-1]) + colour_bound)))
+            if not gap > 2 * spacing:
+                return None
+        if self._first is None:
+            self._first = _spatial_assignment(self.seeds, self.height, self.width, self.step_y, self.step_x,
+                                              self.spatial_weight)
+        return self._first
 
     def connectivity_sizes(self, min_size_factor: float, max_size_factor: float) -> tuple[int, int]:
         return int(min_size_factor * self.segment_size), int(max_size_factor * self.segment_size)
+
+
+@functools.lru_cache(maxsize=32)
+def slic_plan(height: int, width: int, n_segments: int, compactness: float) -> SlicPlan:
+    return SlicPlan(height, width, n_segments, compactness)
 
 
 def slic(images: np.ndarray, *, n_segments: int = 100, compactness: float = 10.0, max_num_iter: int = 10,
@@ -359,7 +422,7 @@ def slic(images: np.ndarray, *, n_segments: int = 100, compactness: float = 10.0
     unless ``convert2lab`` is False).
     """
     batch, height, width, channels = images.shape
-    plan = SlicPlan(height, width, n_segments, compactness)
+    plan = slic_plan(height, width, int(n_segments), float(compactness))
     work = _rescale_each(images)
     if channels > 1 and (convert2lab or (convert2lab is None and channels == 3)):
         if channels != 3:
@@ -368,8 +431,14 @@ def slic(images: np.ndarray, *, n_segments: int = 100, compactness: float = 10.0
     work = np.ascontiguousarray(work * plan.ratio, dtype=_F32)
     min_size, max_size = plan.connectivity_sizes(min_size_factor, max_size_factor)
     out = np.empty((batch, height, width), dtype=np.int32)
+    first = None
+    if work.shape[-1] == 1:
+        # grey values are rescaled to [0, 1], then scaled by the ratio
+        ratio = float(_F32(plan.ratio))
+        first = plan.first_labels(ratio * ratio * 1.001)
     _slic_batch(work, plan.seeds, plan.step_y, plan.step_x, plan.spatial_weight, int(max_num_iter),
-                bool(enforce_connectivity), min_size, max_size, out)
+                bool(enforce_connectivity), min_size, max_size,
+                first if first is not None else np.zeros((height, width), dtype=np.int32), first is not None, out)
     return out
 
 

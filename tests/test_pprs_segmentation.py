@@ -132,3 +132,15 @@ def test_partition_mean_is_an_orthogonal_projection():
     np.testing.assert_allclose(matrix @ matrix, matrix, atol=1e-5)
     v = rng.standard_normal(d)
     assert np.linalg.norm(matrix @ v) <= np.linalg.norm(v) + 1e-6
+
+
+def test_slic_first_assignment_shortcut_and_its_guard(grey):
+    """The first assignment is taken from a blank image only when float32 rounding of the
+    colour term cannot reorder the spatial terms; both paths match scikit-image."""
+    plan = superpixels.slic_plan(28, 28, 49, 0.5)
+    assert plan.first_labels(4.0) is not None
+    assert plan.first_labels(1e12) is None  # the colour term would swamp the spatial gaps
+    for compactness in (0.5, 1e-6):  # shortcut on; off (ratio 1e6, colour terms up to 1e12)
+        settings = dict(n_segments=49, compactness=compactness, max_num_iter=3)
+        reference = [skseg.slic(image[..., 0], channel_axis=None, **settings) for image in grey]
+        assert same_partitions(reference, superpixels.slic(grey, **settings)) == []
