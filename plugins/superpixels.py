@@ -275,28 +275,36 @@ def _enforce_connectivity(segments, min_size, max_size, out, queue):
             queue[0, 0] = y
             queue[0, 1] = x
             while visited < size and size < max_size:
-                for i in range(4):
-                    yy = queue[visited, 0]
-                    xx = queue[visited, 1]
-                    if i == 0:
-                        xx += 1
-                    elif i == 1:
-                        xx -= 1
-                    elif i == 2:
-                        yy += 1
-                    else:
-                        yy -= 1
-                    if 0 <= xx < width and 0 <= yy < height:
-                        if segments[yy, xx] == label and out[yy, xx] == 0:
-                            out[yy, xx] = new_label
-                            queue[size, 0] = yy
-                            queue[size, 1] = xx
-                            size += 1
-                            if size >= max_size:
-                                break
-                        elif out[yy, xx] > 0 and out[yy, xx] != new_label:
-                            adjacent = out[yy, xx]
+                yy = queue[visited, 0]
+                xx = queue[visited, 1]
                 visited += 1
+                for i in range(4):
+                    if i == 0:
+                        ny, nx = yy, xx + 1
+                        if nx >= width:
+                            continue
+                    elif i == 1:
+                        ny, nx = yy, xx - 1
+                        if nx < 0:
+                            continue
+                    elif i == 2:
+                        ny, nx = yy + 1, xx
+                        if ny >= height:
+                            continue
+                    else:
+                        ny, nx = yy - 1, xx
+                        if ny < 0:
+                            continue
+                    seen = out[ny, nx]
+                    if seen == 0 and segments[ny, nx] == label:
+                        out[ny, nx] = new_label
+                        queue[size, 0] = ny
+                        queue[size, 1] = nx
+                        size += 1
+                        if size >= max_size:
+                            break
+                    elif seen > 0 and seen != new_label:
+                        adjacent = seen
             if size < min_size:
                 for i in range(size):
                     out[queue[i, 0], queue[i, 1]] = adjacent
