@@ -84,6 +84,9 @@ def main():
         "model": args.model, "n": args.n, "images": args.images, "rounds": args.rounds, "threads": args.threads,
         "workers": args.workers, "seconds_per_input": median,
         "ratio_to_rs": {name: median[name] / median["rs"] for name in median},
+        # the ratio within each round, then its median: robust to slow drifts of the machine
+        "median_round_ratio_to_rs": {name: statistics.median(s / r for s, r in zip(v, seconds["rs"]))
+                                     for name, v in seconds.items()},
         "kernel_us_per_image": kernels(x.repeat(max(1, 256 // len(x)), axis=0), sigma, args.rounds),
     }
     if args.json:
@@ -91,9 +94,11 @@ def main():
         return
     print(f"{args.model}: n = {args.n}, {args.images} inputs, median of {args.rounds} interleaved rounds, "
           f"threads {args.threads}, workers {args.workers}")
-    print(f"{'method':20s} {'s / input':>10s} {'x RS':>6s}")
+    print(f"{'method':20s} {'s / input':>10s} {'x RS':>6s} {'x RS per round (median, min-max)':>34s}")
     for name in runs:
-        print(f"{name:20s} {median[name]:10.3f} {median[name] / median['rs']:6.2f}")
+        per_round = [s / r for s, r in zip(seconds[name], seconds["rs"])]
+        print(f"{name:20s} {median[name]:10.3f} {median[name] / median['rs']:6.2f} "
+              f"{statistics.median(per_round):>14.2f} ({min(per_round):.2f}-{max(per_round):.2f})")
     print("superpixel kernels, microseconds per 28x28 image:")
     for name, value in report["kernel_us_per_image"].items():
         print(f"  {name:26s} {value:8.1f}")
