@@ -145,7 +145,7 @@ def engine_options(command):
         click.option("--scale", type=float, help="Multiply pixels by this before the model (255 for 0..255 models)."),
         click.option("--mean", help="Per-channel mean subtracted after --scale, e.g. 0.485,0.456,0.406."),
         click.option("--std", help="Per-channel std divided by after --mean, e.g. 0.229,0.224,0.225."),
-        click.option("--layout", type=click.Choice(LAYOUTS), help="How the model lays out images (default: auto)."),
+        click.option("--layout", type=click.Choice(LAYOUTS), help="How the model lays out images (default: auto); for a flat input, nhwc flattens H, W, C."),
         click.option("--threads", type=int,
                      help="CPU threads: batches run side by side, one thread each (default: one per core)."),
         click.option("--workers", type=int,

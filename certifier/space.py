@@ -72,7 +72,8 @@ def prefers_channels_last(declared: Sequence[int | None]) -> bool:
 def resolve_layout(declared: Sequence[int | None], view_shape: tuple[int, ...], layout: str = "auto") -> str:
     """Which layout turns a (C, H, W) or (D,) view into the model's declared input.
 
-    Returns "nchw", "nhwc", "hw" (channel dropped) or "flat".
+    Returns "nchw", "nhwc", "hw" (channel dropped), "flat" (C, H, W order) or
+    "flat-hwc" (H, W, C order: asked for with layout "nhwc").
     """
     if layout not in LAYOUTS:
         raise CertifyError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -91,7 +92,9 @@ def resolve_layout(declared: Sequence[int | None], view_shape: tuple[int, ...], 
     elif rank == 1 and _matches(declared, (size,)):
         fits.append("flat")
     if layout != "auto":
-        if layout == "flat" and rank == 1:
+        if rank == 1 and layout == "nhwc" and fits == ["flat"] and len(view_shape) == 3:
+            return "flat-hwc"
+        if rank == 1 and layout in ("flat", "nchw"):
             fits = [f for f in fits if f == "flat"]
         else:
             fits = [f for f in fits if f == layout or (f == "hw" and layout in ("nchw", "nhwc"))]
@@ -152,6 +155,8 @@ class ModelAdapter:
             views = views[:, 0]
         elif self.layout == "flat":
             views = views.reshape(len(views), -1)
+        elif self.layout == "flat-hwc":
+            views = views.transpose(0, 2, 3, 1).reshape(len(views), -1)
         return np.ascontiguousarray(views, dtype=self.dtype)
 
 

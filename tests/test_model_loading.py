@@ -302,6 +302,18 @@ def test_flat_input_fed_with_images(tmp_path):
     assert list(certified_predictions(path, x[:3])) == list(reference(x[:3], w, b))
 
 
+def test_flat_input_fed_with_colour_images_in_either_order(tmp_path):
+    w, b = weights(3 * 8 * 8)
+    path = save(linear_model(w, b, (3 * 8 * 8,)), tmp_path / "m.onnx")
+    chw = pixels(6, 3, 8, 8)
+    assert list(direct_labels(path, chw)) == list(reference(chw, w, b))
+    assert list(direct_labels(path, chw, layout="nchw")) == list(reference(chw, w, b))
+    hwc_order = chw.transpose(0, 2, 3, 1)
+    assert list(reference(hwc_order, w, b)) != list(reference(chw, w, b))  # the order matters here
+    assert list(direct_labels(path, chw, layout="nhwc")) == list(reference(hwc_order, w, b))
+    assert list(certified_predictions(path, chw[:3], layout="nhwc")) == list(reference(hwc_order[:3], w, b))
+
+
 def test_flat_input_fed_with_vectors(tmp_path):
     w, b = weights(4)
     path = save(linear_model(w, b, (4,)), tmp_path / "m.onnx")
