@@ -232,16 +232,36 @@ def _slic_image(image, plane, seeds, step_y, step_x, spatial_weight, iterations,
             break  # skimage also moves the centres after the last assignment; labels do not change
         centers[:, :] = zero
         counts[:] = 0
-        for y in range(height):
-            for x in range(width):
-                k = labels[y, x] - 1
-                if k < 0:
-                    continue
-                counts[k] += 1
-                centers[k, 0] += _F32(y)
-                centers[k, 1] += _F32(x)
-                for c in range(channels):
-                    centers[k, 2 + c] += image[y, x, c]
+        if channels == 1:
+            # Sums in raster order as skimage, but carried in registers along a run of
+            # pixels of one cluster rather than through memory pixel by pixel.
+            for y in range(height):
+                fy = _F32(y)
+                x = 0
+                while x < width:
+                    k = labels[y, x] - 1
+                    if k < 0:
+                        x += 1
+                        continue
+                    sum_y, sum_x, sum_grey, count = centers[k, 0], centers[k, 1], centers[k, 2], counts[k]
+                    while x < width and labels[y, x] == k + 1:
+                        count += 1
+                        sum_y += fy
+                        sum_x += _F32(x)
+                        sum_grey += plane[y, x]
+                        x += 1
+                    centers[k, 0], centers[k, 1], centers[k, 2], counts[k] = sum_y, sum_x, sum_grey, count
+        else:
+            for y in range(height):
+                for x in range(width):
+                    k = labels[y, x] - 1
+                    if k < 0:
+                        continue
+                    counts[k] += 1
+                    centers[k, 0] += _F32(y)
+                    centers[k, 1] += _F32(x)
+                    for c in range(channels):
+                        centers[k, 2 + c] += image[y, x, c]
         for k in range(clusters):
             if counts[k] == 0:
                 for f in range(features):
