@@ -3,8 +3,8 @@
 The engine owns what every method shares: batches that each make their views and
 run the model on worker threads, several at once (numpy, numba kernels and
 onnxruntime all release the GIL), counting votes per group, keeping selection and
-estimation samples apart, the confidence bounds and the results. A method only says how to make views and how to turn
-votes into a certificate.
+estimation samples apart, the confidence bounds and the results. A method only
+says how to make views and how to turn votes into a certificate.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, external_data_helper, helper
+from onnx import TensorProto, external_data_helper
 
 from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError
