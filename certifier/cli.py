@@ -148,7 +148,7 @@ def engine_options(command):
         click.option("--layout", type=click.Choice(LAYOUTS),
                      help="How the model lays out images (default: auto); for a flat input, nhwc flattens H, W, C."),
         click.option("--threads", type=int,
-                     help="CPU threads: batches run side by side, one thread each (default: one per core)."),
+                     help="CPU threads: batches run side by side, one thread each up to 8 (default: one per core)."),
         click.option("--workers", type=int,
                      help="Batches in flight at once (default: --threads on CPU, 2 on CUDA)."),
         click.option("--radii", default=",".join(str(r) for r in DEFAULT_RADII), show_default=True,

@@ -263,6 +263,21 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: at most this many batches run at once on the CPU (each holds its activations)
+MAX_CPU_RUNS = 8
+
+
+def cpu_runs(threads: int) -> tuple[int, int]:
+    """How to spend ``threads`` CPU threads: (runs side by side, threads per run).
+
+    Several runs side by side beat one run spread over all cores: nothing waits at a
+    barrier while another thread makes noise. Past MAX_CPU_RUNS, runs get more threads
+    each instead, so memory stays bounded on machines with many cores.
+    """
+    runs = max(1, min(threads, MAX_CPU_RUNS))
+    return runs, max(1, threads // runs)
+
+
 def _session_options(threads: int | None):
     import onnxruntime as ort
 
@@ -423,10 +438,10 @@ def load_model(
 
     providers, note = choose_providers(device, ort.get_available_providers(), cuda_probe)
     on_cpu = providers[0] == CPU
-    # On the CPU, several single-threaded runs side by side beat one run spread over
-    # all cores: nothing waits at a barrier while another thread makes noise.
-    parallel_runs = (threads or usable_cores()) if on_cpu else 2
-    session_threads = 1 if on_cpu else threads
+    if on_cpu:
+        parallel_runs, session_threads = cpu_runs(threads or usable_cores())
+    else:
+        parallel_runs, session_threads = 2, threads
     notes: list[str] = []
     modified = False
     # The weights are part of the model's identity (results files resume only the same model).

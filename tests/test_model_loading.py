@@ -91,17 +91,24 @@ def spy_on_runs(model) -> list[int]:
 
 
 @pytest.mark.parametrize("threads", [None, 1, 3])
-def test_cpu_runs_single_threaded_batches_side_by_side(tmp_path, threads):
+def test_cpu_runs_batches_side_by_side(tmp_path, threads):
     from certifier.model import usable_cores
 
     w, b = weights(64)
     path = save(linear_model(w, b, (1, 8, 8)), tmp_path / "m.onnx")
     model = load_model(path, device="cpu", threads=threads)
-    assert model.parallel_runs == (threads or usable_cores())
-    assert model.session.get_session_options().intra_op_num_threads == 1
+    assert model.parallel_runs == min(threads or usable_cores(), 8)
+    assert model.session.get_session_options().intra_op_num_threads == max(1, (threads or usable_cores()) // 8)
     run = certifier.load(path, plugin="rs", sigma=0.25, device="cpu", threads=threads)
     assert run.engine((1, 8, 8)).workers == model.parallel_runs
     assert run.engine((1, 8, 8), workers=5).workers == 5
+
+
+@pytest.mark.parametrize("threads,expected", [(1, (1, 1)), (2, (2, 1)), (8, (8, 1)), (16, (8, 2)), (20, (8, 2))])
+def test_cpu_threads_split_into_runs_and_threads_per_run(threads, expected):
+    from certifier.model import cpu_runs
+
+    assert cpu_runs(threads) == expected
 
 
 # -- batch dimension ---------------------------------------------------------------
