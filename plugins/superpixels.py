@@ -557,18 +557,42 @@ def _felzenszwalb_edges(height: int, width: int) -> np.ndarray:
     return _EDGE_CACHE[key]
 
 
+@numba.njit(**_JIT)
+def _edge_costs_kernel(image, out):
+    """Euclidean colour distance of every edge in ``_felzenszwalb_edges`` order, float64,
+    summing channels in order as numpy's ``sum`` does for so few values."""
+    batch, height, width, channels = image.shape
+    for b in range(batch):
+        e = 0
+        for direction in range(4):
+            # right, down, down-right, up-right: the pixel pairs of _felzenszwalb_edges
+            y0 = 1 if direction == 3 else 0
+            y1 = height if direction == 3 else (height - 1 if direction > 0 else height)
+            for y in range(y0, y1):
+                x1 = width if direction == 1 else width - 1
+                for x in range(x1):
+                    if direction == 0:
+                        ya, xa, yb, xb = y, x + 1, y, x
+                    elif direction == 1:
+                        ya, xa, yb, xb = y + 1, x, y, x
+                    elif direction == 2:
+                        ya, xa, yb, xb = y + 1, x + 1, y, x
+                    else:
+                        ya, xa, yb, xb = y, x, y - 1, x + 1
+                    total = 0.0
+                    for c in range(channels):
+                        d = image[b, ya, xa, c] - image[b, yb, xb, c]
+                        total += d * d
+                    out[b, e] = math.sqrt(total)
+                    e += 1
+
+
 def _edge_costs(image: np.ndarray) -> np.ndarray:
-    """Euclidean colour distance of each edge, (B, E) float64, with skimage's expressions."""
-    h, w = image.shape[1:3]
-
-    def distance(a, b):
-        return np.sqrt(np.sum((a - b) * (a - b), axis=-1)).reshape(len(image), -1)
-
-    right = distance(image[:, :, 1:], image[:, :, : w - 1])
-    down = distance(image[:, 1:, :], image[:, : h - 1, :])
-    down_right = distance(image[:, 1:, 1:], image[:, : h - 1, : w - 1])
-    up_right = distance(image[:, 1:, : w - 1], image[:, : h - 1, 1:])
-    return np.ascontiguousarray(np.concatenate([right, down, down_right, up_right], axis=1))
+    """Euclidean colour distance of each edge, (B, E) float64, as skimage computes it."""
+    batch, height, width, _ = image.shape
+    out = np.empty((batch, len(_felzenszwalb_edges(height, width))), dtype=np.float64)
+    _edge_costs_kernel(np.ascontiguousarray(image, dtype=np.float64), out)
+    return out
 
 
 def felzenszwalb(images: np.ndarray, *, scale: float = 1.0, sigma: float = 0.8, min_size: int = 20) -> np.ndarray:
