@@ -317,8 +317,8 @@ class OnnxModel:
     fixed_batch: int | None = None
     notes: list[str] = field(default_factory=list)
     session: object = field(default=None, repr=False)
-    #: batches the engine should run at once: on the CPU one single-threaded run per
-    #: thread (each also makes its own views); on a GPU two, so views overlap inference
+    #: batches the engine should run at once: on the CPU one per thread up to
+    #: MAX_CPU_RUNS (each also makes its own views); on a GPU two, so views overlap inference
     parallel_runs: int = 1
 
     @property

@@ -410,6 +410,12 @@ class SlicPlan:
             terms.append(((dy * dy)[:, None] + (dx * dx)[None, :]) * self.spatial_weight)
         return np.concatenate([t.ravel() for t in terms])
 
+    @functools.cached_property
+    def _spatial_gap(self) -> tuple[float | None, float]:
+        """The smallest gap between different spatial terms (None if all are equal) and the largest."""
+        terms = np.unique(self.spatial_terms())
+        return (float(np.diff(terms).min()) if len(terms) > 1 else None), float(terms[-1])
+
     def first_labels(self, colour_bound: float) -> np.ndarray | None:
         """The first assignment's cluster numbers when they cannot depend on the image.
 
@@ -420,12 +426,9 @@ class SlicPlan:
         when they differ by more than twice the float32 spacing at their largest plus
         colour_bound; otherwise None (the kernel then assigns as usual).
         """
-        terms = np.unique(self.spatial_terms())
-        if len(terms) > 1:
-            gap = float(np.diff(terms).min())
-            spacing = float(np.spacing(_F32(float(terms[-1]) + colour_bound)))
-            if not gap > 2 * spacing:
-                return None
+        gap, largest = self._spatial_gap
+        if gap is not None and not gap > 2 * float(np.spacing(_F32(largest + colour_bound))):
+            return None
         if self._first is None:
             self._first = _spatial_assignment(self.seeds, self.height, self.width, self.step_y, self.step_x,
                                               self.spatial_weight)
