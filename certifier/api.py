@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from pydantic import ValidationError
 
-from .data import Dataset, load_data
+from .data import Dataset, check_resize, load_data
 from .engine import Engine, FixedSampling, Group, InputResult
 from .errors import CertifyError
 from .methods import SmoothingMethod
@@ -111,8 +111,11 @@ class Run:
         device: str = "auto",
         threads: int | None = None,
         overrides: Mapping[str, Any] | None = None,
+        resize: Sequence[int] | None = None,
     ):
         self.model = model
+        #: (H, W) images are resized to when read, before any noise; None: as they are
+        self.resize = check_resize(resize)
         self.method = method
         self.space = space
         #: what the user set (--scale, --mean, --std); None: everything in ``space``
@@ -172,8 +175,9 @@ class Run:
         if isinstance(data, Dataset):
             return data
         if isinstance(data, (str, os.PathLike)):
-            return load_data(data, split=split, class_names=self.model.class_names, prefer_channels_last=prefer_last)
-        return Dataset(np.asarray(data), labels, "array", self.model.class_names, prefer_last)
+            return load_data(data, split=split, class_names=self.model.class_names, prefer_channels_last=prefer_last,
+                             resize=self.resize)
+        return Dataset(np.asarray(data), labels, "array", self.model.class_names, prefer_last, resize=self.resize)
 
     def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,
                 alpha=0.001, batch_size=None, seed=0, workers=None, mode="certify") -> Iterator[Result]:
@@ -246,20 +250,26 @@ def load(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     layout: str | None = None,
+    resize: Sequence[int] | None = None,
 ) -> Run:
-    """Open an ONNX model and configure a smoothing method for it."""
+    """Open an ONNX model and configure a smoothing method for it.
+
+    ``resize`` (H, W) resizes images to H x W when they are read, before any noise:
+    radii are then in the resized images' pixel space.
+    """
+    resize = check_resize(resize)
     onnx_model = load_model(Path(model), output_name=output_name, device=device, threads=threads)
     method = make_method(plugin, sigma, options, onnx_model.metadata)
     overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
                  "std": tuple(std) if std is not None else None, "layout": layout}
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
-    return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides)
+    return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize)
 
 
 def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
             options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
     """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
-    load_keys = {"output_name", "device", "threads", "scale", "mean", "std", "layout"}
+    load_keys = {"output_name", "device", "threads", "scale", "mean", "std", "layout", "resize"}
     run = load(model, plugin=plugin, sigma=sigma, options=options,
                **{k: settings.pop(k) for k in list(settings) if k in load_keys})
     return run.certify(data, labels, **settings)

@@ -147,6 +147,8 @@ def engine_options(command):
         click.option("--std", help="Per-channel std divided by after --mean, e.g. 0.229,0.224,0.225."),
         click.option("--layout", type=click.Choice(LAYOUTS),
                      help="How the model lays out images (default: auto); for a flat input, nhwc flattens H, W, C."),
+        click.option("--resize", type=(int, int), metavar="H W",
+                     help="Resize images to H x W before any noise (radii are then in the resized images' pixels)."),
         click.option("--threads", type=int,
                      help="CPU threads: batches run side by side, one thread each up to 8 (default: one per core)."),
         click.option("--workers", type=int,
@@ -166,7 +168,8 @@ def _note(quiet: bool, message: str) -> None:
 
 
 def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, alpha, batch_size, limit, skip,
-             seed, output, fmt, device, output_name, scale, mean, std, layout, threads, workers, radii, quiet):
+             seed, output, fmt, device, output_name, scale, mean, std, layout, resize, threads, workers, radii,
+             quiet):
     if data_path is None:
         raise CertifyError("no --data given: pass an .npz/.npy file, an image folder or an image to certify")
     for name, value in (("--limit", limit), ("--skip", skip), ("--workers", workers), ("--threads", threads),
@@ -174,13 +177,16 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
         if value is not None and value < 1:
             raise CertifyError(f"{name} must be at least 1, got {value}")
     run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name, device=device,
-               threads=threads, scale=scale, mean=_floats(mean), std=_floats(std), layout=layout)
+               threads=threads, scale=scale, mean=_floats(mean), std=_floats(std), layout=layout,
+               resize=resize)
     _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
     if sigma is None and run.method.uses_sigma:
         _note(quiet, f"sigma {run.method.sigma} from the model's metadata")
     dataset = run.dataset(data_path, split=split)
     engine = run.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, workers=workers)
-    indices = list(range(0, len(dataset), skip))[:limit]
+    indices = list(range(0, len(dataset), skip)[:limit])  # a range sliced lazily: the data may declare 10^9 rows
+    if indices:
+        dataset.batch(indices[:1])  # data read lazily: refuse bad data before a results file is written
     header = _header(mode, run, engine, dataset, output_name)
     radii_list = list(_floats(radii) or DEFAULT_RADII)
 
@@ -267,6 +273,7 @@ def _header(mode, run: Run, engine, dataset, output_name) -> dict:
         "group_models": {g.name: g.model.sha256 for g in groups if g.model is not run.model},
         "output_name": run.model.output.name if output_name else None,
         "input_space": groups[0].adapter.space.as_dict(),
+        "resize": list(run.resize) if run.resize else None,
         "data": dataset.source,
         "data_sha256": dataset.fingerprint(),
         "radius_ceiling": None if mode == "predict" else engine.radius_ceiling(),

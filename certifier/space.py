@@ -101,13 +101,69 @@ def resolve_layout(declared: Sequence[int | None], view_shape: tuple[int, ...], 
     if not fits:
         view = _describe(view_shape) + (" (C x H x W)" if len(view_shape) == 3 else "")
         raise CertifyError(
-            f"the model takes inputs of shape {_describe(declared)} but the data gives {view}; "
-            f"check --data, or set --layout if the channel axis is misread"
+            _image_mismatch(declared, view_shape, layout)
+            or f"the model takes inputs of shape {_describe(declared)} but the data gives {view}; "
+               f"check --data, or set --layout if the channel axis is misread"
         )
     if len(fits) > 1:
         # Both fit when the declared shape is symbolic, or a cube such as 3 x 3 x 3.
         return "nhwc" if prefers_channels_last(declared) else "nchw"
     return fits[0]
+
+
+def _image_readings(declared: Sequence[int | None], layout: str) -> list[tuple[int | None, ...]]:
+    """(channels, height, width) of a declared image input, for each layout it may have."""
+    readings = []
+    if len(declared) == 3:
+        chw, hwc = tuple(declared), (declared[2], declared[0], declared[1])
+        order = [hwc, chw] if prefers_channels_last(declared) else [chw, hwc]
+        allowed = {"auto": order, "nchw": [chw], "nhwc": [hwc]}.get(layout, [])
+        readings = [r for r in allowed if r[0] is None or r[0] in (1, 3, 4)]
+    elif len(declared) == 2 and layout != "flat":
+        readings = [(1, declared[0], declared[1])]
+    return readings
+
+
+def _channel_words(count: int | None) -> str:
+    return {1: "grey images (1 channel)", 3: "colour images (3 channels)"}.get(count, f"{count}-channel images")
+
+
+def _image_mismatch(declared: Sequence[int | None], view_shape: tuple[int, ...], layout: str) -> str | None:
+    """Why images do not fit the model when it is their size or channels (None otherwise)."""
+    if len(view_shape) != 3:
+        return None
+    if layout != "auto":
+        try:
+            resolve_layout(declared, view_shape, "auto")
+            return None  # they fit in another layout: the generic message points at --layout
+        except CertifyError:
+            pass
+    c, h, w = view_shape
+    readings = _image_readings(declared, layout)
+    same = lambda want, have: want is None or want == have  # noqa: E731
+    for channels, height, width in readings:
+        if same(channels, c) and not (same(height, h) and same(width, w)):
+            size = f"{height or '?'} x {width or '?'}"
+            fix = f"--resize {height} {width}" if height and width else "--resize H W"
+            return (f"the model takes {size} images but the data's are {h} x {w}; certify does not resize "
+                    f"on its own: pass {fix} to resize them before the noise (radii are then in the resized "
+                    f"images' pixel space)")
+    for channels, height, width in readings:
+        if not same(channels, c):
+            if channels == 3 and c == 1:
+                advice = ("store them with 3 channels (the grey channel repeated, e.g. np.repeat(x, 3, axis=1)) "
+                          "if that is how the model was trained; the certificate is then about those images")
+            elif channels == 1 and c == 3:
+                advice = ("convert them to grey the way the model was trained (e.g. skimage.color.rgb2gray); "
+                          "which weighting of red, green and blue that was, certify cannot know")
+            else:
+                advice = f"store them with {channels} channels"
+            size = "" if same(height, h) and same(width, w) else (
+                f", and the model's are {height or '?'} x {width or '?'} pixels while the data's are {h} x {w} "
+                f"(--resize H W resizes them)")
+            return (f"the model takes {_channel_words(channels)} but the data's are {_channel_words(c)}{size}; "
+                    f"certify does not convert channels: {advice}")
+    return None
 
 
 class ModelAdapter:

@@ -557,7 +557,7 @@ class Stretched(SmoothingMethod):
     ([], {"model": "missing.onnx"}, ["model file not found"]),
     ([], {"model": "notes.onnx"}, ["is not an ONNX model"]),
     ([], {"data": "x255.npz"}, ["outside [0, 1]", "0..255"]),
-    ([], {"data": "x32.npz"}, ["1x28x28", "1x32x32"]),
+    ([], {"data": "x32.npz"}, ["takes 28 x 28 images", "32 x 32", "--resize 28 28"]),
     ([], {"model": "nan.onnx"}, ["output NaN"]),
     ([], {"model": "div.onnx"}, ["output NaN"]),
     (["--device", "cuda"], {}, ["--device cuda", "--device cpu"]),
