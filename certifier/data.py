@@ -311,6 +311,8 @@ def _open_image(path: Path):
         raise CertifyError(f"cannot read image {path}: not an image file Pillow can read") from None
     except OSError as error:
         raise CertifyError(f"cannot read image {path}: {error.strerror or error}") from None
+    except Exception as error:  # Pillow's format plugins raise SyntaxError, ValueError... on broken headers
+        raise CertifyError(f"cannot read image {path}: {type(error).__name__}: {error}") from None
     width, height = image.size
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > limit:
@@ -323,10 +325,9 @@ def _open_image(path: Path):
     if image.mode not in _IMAGE_MODES:
         image.close()
         raise CertifyError(f"cannot read image {path}: Pillow mode {image.mode} is not supported")
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
+    if getattr(image, "is_animated", False):  # looks for a second frame only, not all of them
         image.close()
-        raise CertifyError(f"{path} holds {frames} frames (an animation or a multi-page file); "
+        raise CertifyError(f"{path} holds several frames (an animation or a multi-page file); "
                            f"certify reads one image per file")
     return image
 

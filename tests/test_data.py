@@ -705,7 +705,7 @@ def test_an_animation_is_refused(tmp_path):
 
     frames = [Image.fromarray(grey(v)) for v in (10, 200)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    with pytest.raises(CertifyError, match="anim.gif holds 2 frames"):
+    with pytest.raises(CertifyError, match="anim.gif holds several frames"):
         load_data(tmp_path / "anim.gif")
 
 
