@@ -342,6 +342,25 @@ def _label_classes(graph: onnx.GraphProto, producers: dict[str, onnx.NodeProto],
     return None
 
 
+def _classifier_label_output(producers: dict[str, onnx.NodeProto], name: str) -> tuple[str, list[int]] | None:
+    """For the scores of an ONNX-ML classifier whose integer class labels are not 0, 1, ...,
+    C - 1 in order (argmax would give a column number, not a label): its label output and
+    those labels."""
+    node, value = _source(producers, name, _keeps_labels)
+    if node is None or node.op_type not in _ML_CLASSIFIERS or list(node.output[1:2]) != [value]:
+        return None
+    for key in ("classlabels_ints", "classlabels_int64s"):
+        attribute = _attribute(node, key)
+        if attribute is not None and attribute.ints:
+            classlabels = [int(v) for v in attribute.ints]
+            return None if classlabels == list(range(len(classlabels))) else (node.output[0], classlabels)
+    return None
+
+
+def _short_list(values: list[int]) -> str:
+    return "[" + ", ".join(map(str, values[:5])) + (", ...]" if len(values) > 5 else "]")
+
+
 def _output_width(output: onnx.ValueInfoProto) -> tuple[bool, int | None] | None:
     """(integer output?, values per input or None if not declared), or None when the output
     cannot be a classifier's (not a number tensor, a scalar, or several values per input
@@ -421,6 +440,18 @@ def _choose_output(proto: onnx.ModelProto, wanted: str | None, kind: str | None 
     output, width = chosen
     producers = _producers(graph)
     integer = bool(labels) and chosen is labels[0]
+    if not integer and width != 1:
+        relabelled = _classifier_label_output(producers, output.name)
+        if relabelled is not None:
+            label_name, classlabels = relabelled
+            label = next((entry for entry in labels if entry[0].name == label_name), None)
+            if wanted is not None or label is None or kind not in (None, "label"):
+                raise CertifyError(
+                    f"the model's output {output.name!r} scores the classes {_short_list(classlabels)} in "
+                    f"that order, so its column numbers are not the class labels; use the classifier's "
+                    f"label output ({label_name!r}) with --output-name"
+                )
+            (output, width), integer = label, True
     choice = OutputChoice(
         output.name, "label" if integer else "scores", width=width, integer=integer, requested=kind,
         proven_probability=not integer and _proves_probability(producers, output.name),
@@ -599,7 +630,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def _shape_text(shape) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+    shown = ["?" if d is None else str(d) for d in list(shape)[:8]]
+    return "(" + ", ".join(shown + (["..."] if len(shape) > 8 else [])) + ")"
 
 
 @dataclass

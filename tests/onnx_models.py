@@ -279,7 +279,8 @@ def fixed_transposed_model(features: int, batch: int, reshape: bool = True) -> o
 # -- single scores: probabilities, logits, or unknown -------------------------------------
 
 
-def single_score_model(weights: np.ndarray, bias: np.ndarray, input_shape: tuple[int, ...], how: str) -> onnx.ModelProto:
+def single_score_model(weights: np.ndarray, bias: np.ndarray, input_shape: tuple[int, ...],
+                       how: str) -> onnx.ModelProto:
     """One score per input from a linear model with two columns:
 
     "sigmoid-gather" ``sigmoid(z)[:, 0]`` (N,); "sigmoid-slice" ``sigmoid(z)[:, :1]`` (N, 1);
