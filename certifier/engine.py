@@ -181,8 +181,9 @@ class Engine:
         a label's value never sizes an array (the model refuses labels outside its classes)."""
         votes = counts[group]
         if len(labels) and (labels.min() < 0 or labels.max() >= len(votes)):
+            bad = labels.min() if labels.min() < 0 else labels.max()
             raise CertifyError(
-                f"the model for group {self.groups[group].name!r} gave class {int(labels.max())}, "
+                f"the model for group {self.groups[group].name!r} gave class {int(bad)}, "
                 f"outside its {len(votes)} classes"
             )
         found = np.bincount(labels)  # as long as the largest label, at most the class count

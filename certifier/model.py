@@ -630,8 +630,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def _shape_text(shape) -> str:
+    """1x28x28, ? where not declared; a hostile rank stays short."""
     shown = ["?" if d is None else str(d) for d in list(shape)[:8]]
-    return "(" + ", ".join(shown + (["..."] if len(shape) > 8 else [])) + ")"
+    return "x".join(shown + (["..."] if len(shape) > 8 else [])) or "()"
 
 
 @dataclass

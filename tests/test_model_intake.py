@@ -424,7 +424,7 @@ def test_a_fixed_batch_of_a_hundred_million_is_refused_before_allocating(tmp_pat
 
 def test_a_huge_input_shape_is_refused_before_allocating(tmp_path):
     path = save(huge_input_model(100_000), tmp_path / "m.onnx")  # 40 GB per input
-    with pytest.raises(CertifyError, match=r"one input of shape \(100000, 100000\) takes 37\.3 GiB") as raised:
+    with pytest.raises(CertifyError, match=r"one input of shape 100000x100000 takes 37\.3 GiB") as raised:
         load_model(path, device="cpu")
     one_line(raised)
 
