@@ -244,6 +244,7 @@ def load(
     sigma: float | None = None,
     options: Mapping[str, Any] | None = None,
     output_name: str | None = None,
+    output_kind: str | None = None,
     device: str = "auto",
     threads: int | None = None,
     scale: float | None = None,
@@ -258,7 +259,8 @@ def load(
     radii are then in the resized images' pixel space.
     """
     resize = check_resize(resize)
-    onnx_model = load_model(Path(model), output_name=output_name, device=device, threads=threads)
+    onnx_model = load_model(Path(model), output_name=output_name, output_kind=output_kind, device=device,
+                            threads=threads)
     method = make_method(plugin, sigma, options, onnx_model.metadata)
     overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
                  "std": tuple(std) if std is not None else None, "layout": layout}
@@ -269,7 +271,7 @@ def load(
 def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
             options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
     """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
-    load_keys = {"output_name", "device", "threads", "scale", "mean", "std", "layout", "resize"}
+    load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize"}
     run = load(model, plugin=plugin, sigma=sigma, options=options,
                **{k: settings.pop(k) for k in list(settings) if k in load_keys})
     return run.certify(data, labels, **settings)

@@ -18,6 +18,7 @@ from . import __version__
 from .api import Run, load
 from .engine import FixedSampling
 from .errors import CertifyError
+from .model import OUTPUT_KINDS
 from .plugins import describe_plugins, load_plugins, pm
 from .results import DEFAULT_RADII, FORMATS, ResultsFile, format_summary, load_any_results, plot_summaries, summarize
 from .space import LAYOUTS
@@ -142,6 +143,9 @@ def engine_options(command):
                      help="jsonl, or cohen for Cohen et al.'s TSV."),
         click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
         click.option("--output-name", help="Which model output holds the class scores or label."),
+        click.option("--output-kind", type=click.Choice(OUTPUT_KINDS),
+                     help="What that output holds, where the graph does not show it (a single score: "
+                          "binary-probability or binary-logit)."),
         click.option("--scale", type=float, help="Multiply pixels by this before the model (255 for 0..255 models)."),
         click.option("--mean", help="Per-channel mean subtracted after --scale, e.g. 0.485,0.456,0.406."),
         click.option("--std", help="Per-channel std divided by after --mean, e.g. 0.229,0.224,0.225."),
@@ -168,7 +172,8 @@ def _note(quiet: bool, message: str) -> None:
 
 
 def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, alpha, batch_size, limit, skip,
-             seed, output, fmt, device, output_name, scale, mean, std, layout, resize, threads, workers, radii,
+             seed, output, fmt, device, output_name, output_kind, scale, mean, std, layout, resize, threads, workers,
+             radii,
              quiet):
     if data_path is None:
         raise CertifyError("no --data given: pass an .npz/.npy file, an image folder or an image to certify")
@@ -176,9 +181,9 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
                         ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise CertifyError(f"{name} must be at least 1, got {value}")
-    run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name, device=device,
-               threads=threads, scale=scale, mean=_floats(mean), std=_floats(std), layout=layout,
-               resize=resize)
+    run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name,
+               output_kind=output_kind, device=device, threads=threads, scale=scale, mean=_floats(mean),
+               std=_floats(std), layout=layout, resize=resize)
     _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
     if sigma is None and run.method.uses_sigma:
         _note(quiet, f"sigma {run.method.sigma} from the model's metadata")
@@ -272,6 +277,7 @@ def _header(mode, run: Run, engine, dataset, output_name) -> dict:
         "model_sha256": run.model.sha256,
         "group_models": {g.name: g.model.sha256 for g in groups if g.model is not run.model},
         "output_name": run.model.output.name if output_name else None,
+        "output_kind": run.model.output.requested,
         "input_space": groups[0].adapter.space.as_dict(),
         "resize": list(run.resize) if run.resize else None,
         "data": dataset.source,

@@ -177,12 +177,17 @@ class Engine:
             yield _Job(index, "done", -1, -1, 0, 0, x)
 
     def _count(self, counts: list[np.ndarray], group: int, labels: np.ndarray) -> None:
-        found = np.bincount(labels, minlength=len(counts[group]))
-        if len(found) > len(counts[group]):
-            grown = np.zeros(len(found), dtype=np.int64)
-            grown[: len(counts[group])] = counts[group]
-            counts[group] = grown
-        counts[group] += found
+        """Add a batch's labels to a group's votes, which are as long as the class count:
+        a label's value never sizes an array (the model refuses labels outside its classes)."""
+        votes = counts[group]
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(votes)):
+            bad = labels.min() if labels.min() < 0 else labels.max()
+            raise CertifyError(
+                f"the model for group {self.groups[group].name!r} gave class {int(bad)}, "
+                f"outside its {len(votes)} classes"
+            )
+        found = np.bincount(labels)  # as long as the largest label, at most the class count
+        votes[: len(found)] += found
 
     def run(self, dataset, indices: Sequence[int], labels: Callable[[int], int | None] | None = None,
             mode: str = "certify") -> Iterator[InputResult]:
@@ -199,7 +204,13 @@ class Engine:
 
         if method.deterministic:
             self._num_views = int(method.num_views(tuple(dataset.shape)))
-        classes = max((g.model.num_classes or 2) for g in self.groups)
+        for group in self.groups:
+            # A model whose input shape is not all declared learns its class count on a first
+            # run; votes are sized by that count.
+            settle = getattr(group.model, "settle", None)
+            if settle is not None:
+                settle(group.adapter(np.zeros((1, *group.adapter.view_shape), np.float32)).shape[1:])
+        classes = max(2, *((g.model.num_classes or 2) for g in self.groups))
         empty = lambda: [np.zeros(classes, dtype=np.int64) for _ in self.groups]  # noqa: E731
         votes: dict[str, list[np.ndarray]] = collections.defaultdict(empty)
         passes = 0

@@ -15,7 +15,7 @@ from .stats import round_down
 #: Header fields that must match for a rerun to add to an existing results file.
 IDENTITY_KEYS = (
     "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "model_sha256",
-    "group_models", "output_name", "input_space", "data_sha256", "resize",
+    "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize",
 )
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)

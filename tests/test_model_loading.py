@@ -203,21 +203,29 @@ def binary_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return w, b, x
 
 
-@pytest.mark.parametrize("build, threshold", [
-    (lambda w, b: linear_model(w, b, (4,), output="sigmoid"), 0.5),
-    (lambda w, b: linear_model(w, b, (4,), output="logits"), 0.0),
-    (lambda w, b: squeezed_sigmoid_model(w, b, (4,)), 0.5),
-], ids=["sigmoid", "logit", "sigmoid-squeezed"])
-def test_single_score_output(tmp_path, build, threshold):
+@pytest.mark.parametrize("build, threshold, kind", [
+    (lambda w, b: linear_model(w, b, (4,), output="sigmoid"), 0.5, None),
+    (lambda w, b: linear_model(w, b, (4,), output="logits"), 0.0, "binary-logit"),
+    (lambda w, b: squeezed_sigmoid_model(w, b, (4,)), 0.5, None),
+    (lambda w, b: squeezed_sigmoid_model(w, b, (4,)), 0.5, "binary-probability"),
+], ids=["sigmoid", "logit-as-said", "sigmoid-squeezed", "sigmoid-as-said"])
+def test_single_score_output(tmp_path, build, threshold, kind):
     w, b, x = binary_weights()
     path = save(build(w, b), tmp_path / "m.onnx")
-    model = load_model(path, device="cpu")
+    model = load_model(path, device="cpu", output_kind=kind)
     assert model.output.kind == "binary"
     assert model.output.threshold == threshold
     assert model.num_classes == 2
     expected = ((x @ w + b)[:, 0] > 0).astype(int)
     assert 0 < expected.sum() < len(expected)
-    assert list(direct_labels(path, x)) == list(expected)
+    assert list(direct_labels(path, x, output_kind=kind)) == list(expected)
+
+
+def test_a_single_logit_is_never_guessed(tmp_path):
+    w, b, _ = binary_weights()
+    path = save(linear_model(w, b, (4,), output="logits"), tmp_path / "m.onnx")
+    with pytest.raises(CertifyError, match="probability or a logit.*--output-kind binary-probability.*binary-logit"):
+        load_model(path, device="cpu")
 
 
 def test_output_name_selects_an_output(tmp_path):
