@@ -258,6 +258,9 @@ class ResultsFile:
         except OSError as error:
             _truncate_quietly(self._fd, 0)  # a rerun then starts afresh instead of finding a torn header
             raise CertifyError(f"cannot write the header of {self.path}: {_oserror(error)}") from None
+        except BaseException:
+            _truncate_quietly(self._fd, 0)
+            raise
 
     def _write_sidecar(self) -> None:
         """The settings of a Cohen-format file, beside it; replaced in one step, never torn."""
@@ -281,8 +284,8 @@ class ResultsFile:
     def _holds_results(self) -> bool:
         """Whether the file is to be resumed (or refused): all but a header of ours that a kill tore."""
         first = _first_line(self.path)
-        if first.endswith(b"\n"):
-            return True
+        if first.endswith(b"\n") or len(first) != _size(self._fd):
+            return True  # a whole first line, or more than one line: never a torn header
         try:
             text = first.decode("utf-8")
         except UnicodeDecodeError:
@@ -443,12 +446,16 @@ def _matches_prefix(text: str, pieces: list[str]) -> bool:
 
 def _drop_partial_line(fd: int) -> None:
     """A run killed mid-write can leave half a line; drop it so the rerun redoes that input."""
+    def read(start: int, count: int) -> bytes:
+        os.lseek(fd, start, os.SEEK_SET)  # writes still append: the file is opened with O_APPEND
+        return os.read(fd, count)
+
     end = os.fstat(fd).st_size
-    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+    if end == 0 or read(end - 1, 1) == b"\n":
         return
     while end > 0:
         start = max(0, end - (1 << 16))
-        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        cut = read(start, end - start).rfind(b"\n")
         if cut >= 0:
             os.ftruncate(fd, start + cut + 1)
             return

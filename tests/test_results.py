@@ -641,3 +641,19 @@ def test_an_interrupted_write_leaves_done_and_the_file_agreeing(tmp_path, monkey
     _, on_disk = read_results(path)
     assert sorted(results.done) == [r["index"] for r in on_disk] == ([0, 1] if where == "after-the-bytes" else [0])
     assert path.read_text().endswith("\n")
+
+
+def test_a_header_longer_than_the_first_read_is_never_taken_for_a_torn_one(tmp_path, monkeypatch):
+    """Only a file that is one line without a newline can be a torn header; a long header with
+    results after it must be resumed (or refused), never emptied."""
+    import certifier.results as results_module
+
+    header = {"mode": "certify", "plugin": "rs", "model_sha256": "0" * 64, "settings": {"note": "x" * 300}}
+    path = tmp_path / "r.jsonl"
+    with ResultsFile(path, header) as results:
+        results.write(record(0, 0, 0, 0.1))
+    before = path.read_bytes()
+    monkeypatch.setattr(results_module, "MAX_HEADER_BYTES", 200)  # the first read stops inside the header
+    with pytest.raises(CertifyError, match="not a certify results file"):
+        ResultsFile(path, header)
+    assert path.read_bytes() == before
