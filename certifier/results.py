@@ -277,9 +277,12 @@ class ResultsFile:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, sidecar)
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
+        except OSError as error:
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise CertifyError(f"cannot write {sidecar} (the settings of {self.path.name}): {_oserror(error)}") from None
 
     def _holds_results(self) -> bool:
         """Whether the file is to be resumed (or refused): all but a header of ours that a kill tore."""
@@ -622,6 +625,8 @@ def load_any_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     path = Path(path)
     if not path.exists():
         raise CertifyError(f"results file not found: {path}")
+    if not path.is_file():
+        raise CertifyError(f"{path} is not a results file (not a regular file)")
     if _first_line(path).startswith(b"idx\t"):
         sidecar = path.with_name(path.name + ".header.json")
         header = {"plugin": "?", "norm": "?"}

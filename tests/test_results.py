@@ -419,11 +419,13 @@ def test_a_link_to_a_results_file_resumes_it(finished):
 
 
 def test_a_fifo_is_refused(case):
+    """Not written to, and not read by report either (reading one would wait for a writer forever)."""
     fifo = case / "pipe.jsonl"
     os.mkfifo(fifo)
     result = invoke("--plugin", "rs", case / "plane.onnx", "--data", case / "d.npz", *SMALL, "--output", fifo,
                     expect_ok=False)
     assert_one_line_error(result, "pipe.jsonl is not a regular file")
+    assert_one_line_error(report(fifo, expect_ok=False), "pipe.jsonl is not a results file")
 
 
 # -- item 3: no non-finite number reaches a results file ----------------------------------------
@@ -550,7 +552,9 @@ def test_disk_full_while_writing_the_header(case, monkeypatch, fmt):
         monkeypatch.setattr(os, "fsync", no_space)  # the settings file is written through a buffered handle
     out = case / f"r.{fmt}"
     args = ["--plugin", "rs", case / "plane.onnx", "--data", case / "d.npz", *SMALL, "--output", out, "--format", fmt]
-    assert_one_line_error(invoke(*args, expect_ok=False), str(out), "No space left on device")
+    error = assert_one_line_error(invoke(*args, expect_ok=False), str(out), "No space left on device")
+    if fmt == "cohen":
+        assert "r.cohen.header.json (the settings of r.cohen)" in error
     assert out.read_bytes() == b""  # no torn header that a rerun would have to refuse
     assert not list(case.glob(".*.tmp"))
     monkeypatch.undo()
