@@ -100,6 +100,16 @@ def _dumps(value, path: Path, what: str) -> str:
         raise CertifyError(f"not writing {what} to {path}: JSON cannot store {error}") from None
 
 
+def _show(value, limit: int = 40) -> str:
+    """A value as JSON for an error line, cut short when long."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _brief(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
 def _record_problem(record) -> str | None:
     """What makes a result record malformed (a missing field, a wrong type), or None."""
     if not isinstance(record, dict):
@@ -110,22 +120,22 @@ def _record_problem(record) -> str | None:
     for key in ("label", "prediction"):
         value = record[key]
         if value is not None and not _is_index(value):
-            return f"{key} {json.dumps(value, default=repr)} is not a class number (a non-negative integer) or null"
+            return f"{key} {_show(value)} is not a class number (a non-negative integer) or null"
     if not _is_number(record["radius"]):
-        return f"radius {json.dumps(record['radius'], default=repr)} is not a number"
+        return f"radius {_show(record['radius'])} is not a number"
     if record["correct"] not in (True, False, None):
-        return f"correct {json.dumps(record['correct'], default=repr)} is not true, false or null"
+        return f"correct {_show(record['correct'])} is not true, false or null"
     for key in ("seconds", "forward_passes"):
         value = record.get(key)
         if value is not None and not (_is_number(value) and math.isfinite(value) and value >= 0):
-            return f"{key} {json.dumps(value, default=repr)} is not a non-negative number"
+            return f"{key} {_show(value)} is not a non-negative number"
     return None
 
 
 def _value_problem(record: dict) -> str | None:
     """What a reader flags but the writer refuses outright: a bad index or radius."""
     if not _is_index(record["index"]):
-        return f"index {record['index']!r} is not a non-negative integer"
+        return f"index {_show(record['index'])} is not a non-negative integer"
     radius = record["radius"]
     if not (math.isfinite(radius) and radius >= 0):
         return f"radius {radius!r} is not a finite non-negative number"
@@ -354,7 +364,7 @@ class ResultsFile:
         """Append one result and force it to disk, or refuse in one line (the file stays resumable)."""
         problem = _record_problem(record) or _value_problem(record)
         if problem:
-            raise CertifyError(f"not writing input {record.get('index')!r} to {self.path}: {problem}")
+            raise CertifyError(f"not writing input {_show(record.get('index'))} to {self.path}: {problem}")
         if self.format == "jsonl":
             line = _dumps(record, self.path, f"input {record['index']}")
         else:
@@ -521,7 +531,7 @@ def _cohen_record(line: str) -> dict:
         except ValueError:
             value = -2
         if value < -1:
-            raise ValueError(f"{name} {text!r} is not a class number (or -1 for none)")
+            raise ValueError(f"{name} {_brief(text)} is not a class number (or -1 for none)")
         return None if value == -1 else value
 
     try:
@@ -531,13 +541,13 @@ def _cohen_record(line: str) -> dict:
     try:
         radius_value = float(radius)
     except ValueError:
-        raise ValueError(f"radius {radius!r} is not a number") from None
+        raise ValueError(f"radius {_brief(radius)} is not a number") from None
     if correct not in ("0", "1"):
-        raise ValueError(f"correct {correct!r} is not 0 or 1")
+        raise ValueError(f"correct {_brief(correct)} is not 0 or 1")
     try:
         seconds = _parse_timedelta(elapsed)
     except (ValueError, IndexError):
-        raise ValueError(f"time {elapsed!r} is not H:MM:SS") from None
+        raise ValueError(f"time {_brief(elapsed)} is not H:MM:SS") from None
     label_value = class_number("label", label)
     return {
         "index": index,

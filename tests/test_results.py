@@ -661,3 +661,9 @@ def test_a_header_longer_than_the_first_read_is_never_taken_for_a_torn_one(tmp_p
     with pytest.raises(CertifyError, match="not a certify results file"):
         ResultsFile(path, header)
     assert path.read_bytes() == before
+
+
+def test_a_huge_bad_value_is_cut_short_in_the_error(tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", HEADER, [{**record(0, 0, 0, 0.1), "prediction": "x" * 100_000}])
+    error = assert_one_line_error(report(path, expect_ok=False), "r.jsonl, line 2", "prediction")
+    assert len(error) < 300
