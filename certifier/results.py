@@ -589,26 +589,29 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     path = Path(path)
     if not path.exists():
         raise CertifyError(f"results file not found: {path}")
-    header = None
+    if _first_line(path) == b"":
+        raise CertifyError(f"{path} is empty")
+    try:
+        # The first line alone, read with a bound: a large file without newlines is not read whole.
+        header = json.loads(_first_line(path).decode("utf-8", errors="replace"))
+    except (json.JSONDecodeError, RecursionError):
+        header = None
+    if not isinstance(header, dict) or header.get("type") != "header":
+        raise CertifyError(f"{path} is not a certify results file (its first line is not a header)")
+    header = _check_header(header, f"{path}, line 1")
     records: list[dict] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, 1):
+            handle.readline()
+            for number, line in enumerate(handle, 2):
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except (json.JSONDecodeError, RecursionError):
-                    if header is None:
-                        raise CertifyError(f"{path} is not a certify results file (its first line is not a header)") from None
                     if not line.endswith("\n"):
                         break  # half-written last line of a killed run
                     raise CertifyError(f"{path}, line {number}: not valid JSON; is this a certify results file?") from None
-                if header is None:
-                    if not isinstance(record, dict) or record.get("type") != "header":
-                        raise CertifyError(f"{path} is not a certify results file (its first line is not a header)")
-                    header = _check_header(record, f"{path}, line {number}")
-                    continue
                 if isinstance(record, dict) and "type" not in record:
                     raise CertifyError(f"{path}, line {number}: the record has no 'type'")
                 if isinstance(record, dict) and record["type"] != "result":
@@ -619,8 +622,6 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
                 records.append(record)
     except OSError as error:
         raise CertifyError(f"cannot read {path}: {_oserror(error)}") from None
-    if header is None:
-        raise CertifyError(f"{path} is empty")
     return header, _by_index(records)
 
 

@@ -667,3 +667,41 @@ def test_a_huge_bad_value_is_cut_short_in_the_error(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", HEADER, [{**record(0, 0, 0, 0.1), "prediction": "x" * 100_000}])
     error = assert_one_line_error(report(path, expect_ok=False), "r.jsonl, line 2", "prediction")
     assert len(error) < 300
+
+
+def test_a_file_without_newlines_is_refused_from_its_start(tmp_path, monkeypatch):
+    """report reads a bounded first line, not a whole large file that has no newline."""
+    import builtins
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"\0" * 200_000)
+    real_open, reads = builtins.open, []
+
+    class Watched:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def readline(self, limit=-1):
+            line = self.handle.readline(limit)
+            reads.append(len(line))
+            return line
+
+        def __iter__(self):
+            for line in self.handle:
+                reads.append(len(line))
+                yield line
+
+    def watched_open(file, *args, **kwargs):
+        handle = real_open(file, *args, **kwargs)
+        return Watched(handle) if str(file) == str(path) else handle
+
+    monkeypatch.setattr("certifier.results.MAX_HEADER_BYTES", 1000)
+    monkeypatch.setattr(builtins, "open", watched_open)
+    assert_one_line_error(report(path, expect_ok=False), "blob.bin is not a certify results file")
+    assert reads and max(reads) <= 1000
