@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -20,7 +21,9 @@ from .engine import FixedSampling
 from .errors import CertifyError
 from .model import OUTPUT_KINDS
 from .plugins import describe_plugins, load_plugins, pm
-from .results import DEFAULT_RADII, FORMATS, ResultsFile, format_summary, load_any_results, plot_summaries, summarize
+from .results import (
+    DEFAULT_RADII, FORMATS, ResultsFile, describe_problems, format_summary, load_any_results, plot_summaries, summarize,
+)
 from .space import LAYOUTS
 
 DEBUG_VARIABLE = "CERTIFY_DEBUG"
@@ -231,8 +234,28 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
             f", accuracy {100 * sum(bool(r['correct']) for r in labeled) / len(labeled):.1f}%" if labeled else ""))
     else:
         summary = summarize(records, radii_list, header)
-        click.echo(format_summary([summary], [output.name if output else run.plugin]))
+        name = output.name if output else run.plugin
+        _warn_problems(name, summary)
+        click.echo(format_summary([summary], [name]))
     _note(quiet, f"{len(todo)} inputs in {elapsed:.1f} s" + ("" if output else "; pass --output FILE to keep the results"))
+
+
+def _warn_problems(name: str, summary: dict) -> None:
+    """One warning line per results file whose records a summary had to flag (never silenced by -q)."""
+    problems = describe_problems(summary)
+    if problems:
+        click.echo(f"certify: warning: {name}: {problems}", err=True)
+
+
+def _json_safe(value):
+    """NaN and infinity as null: they are not JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def run_results(run: Run, engine, dataset, indices, mode):
@@ -341,8 +364,17 @@ def plugins_command(as_json):
               help="cohen: print the first file as Cohen et al.'s TSV.")
 @friendly_errors
 def report_command(files, radii, as_json, plot, fmt):
-    """Summarize results files side by side: certified accuracy, ACR, abstain rate, cost."""
+    """Summarize results files side by side: certified accuracy, ACR, abstain rate, cost.
+
+    Files without labels get prediction statistics instead of accuracy. Records that
+    cannot be right (a radius above the recorded ceiling, a repeated index, ...) are
+    named in a warning and count as inputs that certify nothing.
+    """
     loaded = [(path, *load_any_results(path)) for path in files]
+    radii_list = list(_floats(radii) or DEFAULT_RADII)
+    summaries = [summarize(records, radii_list, header) for _, header, records in loaded]
+    for (path, _, _), summary in zip(loaded, summaries):
+        _warn_problems(path.name, summary)
     if fmt == "cohen":
         from .results import COHEN_COLUMNS, cohen_row
 
@@ -350,12 +382,10 @@ def report_command(files, radii, as_json, plot, fmt):
         for record in loaded[0][2]:
             click.echo(cohen_row(record))
         return
-    radii_list = list(_floats(radii) or DEFAULT_RADII)
-    summaries = [summarize(records, radii_list, header) for _, header, records in loaded]
     if as_json:
-        click.echo(json.dumps({str(p): s for (p, _, _), s in zip(loaded, summaries)}, indent=2))
+        click.echo(json.dumps({str(p): _json_safe(s) for (p, _, _), s in zip(loaded, summaries)}, indent=2))
     else:
         click.echo(format_summary(summaries, [p.name for p, _, _ in loaded]))
     if plot:
-        plot_summaries([(p.name, records) for p, _, records in loaded], plot)
+        plot_summaries([(p.name, header, records) for p, header, records in loaded], plot)
         click.echo(f"certify: wrote {plot}", err=True)

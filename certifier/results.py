@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
+import errno
 import json
 import math
 import os
+import re
+import stat
+import statistics
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import CertifyError
 from .stats import round_down
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, results files are not guarded against a second run
+    fcntl = None
+
 #: Header fields that must match for a rerun to add to an existing results file.
 IDENTITY_KEYS = (
     "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "model_sha256",
     "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize",
 )
+#: Header fields that legitimately differ between two runs with the same settings.
+INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started")
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 FORMATS = ("jsonl", "cohen")
+#: Headers are a few kilobytes; a first line longer than this is not one.
+MAX_HEADER_BYTES = 1 << 20
+#: A radius this close above the recorded ceiling is float noise between versions, not a claim.
+CEILING_SLACK = 1e-12
 
 
 def _describe_difference(old: dict, new: dict) -> str:
@@ -30,11 +47,136 @@ def _describe_difference(old: dict, new: dict) -> str:
     return "; ".join(parts)
 
 
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_index(value) -> bool:
+    """A class number or input index: a non-negative integer (JSON true is not one)."""
+    return _is_integer(value) and value >= 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _plain(value):
+    """json.dumps fallback: numpy scalars become Python numbers; anything else is refused."""
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "shape", None) == ():
+        return item()
+    raise TypeError(f"a {type(value).__name__}")
+
+
+def _non_finite(value, where: str = "") -> tuple[str, Any] | None:
+    """The first non-finite number in a JSON-like value, with where it is ("settings.sigma")."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        value = _plain(value) if getattr(value, "shape", None) == () else value
+        if isinstance(value, float) and not math.isfinite(value):
+            return where or "value", value
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+def _dumps(value, path: Path, what: str) -> str:
+    """Strict JSON (no NaN or Infinity: they are not JSON), or a one-line refusal."""
+    try:
+        return json.dumps(value, allow_nan=False, default=_plain)
+    except ValueError:
+        where, number = _non_finite(value) or ("a value", "not finite")
+        raise CertifyError(
+            f"not writing {what} to {path}: {where} is {number}, not a finite number; "
+            f"check --sigma, --alpha, -n and the plugin options"
+        ) from None
+    except TypeError as error:
+        raise CertifyError(f"not writing {what} to {path}: JSON cannot store {error}") from None
+
+
+def _show(value, limit: int = 40) -> str:
+    """A value as JSON for an error line, cut short when long."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _brief(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _record_problem(record) -> str | None:
+    """What makes a result record malformed (a missing field, a wrong type), or None."""
+    if not isinstance(record, dict):
+        return "not a results record (expected a JSON object)"
+    for key in ("index", "label", "prediction", "radius", "correct"):
+        if key not in record:
+            return f"the result has no {key!r}"
+    for key in ("label", "prediction"):
+        value = record[key]
+        if value is not None and not _is_index(value):
+            return f"{key} {_show(value)} is not a class number (a non-negative integer) or null"
+    if not _is_number(record["radius"]):
+        return f"radius {_show(record['radius'])} is not a number"
+    if record["correct"] not in (True, False, None):
+        return f"correct {_show(record['correct'])} is not true, false or null"
+    for key in ("seconds", "forward_passes"):
+        value = record.get(key)
+        if value is not None and not (_is_number(value) and math.isfinite(value) and value >= 0):
+            return f"{key} {_show(value)} is not a non-negative number"
+    return None
+
+
+def _value_problem(record: dict) -> str | None:
+    """What a reader flags but the writer refuses outright: a bad index or radius."""
+    if not _is_index(record["index"]):
+        return f"index {_show(record['index'])} is not a non-negative integer"
+    radius = record["radius"]
+    if not (math.isfinite(radius) and radius >= 0):
+        return f"radius {radius!r} is not a finite non-negative number"
+    return None
+
+
+def _oserror(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte, then force them to disk (os.write may write part of a buffer)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.fsync(fd)
+
+
+def _size(fd: int) -> int:
+    try:
+        return os.fstat(fd).st_size
+    except OSError:
+        return -1
+
+
+def _truncate_quietly(fd: int, size: int) -> None:
+    """Take back a half-written line after a failed write; a rerun would drop it anyway."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
+
+
 class ResultsFile:
     """An append-only results file that a rerun resumes.
 
-    Every finished input is written and flushed at once, so an interrupted run
-    loses only the input in progress.
+    Every finished input is written and forced to disk at once, so an interrupted
+    run loses only the input in progress. The file is locked for the whole run, so
+    a second run on the same file refuses instead of writing every result again.
+    Nothing in a file certify did not write is ever changed.
     """
 
     def __init__(self, path: str | os.PathLike, header: dict[str, Any], fmt: str = "jsonl"):
@@ -43,17 +185,21 @@ class ResultsFile:
         self.path = Path(path)
         self.format = fmt
         # JSON round trip: the header read back from the file has lists where this one has tuples.
-        self.header = json.loads(json.dumps(header))
+        self.header = json.loads(_dumps(header, self.path, "the header"))
         self.header_path = self.path.with_name(self.path.name + ".header.json") if fmt == "cohen" else self.path
         self.done: dict[int, dict] = {}
-        self._handle = None
-        self._open()
+        self._fd: int | None = None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
 
     # -- opening and resuming ------------------------------------------------
 
     def _open(self) -> None:
-        existing = self._holds_results()
-        if existing:
+        self._fd = self._open_locked()
+        if os.fstat(self._fd).st_size and self._holds_results():
             # Nothing in the file changes until it is known to hold results for these settings.
             old_header = self._read_header()
             if any(old_header.get(k) != self.header.get(k) for k in IDENTITY_KEYS):
@@ -61,82 +207,195 @@ class ResultsFile:
                     f"{self.path} holds results for other settings ({_describe_difference(old_header, self.header)}); "
                     f"choose another --output or remove the file"
                 )
-            _drop_partial_line(self.path)
+            try:
+                _drop_partial_line(self._fd)
+            except OSError as error:
+                raise CertifyError(f"cannot resume {self.path}: {_oserror(error)}") from None
             records = read_results(self.path)[1] if self.format == "jsonl" else read_cohen(self.path)
-            self.done = {r["index"]: r for r in records}
+            self.done = {r["index"]: r for r in records if _is_index(r["index"])}
+        else:
+            self._start()
+
+    def _open_locked(self) -> int:
+        """Open (creating if need be) and lock the file, or refuse in one line."""
+        path = self.path
+        if path.is_symlink() and not path.exists():
+            raise CertifyError(
+                f"--output {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                f"remove the link or choose another --output"
+            )
+        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # O_EXCL: never follows a symbolic link planted after the check above.
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                fd = os.open(path, flags)
         except OSError as error:
-            raise CertifyError(f"cannot write results to {self.path}: {error.strerror}") from None
-        if not existing:
+            raise CertifyError(f"cannot write results to {path}: {_oserror(error)}; choose another --output") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CertifyError(f"--output {path} is not a regular file; choose another --output")
+            self._lock(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _lock(self, fd: int) -> None:
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CertifyError(
+                f"{self.path} is in use by another certify run (it is locked); "
+                f"wait for that run to end or choose another --output"
+            ) from None
+        except OSError as error:  # a file system without locks (some network mounts)
+            warnings.warn(f"cannot lock {self.path} ({_oserror(error)}): do not start a second run on it at once")
+
+    def _start(self) -> None:
+        """Write the header of a new file (or of one whose header a kill tore)."""
+        try:
+            os.ftruncate(self._fd, 0)  # empty, or a torn header of ours: nothing to keep
             if self.format == "jsonl":
-                self._write_line(json.dumps({"type": "header", **self.header}))
+                _write_all(self._fd, (json.dumps({"type": "header", **self.header}) + "\n").encode())
             else:
-                self.header_path.write_text(json.dumps(self.header, indent=1) + "\n")
-                self._write_line("\t".join(COHEN_COLUMNS))
+                self._write_sidecar()
+                _write_all(self._fd, ("\t".join(COHEN_COLUMNS) + "\n").encode())
+        except OSError as error:
+            _truncate_quietly(self._fd, 0)  # a rerun then starts afresh instead of finding a torn header
+            raise CertifyError(f"cannot write the header of {self.path}: {_oserror(error)}") from None
+        except BaseException:
+            _truncate_quietly(self._fd, 0)
+            raise
+
+    def _write_sidecar(self) -> None:
+        """The settings of a Cohen-format file, beside it; replaced in one step, never torn."""
+        sidecar = self.header_path
+        if sidecar.is_symlink() or sidecar.exists():
+            if "model_sha256" not in (_read_json_dict(sidecar) or {}):
+                raise CertifyError(
+                    f"{sidecar} exists and is not a certify header; choose another --output or remove it"
+                )
+        temporary = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(self.header, indent=1) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, sidecar)
+        except OSError as error:
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise CertifyError(f"cannot write {sidecar} (the settings of {self.path.name}): {_oserror(error)}") from None
 
     def _holds_results(self) -> bool:
-        """Whether there is a header to resume from; a header torn by a kill is dropped."""
-        if not self.path.is_file() or self.path.stat().st_size == 0:
+        """Whether the file is to be resumed (or refused): all but a header of ours that a kill tore."""
+        first = _first_line(self.path)
+        if first.endswith(b"\n") or len(first) != _size(self._fd):
+            return True  # a whole first line, or more than one line: never a torn header
+        try:
+            text = first.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return not self._is_torn_header(text)
+
+    def _is_torn_header(self, text: str) -> bool:
+        """Whether ``text`` (a whole file without a newline) can only be the start of a header
+        that certify wrote for these settings before a kill: then it may be dropped.
+
+        A JSON-lines header must match the one this run would write up to the fields that
+        may differ between runs (version, paths, device, start time), and reach at least
+        through the model's SHA-256, so a user's short file ("{") never qualifies. A Cohen
+        column line must be a prefix of the columns, beside a settings file with these
+        settings (certify writes that first).
+        """
+        if not text:
             return False
-        with open(self.path, "rb") as handle:
-            first = handle.readline()
-        if not first.endswith(b"\n"):
-            start = (json.dumps({"type": "header"})[:-1] if self.format == "jsonl" else "\t".join(COHEN_COLUMNS)).encode()
-            if start.startswith(first) or first.startswith(start):
-                self.path.write_bytes(b"")
-                return False
-        return True
+        if self.format == "cohen":
+            sidecar = _read_json_dict(self.header_path)
+            return (
+                "\t".join(COHEN_COLUMNS).startswith(text)
+                and sidecar is not None
+                and all(sidecar.get(k) == self.header.get(k) for k in IDENTITY_KEYS)
+            )
+        sha = self.header.get("model_sha256")
+        if not isinstance(sha, str) or f'"model_sha256": {json.dumps(sha)}' not in text:
+            return False
+        return _matches_prefix(text, _header_pieces(self.header))
 
     def _read_header(self) -> dict:
-        with open(self.path, encoding="utf-8", errors="replace") as handle:
-            first = handle.readline()
+        first = _first_line(self.path).decode("utf-8", errors="replace")
         if self.format == "jsonl":
             try:
                 header = json.loads(first)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 header = None
             if not isinstance(header, dict) or header.get("type") != "header":
                 raise CertifyError(
-                    f"{self.path} exists and is not a certify results file; choose another --output or remove the file"
+                    f"{self.path} exists and is not a certify results file; choose another --output or remove it"
                 )
             return header
         if first.rstrip("\n").split("\t") != list(COHEN_COLUMNS):
             raise CertifyError(
-                f"{self.path} exists and is not a Cohen-format results file; choose another --output or remove the file"
+                f"{self.path} exists and is not a Cohen-format results file; choose another --output or remove it"
             )
         if not self.header_path.exists():
             raise CertifyError(
                 f"{self.path} exists but {self.header_path.name} (its settings) is missing; "
                 f"choose another --output or remove the file"
             )
-        try:
-            return json.loads(self.header_path.read_text())
-        except json.JSONDecodeError:
+        header = _read_json_dict(self.header_path)
+        if header is None:
             raise CertifyError(
-                f"{self.header_path} (the settings of {self.path.name}) is not valid JSON; "
+                f"{self.header_path} (the settings of {self.path.name}) is not a JSON object; "
                 f"choose another --output or remove both files"
-            ) from None
-
-    def _write_line(self, line: str) -> None:
-        self._handle.write(line + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+            )
+        return header
 
     # -- writing -------------------------------------------------------------
 
     def write(self, record: dict) -> None:
-        self.done[record["index"]] = record
+        """Append one result and force it to disk, or refuse in one line (the file stays resumable)."""
+        problem = _record_problem(record) or _value_problem(record)
+        if problem:
+            raise CertifyError(f"not writing input {_show(record.get('index'))} to {self.path}: {problem}")
         if self.format == "jsonl":
-            self._write_line(json.dumps(record, allow_nan=False))
+            line = _dumps(record, self.path, f"input {record['index']}")
         else:
-            self._write_line(cohen_row(record))
+            line = cohen_row(record)
+        try:
+            size = os.fstat(self._fd).st_size
+        except OSError as error:
+            raise CertifyError(f"cannot write results to {self.path}: {_oserror(error)}") from None
+        data = (line + "\n").encode()
+        try:
+            _write_all(self._fd, data)
+        except OSError as error:
+            _truncate_quietly(self._fd, size)
+            hint = "free some space, then rerun" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "rerun"
+            raise CertifyError(
+                f"cannot write results to {self.path}: {_oserror(error)}; the {len(self.done)} results before "
+                f"are kept: {hint} the same command to resume"
+            ) from None
+        except BaseException:
+            # Ctrl-C or SIGTERM mid-write: the line is whole or taken back, and ``done`` says which.
+            if _size(self._fd) == size + len(data):
+                self.done[record["index"]] = record
+            else:
+                _truncate_quietly(self._fd, size)
+            raise
+        self.done[record["index"]] = record
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)  # also releases the lock
+            self._fd = None
 
     def __enter__(self):
         return self
@@ -145,18 +404,81 @@ class ResultsFile:
         self.close()
 
 
-def _drop_partial_line(path: Path) -> None:
+def _first_line(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.readline(MAX_HEADER_BYTES)
+    except OSError as error:
+        raise CertifyError(f"cannot read {path}: {_oserror(error)}") from None
+
+
+def _read_json_dict(path: Path) -> dict | None:
+    """A small JSON object file, or None when it is missing, unreadable, huge or not one."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_HEADER_BYTES + 1)
+        value = json.loads(data.decode("utf-8")) if len(data) <= MAX_HEADER_BYTES else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_TORN_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*\\?')
+_ANY = "\uffffany\uffff"
+
+
+def _header_pieces(header: dict) -> list[str]:
+    """The JSON-lines header this run writes, cut where an incidental string field may differ."""
+    pattern = {"type": "header", **header}
+    for key in INCIDENTAL_KEYS:
+        if isinstance(pattern.get(key), str):
+            pattern[key] = _ANY
+    return json.dumps(pattern).split(json.dumps(_ANY))
+
+
+def _matches_prefix(text: str, pieces: list[str]) -> bool:
+    """Whether ``text`` is a prefix of the pieces joined by JSON strings (any content)."""
+    position = 0
+    for number, piece in enumerate(pieces):
+        if number:
+            if position == len(text):
+                return True
+            string = _JSON_STRING.match(text, position)
+            if string is None:
+                return _TORN_JSON_STRING.fullmatch(text, position) is not None
+            position = string.end()
+        rest = text[position:position + len(piece)]
+        if not piece.startswith(rest):
+            return False
+        if len(rest) < len(piece):
+            return position + len(rest) == len(text)
+        position += len(piece)
+    return position == len(text)
+
+
+def _drop_partial_line(fd: int) -> None:
     """A run killed mid-write can leave half a line; drop it so the rerun redoes that input."""
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+    def read(start: int, count: int) -> bytes:
+        os.lseek(fd, start, os.SEEK_SET)  # writes still append: the file is opened with O_APPEND
+        return os.read(fd, count)
+
+    end = os.fstat(fd).st_size
+    if end == 0 or read(end - 1, 1) == b"\n":
+        return
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        cut = read(start, end - start).rfind(b"\n")
+        if cut >= 0:
+            os.ftruncate(fd, start + cut + 1)
+            return
+        end = start
 
 
 def cohen_row(record: dict) -> str:
     prediction = record["prediction"]
     label = record["label"]
-    elapsed = str(datetime.timedelta(seconds=record["seconds"]))
+    elapsed = str(datetime.timedelta(seconds=record.get("seconds") or 0.0))
     return "\t".join(
         [
             str(record["index"]),
@@ -169,30 +491,72 @@ def cohen_row(record: dict) -> str:
     )
 
 
-def read_cohen(path: Path) -> list[dict]:
-    records = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise CertifyError(f"cannot read {path}: {_oserror(error)}") from None
+
+
+def read_cohen(path: str | os.PathLike) -> list[dict]:
+    """The rows of a Cohen-format TSV as records (-1 means none); a half-written last row is skipped."""
+    path = Path(path)
+    text = _read_text(path)
+    lines = text.splitlines()
     if not lines or lines[0].split("\t") != list(COHEN_COLUMNS):
         raise CertifyError(f"{path} is not a Cohen-format results file (expected the header {' '.join(COHEN_COLUMNS)})")
+    records = []
     for number, line in enumerate(lines[1:], 2):
         try:
-            idx, label, predict, radius, correct, elapsed = line.split("\t")
-            records.append(
-                {
-                    "index": int(idx),
-                    "label": None if label == "-1" else int(label),
-                    "prediction": None if predict == "-1" else int(predict),
-                    "radius": float(radius),
-                    "correct": bool(int(correct)) if label != "-1" else None,
-                    "seconds": _parse_timedelta(elapsed),
-                }
-            )
-        except ValueError:
-            raise CertifyError(
-                f"{path}, line {number}: expected the columns {' '.join(COHEN_COLUMNS)}; "
-                f"is this a Cohen-format results file?"
-            ) from None
+            records.append(_cohen_record(line))
+        except ValueError as error:
+            if number == len(lines) and not text.endswith("\n"):
+                break  # half-written last line of a killed run
+            raise CertifyError(f"{path}, line {number}: {error}") from None
     return records
+
+
+def _cohen_record(line: str) -> dict:
+    columns = line.split("\t")
+    if len(columns) != len(COHEN_COLUMNS):
+        raise ValueError(
+            f"expected the {len(COHEN_COLUMNS)} tab-separated columns of a Cohen-format results file "
+            f"({' '.join(COHEN_COLUMNS)}), got {len(columns)}"
+        )
+    idx, label, predict, radius, correct, elapsed = columns
+
+    def class_number(name: str, text: str) -> int | None:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -2
+        if value < -1:
+            raise ValueError(f"{name} {_brief(text)} is not a class number (or -1 for none)")
+        return None if value == -1 else value
+
+    try:
+        index: int | str = int(idx)
+    except ValueError:
+        index = idx  # flagged by summaries as an invalid index, like a JSON one
+    try:
+        radius_value = float(radius)
+    except ValueError:
+        raise ValueError(f"radius {_brief(radius)} is not a number") from None
+    if correct not in ("0", "1"):
+        raise ValueError(f"correct {_brief(correct)} is not 0 or 1")
+    try:
+        seconds = _parse_timedelta(elapsed)
+    except (ValueError, IndexError):
+        raise ValueError(f"time {_brief(elapsed)} is not H:MM:SS") from None
+    label_value = class_number("label", label)
+    return {
+        "index": index,
+        "label": label_value,
+        "prediction": class_number("predict", predict),
+        "radius": radius_value,
+        "correct": correct == "1" if label_value is not None else None,
+        "seconds": seconds,
+    }
 
 
 def _parse_timedelta(text: str) -> float:
@@ -205,32 +569,66 @@ def _parse_timedelta(text: str) -> float:
     return days * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
+def _check_header(header: dict, where: str) -> dict:
+    """The header fields summaries read have the types they need."""
+    if not isinstance(header.get("settings") or {}, dict):
+        raise CertifyError(f"{where}: settings is not a JSON object; is this a certify results file?")
+    ceiling = header.get("radius_ceiling")
+    if ceiling is not None and not _is_number(ceiling):
+        raise CertifyError(f"{where}: radius_ceiling {ceiling!r} is not a number; is this a certify results file?")
+    return header
+
+
 def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
-    """Header and result records of a JSON-lines results file (later duplicates win)."""
+    """Header and every result record of a JSON-lines results file, by index.
+
+    Records are returned as written, repeats included (summaries flag them);
+    a half-written last line is skipped; a malformed record is a one-line error
+    naming the file and line.
+    """
     path = Path(path)
     if not path.exists():
         raise CertifyError(f"results file not found: {path}")
-    header = None
-    records: dict[int, dict] = {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if not line.endswith("\n") and number > 1:
-                    break  # half-written last line of a killed run
-                raise CertifyError(f"{path}, line {number}: not valid JSON; is this a certify results file?") from None
-            if number == 1:
-                if not isinstance(record, dict) or record.get("type") != "header":
-                    raise CertifyError(f"{path} is not a certify results file (its first line is not a header)")
-                header = record
-            elif isinstance(record, dict) and record.get("type") == "result" and "index" in record:
-                records[record["index"]] = record
-    if header is None:
+    if _first_line(path) == b"":
         raise CertifyError(f"{path} is empty")
-    return header, [records[i] for i in sorted(records)]
+    try:
+        # The first line alone, read with a bound: a large file without newlines is not read whole.
+        header = json.loads(_first_line(path).decode("utf-8", errors="replace"))
+    except (json.JSONDecodeError, RecursionError):
+        header = None
+    if not isinstance(header, dict) or header.get("type") != "header":
+        raise CertifyError(f"{path} is not a certify results file (its first line is not a header)")
+    header = _check_header(header, f"{path}, line 1")
+    records: list[dict] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            handle.readline()
+            for number, line in enumerate(handle, 2):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    if not line.endswith("\n"):
+                        break  # half-written last line of a killed run
+                    raise CertifyError(f"{path}, line {number}: not valid JSON; is this a certify results file?") from None
+                if isinstance(record, dict) and "type" not in record:
+                    raise CertifyError(f"{path}, line {number}: the record has no 'type'")
+                if isinstance(record, dict) and record["type"] != "result":
+                    continue  # another kind of line (a later version's); not a result
+                problem = _record_problem(record)
+                if problem:
+                    raise CertifyError(f"{path}, line {number}: {problem}")
+                records.append(record)
+    except OSError as error:
+        raise CertifyError(f"cannot read {path}: {_oserror(error)}") from None
+    return header, _by_index(records)
+
+
+def _by_index(records: list[dict]) -> list[dict]:
+    """Sorted by index, repeats in the order written; records with invalid indices last."""
+    valid = sorted((r for r in records if _is_index(r["index"])), key=lambda r: r["index"])
+    return valid + [r for r in records if not _is_index(r["index"])]
 
 
 def load_any_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
@@ -238,57 +636,174 @@ def load_any_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     path = Path(path)
     if not path.exists():
         raise CertifyError(f"results file not found: {path}")
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        first = handle.readline()
-    if first.startswith("idx\t"):
+    if not path.is_file():
+        raise CertifyError(f"{path} is not a results file (not a regular file)")
+    if _first_line(path).startswith(b"idx\t"):
         sidecar = path.with_name(path.name + ".header.json")
-        header = json.loads(sidecar.read_text()) if sidecar.exists() else {"plugin": "?", "norm": "?"}
-        return header, read_cohen(path)
+        header = {"plugin": "?", "norm": "?"}
+        if sidecar.exists():
+            header = _read_json_dict(sidecar)
+            if header is None:
+                raise CertifyError(f"{sidecar} (the settings of {path.name}) is not a JSON object; remove it or fix it")
+            _check_header(header, str(sidecar))
+        return header, _by_index(read_cohen(path))
     return read_results(path)
+
+
+# -- checking records before counting them ---------------------------------------
+
+
+#: How a warning names each problem a summary found: (one, many, what the summary did about it).
+NOTHING = "counted as certifying nothing"
+PROBLEMS = {
+    "radius_above_ceiling": ("radius above the recorded ceiling {ceiling}", "radii above the recorded ceiling {ceiling}",
+                             NOTHING),
+    "negative_or_non_finite_radius": ("negative or non-finite radius", "negative or non-finite radii", NOTHING),
+    "invalid_index": ("index that is not a non-negative integer", "indices that are not non-negative integers",
+                      NOTHING),
+    "duplicate_index": ("repeated index", "repeated indices", "each input counted once"),
+    "conflicting_duplicates": ("input written more than once with different results",
+                               "inputs written more than once with different results", NOTHING),
+    "abstain_with_radius": ("abstain with a non-zero radius", "abstains with a non-zero radius", "counted as radius 0"),
+    "correct_disagrees": ("'correct' that disagrees with its label and prediction",
+                          "'correct' values that disagree with their label and prediction", "recomputed"),
+    "non_finite_ceiling": ("non-finite radius ceiling in the header", "non-finite radius ceilings in the header",
+                           "radii not checked against it"),
+}
+
+
+def audit(records: Sequence[dict], header: dict | None = None) -> tuple[list[dict], dict[str, int]]:
+    """The records a summary counts, one per input, and how many of each problem were found.
+
+    A radius the method cannot produce with the recorded settings (above the
+    header's ceiling, negative, not finite) means the record was not made by this
+    run as recorded: nothing in it is trusted. Such an input still counts (dropping
+    it would raise every rate) but certifies nothing: radius 0, not correct. The same
+    goes for a record whose index names no input, and for an input written twice
+    with different results. An input written twice alike counts once. ``correct`` is
+    recomputed from label and prediction, never taken on trust.
+    """
+    header = header or {}
+    problems: collections.Counter = collections.Counter()
+    ceiling = header.get("radius_ceiling")
+    if ceiling is not None and not (_is_number(ceiling) and math.isfinite(ceiling)):
+        problems["non_finite_ceiling"] += 1
+        ceiling = None
+    by_index: dict[int, list[dict]] = {}
+    counted = []
+    for record in records:
+        if _is_index(record.get("index")):
+            by_index.setdefault(record["index"], []).append(record)
+        else:
+            problems["invalid_index"] += 1
+            counted.append(_certifies_nothing(record))
+    for group in by_index.values():
+        record = group[-1]
+        if len(group) > 1:
+            problems["duplicate_index"] += len(group) - 1
+            claims = {(r.get("label"), r.get("prediction"), repr(float(r["radius"]))) for r in group}
+            if len(claims) > 1:
+                problems["conflicting_duplicates"] += 1
+                counted.append(_certifies_nothing(record))
+                continue
+        counted.append(_checked(record, ceiling, problems))
+    return counted, dict(problems)
+
+
+def _certifies_nothing(record: dict) -> dict:
+    label = record.get("label")
+    return {"label": label, "prediction": record.get("prediction"), "radius": 0.0,
+            "correct": None if label is None else False, "valid": False, "source": record}
+
+
+def _checked(record: dict, ceiling: float | None, problems: collections.Counter) -> dict:
+    label, prediction, radius = record.get("label"), record.get("prediction"), float(record["radius"])
+    if not (math.isfinite(radius) and radius >= 0):
+        problems["negative_or_non_finite_radius"] += 1
+        return _certifies_nothing(record)
+    if ceiling is not None and radius > ceiling * (1 + CEILING_SLACK):
+        problems["radius_above_ceiling"] += 1
+        return _certifies_nothing(record)
+    if prediction is None and radius != 0:
+        problems["abstain_with_radius"] += 1
+        radius = 0.0
+    correct = None if label is None else (prediction is not None and prediction == label)
+    stated = record.get("correct")
+    if correct is not None and stated is not None and bool(stated) != correct:
+        problems["correct_disagrees"] += 1
+    return {"label": label, "prediction": prediction, "radius": radius, "correct": correct, "valid": True,
+            "source": record}
+
+
+def describe_problems(summary: dict) -> str | None:
+    """One line naming each problem a summary found and how many, or None."""
+    problems = summary.get("problems") or {}
+    if not problems:
+        return None
+    ceiling = summary.get("radius_ceiling")
+    shown = f"{ceiling:.6g}" if _is_number(ceiling) else "?"
+    parts = []
+    for key, (one, many, consequence) in PROBLEMS.items():
+        count = problems.get(key, 0)
+        if count:
+            parts.append(f"{count} {(one if count == 1 else many).format(ceiling=shown)} ({consequence})")
+    return "; ".join(parts)
 
 
 # -- summaries -----------------------------------------------------------------
 
 
 def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, header: dict | None = None) -> dict:
-    """Certified accuracy at each radius, ACR, abstain rate, cost per input."""
+    """Certified accuracy at each radius and ACR (labeled inputs); certified fraction, radius
+    statistics and predicted classes (all inputs); abstain rate, cost per input, problems found."""
     header = header or {}
     radii = list(radii)
-    count = len(records)
-    labeled = [r for r in records if r.get("label") is not None]
-    abstained = sum(1 for r in records if r.get("prediction") is None)
+    counted, problems = audit(records, header)
+    count = len(counted)
+    labeled = [r for r in counted if r["label"] is not None]
+    certified = [r for r in counted if r["valid"] and r["prediction"] is not None]
+    abstained = sum(1 for r in counted if r["prediction"] is None)
+    timed = [r["source"]["seconds"] for r in counted if _is_number(r["source"].get("seconds"))]
+    passes = [r["source"]["forward_passes"] for r in counted if _is_number(r["source"].get("forward_passes"))]
+    classes = collections.Counter(r["prediction"] for r in certified)
+
+    def share(part: int | float, whole: int) -> float | None:
+        return part / whole if whole else None
+
     summary: dict[str, Any] = {
         "plugin": header.get("plugin"),
         "norm": header.get("norm") or (records[0].get("norm") if records else None),
         "sigma": (header.get("settings") or {}).get("sigma"),
         "inputs": count,
         "labeled": len(labeled),
-        "abstain_rate": abstained / count if count else math.nan,
-        "seconds_per_input": sum(r.get("seconds", 0.0) for r in records) / count if count else math.nan,
-        "forward_passes_per_input": (
-            sum(r.get("forward_passes", 0) for r in records) / count if count and "forward_passes" in records[0] else None
-        ),
+        "abstain_rate": share(abstained, count),
+        "seconds_per_input": share(sum(timed), len(timed)),
+        "forward_passes_per_input": share(sum(passes), len(passes)),
         "radius_ceiling": header.get("radius_ceiling"),
         "exact": bool(header.get("exact", False)),
         "conditional": sorted({r["conditional"] for r in records if r.get("conditional")}),
+        # About the smoothed prediction, right or wrong: what there is to say without labels.
+        "certified_fraction": {str(r): share(sum(1 for x in certified if x["radius"] >= r), count) for r in radii},
+        "mean_radius": share(sum(r["radius"] for r in certified), count),
+        "median_radius": statistics.median(r["radius"] if r["valid"] else 0.0 for r in counted) if count else None,
+        "predicted_classes": {str(c): n for c, n in sorted(classes.items())},
+        "problems": problems,
     }
     if labeled:
-        def certified(radius: float) -> float:
-            return sum(1 for r in labeled if r.get("correct") and r["radius"] >= radius) / len(labeled)
-
-        summary["certified_accuracy"] = {str(r): certified(r) for r in radii}
-        summary["acr"] = sum(r["radius"] for r in labeled if r.get("correct")) / len(labeled)
-        summary["accuracy"] = sum(1 for r in labeled if r.get("correct")) / len(labeled)
-    else:
-        summary["certified_fraction"] = {
-            str(r): sum(1 for x in records if x.get("prediction") is not None and x["radius"] >= r) / count
-            for r in radii
-        } if count else {}
+        good = [r for r in labeled if r["correct"] and r["valid"]]
+        summary["certified_accuracy"] = {str(r): sum(1 for x in good if x["radius"] >= r) / len(labeled) for r in radii}
+        summary["acr"] = sum(r["radius"] for r in good) / len(labeled)
+        summary["accuracy"] = len(good) / len(labeled)
     return summary
 
 
 def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
-    """A side-by-side table of one or more summaries."""
+    """A side-by-side table of one or more summaries.
+
+    Certified accuracy and ACR need labels: a run without them shows "-" there,
+    and the table adds rows about its predictions instead (certified fraction,
+    radius statistics, predicted classes), never an accuracy.
+    """
     width = max(12, *(len(n) for n in names)) + 2
     lines = ["".ljust(30) + "".join(n.rjust(width) for n in names)]
 
@@ -298,28 +813,42 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     def pct(value) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
+    def number(value, digits: int = 4) -> str:
+        return "-" if not _is_number(value) or not math.isfinite(value) else f"{round_down(value, digits):.{digits}f}"
+
+    def radius_keys(key: str) -> list[str]:
+        keys = []
+        for s in summaries:
+            for radius in s.get(key) or {}:
+                if radius not in keys:
+                    keys.append(radius)
+        return sorted(keys, key=float)
+
     row("plugin", [str(s.get("plugin")) for s in summaries])
     row("norm", [str(s.get("norm")) for s in summaries])
     row("sigma", [str(s.get("sigma")) for s in summaries])
     row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
-    keys = []
-    for s in summaries:
-        for key in s.get("certified_accuracy") or s.get("certified_fraction") or {}:
-            if key not in keys:
-                keys.append(key)
-    accuracy = any("certified_accuracy" in s for s in summaries)
-    for key in sorted(keys, key=float):
-        label = f"certified accuracy r >= {key}" if accuracy else f"certified r >= {key}"
-        row(label, [pct((s.get("certified_accuracy") or s.get("certified_fraction") or {}).get(key)) for s in summaries])
-    row("ACR", [("-" if "acr" not in s else f"{round_down(s['acr'], 4):.4f}") for s in summaries])
+    if any("certified_accuracy" in s for s in summaries):
+        for key in radius_keys("certified_accuracy"):
+            row(f"certified accuracy r >= {key}", [pct((s.get("certified_accuracy") or {}).get(key)) for s in summaries])
+        row("ACR", [number(s.get("acr")) if "acr" in s else "-" for s in summaries])
+    unlabeled = any(s["inputs"] > s["labeled"] for s in summaries)
+    if unlabeled:
+        for key in radius_keys("certified_fraction"):
+            row(f"certified fraction r >= {key}", [pct((s.get("certified_fraction") or {}).get(key)) for s in summaries])
+        row("mean radius (abstain 0)", [number(s.get("mean_radius")) for s in summaries])
+        row("median radius (abstain 0)", [number(s.get("median_radius")) for s in summaries])
+        row("classes predicted", [str(len(s.get("predicted_classes") or {})) for s in summaries])
+        row("most predicted class", [_most_predicted(s) for s in summaries])
     row("abstain rate", [pct(s["abstain_rate"]) for s in summaries])
-    row("radius ceiling", [
-        "-" if s.get("radius_ceiling") is None else f"{round_down(s['radius_ceiling'], 4):.4f}" for s in summaries
-    ])
-    row("seconds per input", [f"{s['seconds_per_input']:.3f}" for s in summaries])
+    row("radius ceiling", [number(s.get("radius_ceiling")) for s in summaries])
+    row("seconds per input", [number(s.get("seconds_per_input"), 3) for s in summaries])
     row("forward passes per input", [
         "-" if s.get("forward_passes_per_input") is None else f"{s['forward_passes_per_input']:.0f}" for s in summaries
     ])
+    if unlabeled:
+        lines.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
+                     "(no labels: not an accuracy)")
     for s, name in zip(summaries, names):
         if s.get("exact"):
             lines.append(f"{name}: certificates are exact (no sampling, no alpha)")
@@ -328,7 +857,15 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_summaries(runs: Sequence[tuple[str, list[dict]]], path: str | os.PathLike) -> None:
+def _most_predicted(summary: dict) -> str:
+    classes = summary.get("predicted_classes") or {}
+    if not classes or not summary["inputs"]:
+        return "-"
+    top = max(classes, key=lambda c: (classes[c], -int(c)))
+    return f"{top} ({100 * classes[top] / summary['inputs']:.1f}%)"
+
+
+def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.PathLike) -> None:
     """Certified accuracy against radius, one curve per run (certified fraction for a run without labels)."""
     try:
         import matplotlib
@@ -338,12 +875,16 @@ def plot_summaries(runs: Sequence[tuple[str, list[dict]]], path: str | os.PathLi
     except ImportError:
         raise CertifyError("--plot needs matplotlib: pip install 'onnx-certifier[plot]'") from None
     figure, axes = plt.subplots(figsize=(6, 4))
-    for name, records in runs:
-        labeled = [r for r in records if r.get("label") is not None]
+    any_labeled = any_unlabeled = False
+    for name, header, records in runs:
+        counted, _ = audit(records, header)
+        labeled = [r for r in counted if r["label"] is not None]
         if labeled:
-            counted, good = labeled, [r for r in labeled if r.get("correct")]
+            any_labeled = True
+            counted, good = labeled, [r for r in labeled if r["correct"] and r["valid"]]
         else:
-            counted, good = records, [r for r in records if r.get("prediction") is not None]
+            any_unlabeled = True
+            good = [r for r in counted if r["valid"] and r["prediction"] is not None]
             name += " (no labels: certified fraction)"
         if not counted:
             continue
@@ -353,11 +894,18 @@ def plot_summaries(runs: Sequence[tuple[str, list[dict]]], path: str | os.PathLi
         values = [sum(1 for r in good if r["radius"] >= g) / len(counted) for g in grid]
         axes.plot(grid, values, label=name, drawstyle="steps-post")
     axes.set_xlabel("radius")
-    axes.set_ylabel("certified accuracy")
+    axes.set_ylabel(
+        "certified accuracy / certified fraction" if any_labeled and any_unlabeled
+        else "certified fraction" if any_unlabeled else "certified accuracy"
+    )
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     if axes.lines:
         axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise CertifyError(f"cannot write {path}: {_oserror(error)}") from None
+    finally:
+        plt.close(figure)

@@ -131,7 +131,8 @@ def test_results_records(case):
 def test_records_without_labels(case):
     out = case / "r.jsonl"
     result = invoke("--plugin", "rs", case / "plane.onnx", "--data", case / "unlabelled.npz", *SMALL, "--output", out)
-    assert "certified r >= 0.0" in result.output
+    assert "certified fraction r >= 0.0" in result.output
+    assert "certified accuracy" not in result.output and "ACR" not in result.output
     for record in results_of(out):
         assert record["label"] is None and record["correct"] is None
 
@@ -316,7 +317,8 @@ def test_a_torn_last_line_is_redone(finished, tail):
 def test_a_torn_header_starts_afresh(finished):
     command, out = finished
     complete = results_of(out)
-    out.write_text(out.read_text()[:40])
+    header = out.read_text().splitlines()[0]
+    out.write_text(header[:-10])  # torn past the model's hash: provably certify's (see test_results.py)
     invoke(*command)
     assert without_seconds(results_of(out)) == without_seconds(complete)
 
