@@ -16,13 +16,11 @@ from click_default_group import DefaultGroup
 
 from . import __version__
 from .api import Run, load
-from .engine import FixedSampling
-from .errors import CertifyError
-from .plugins import describe_plugins, load_plugins, pm
+from .engine import FixedSampling, check_settings
+from .errors import DEBUG_VARIABLE, CertifyError
+from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import DEFAULT_RADII, FORMATS, ResultsFile, format_summary, load_any_results, plot_summaries, summarize
 from .space import LAYOUTS
-
-DEBUG_VARIABLE = "CERTIFY_DEBUG"
 
 
 class Interrupted(BaseException):
@@ -42,6 +40,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"certify: warning: {message}", err=True)
 
 
+def _interrupted() -> click.exceptions.Exit:
+    """Ctrl-C outside the run loop (while starting up): one line, exit status 130."""
+    click.echo("\ncertify: interrupted", err=True)
+    return click.exceptions.Exit(130)
+
+
 def friendly_errors(command):
     """Turn every failure into a one-line error and a non-zero exit (no traceback)."""
 
@@ -53,27 +57,37 @@ def friendly_errors(command):
             raise click.ClickException(str(error)) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:
+            raise _interrupted() from None
         except Exception as error:
             if os.environ.get(DEBUG_VARIABLE):
                 raise
-            where = _blame(error)
+            if isinstance(error, OSError) and error.strerror:
+                where = f" ({error.filename})" if error.filename else ""
+                raise click.ClickException(f"{error.strerror}{where}; fix that and rerun the same command "
+                                           f"(finished results are kept)") from None
+            text = " ".join(str(error).split())[:300]
             raise click.ClickException(
-                f"unexpected {type(error).__name__}{where}: {error} (set {DEBUG_VARIABLE}=1 to see the traceback)"
+                f"unexpected {type(error).__name__}{_blame(error)}: {text} (set {DEBUG_VARIABLE}=1 to see the "
+                f"traceback)"
             ) from None
 
     return wrapper
 
 
 def _blame(error: BaseException) -> str:
-    """' in plugin X' when the failing code belongs to a plugin other than the core."""
+    """' in plugin X' when the innermost frame of a registered plugin's code is on the traceback.
+
+    Only real plugins are named (a plugin's module or the module of a method it registered),
+    never certifier itself or the libraries anything calls.
+    """
+    owners = plugin_modules()
     tb = error.__traceback__
-    module = None
+    plugin = None
     while tb is not None:
-        module = tb.tb_frame.f_globals.get("__name__", module)
+        plugin = owners.get(tb.tb_frame.f_globals.get("__name__"), plugin)
         tb = tb.tb_next
-    if module and not module.startswith("certifier.") and module != "certifier":
-        return f" in {module}"
-    return ""
+    return f" in plugin {plugin}" if plugin else ""
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -96,11 +110,21 @@ class CertifyGroup(DefaultGroup):
             CertifyGroup._plugin_commands_added = True
             try:
                 load_plugins()
-                pm.hook.register_commands(cli=self)
+                for problem in add_commands(self):
+                    click.echo(f"certify: warning: {problem}", err=True)
             except CertifyError as error:
                 click.echo(f"Error: {error}", err=True)
                 sys.exit(1)
+            except KeyboardInterrupt:
+                sys.exit(_interrupted().exit_code)
         return super().main(*args, **kwargs)
+
+    def invoke(self, ctx):
+        # Commands plugins add may not catch Ctrl-C; click alone would print "Aborted!" and exit 1.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _interrupted() from None
 
 
 @click.group(cls=CertifyGroup, default="run", default_if_no_args=False)
@@ -160,6 +184,10 @@ def engine_options(command):
     return command
 
 
+#: --threads and --workers beyond this are typing mistakes (each thread or batch in flight costs memory).
+MAX_PARALLEL = 1024
+
+
 def _note(quiet: bool, message: str) -> None:
     if not quiet:
         click.echo(f"certify: {message}", err=True)
@@ -173,6 +201,11 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
                         ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise CertifyError(f"{name} must be at least 1, got {value}")
+    for name, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value > MAX_PARALLEL:
+            raise CertifyError(f"{name} must be at most {MAX_PARALLEL}, got {value}")
+    # What every method needs, before the model loads (the engine checks the rest).
+    check_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=True)
     run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name, device=device,
                threads=threads, scale=scale, mean=_floats(mean), std=_floats(std), layout=layout)
     _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
@@ -307,6 +340,8 @@ def plugins_command(as_json):
     for plugin in described:
         kind = "built-in" if plugin["builtin"] else "installed"
         click.echo(f"{plugin['name']} ({kind}; hooks: {', '.join(plugin['hooks'])})")
+        for note in plugin["notes"]:
+            click.echo(f"  note: {note}")
         for method in plugin["methods"]:
             flags = ["exact" if method["deterministic"] else "randomized", f"norm {method['norm'].upper()}"]
             click.echo(f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]")
