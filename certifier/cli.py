@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -14,10 +15,10 @@ from pathlib import Path
 import click
 from click_default_group import DefaultGroup
 
-from . import __version__
+from . import __version__, _interrupted_while_importing
 from .api import Run, load
 from .engine import FixedSampling, check_settings
-from .errors import DEBUG_VARIABLE, CertifyError
+from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import DEFAULT_RADII, FORMATS, ResultsFile, format_summary, load_any_results, plot_summaries, summarize
 from .space import LAYOUTS
@@ -60,6 +61,8 @@ def friendly_errors(command):
         except KeyboardInterrupt:
             raise _interrupted() from None
         except Exception as error:
+            if caused_by_interrupt(error):
+                raise _interrupted() from None
             if os.environ.get(DEBUG_VARIABLE):
                 raise
             if isinstance(error, OSError) and error.strerror:
@@ -105,6 +108,8 @@ class CertifyGroup(DefaultGroup):
     _plugin_commands_added = False
 
     def main(self, *args, **kwargs):
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C is handled below
         warnings.showwarning = _show_warning
         if not CertifyGroup._plugin_commands_added:
             CertifyGroup._plugin_commands_added = True
@@ -166,7 +171,8 @@ def engine_options(command):
                      help="jsonl, or cohen for Cohen et al.'s TSV."),
         click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
         click.option("--output-name", help="Which model output holds the class scores or label."),
-        click.option("--scale", type=float, help="Multiply pixels by this before the model (255 for 0..255 models)."),
+        click.option("--scale", type=float, help="Multiply pixels by this before the model: 255 for a float model "
+                     "that expects 0..255 (integer inputs get 255 without it)."),
         click.option("--mean", help="Per-channel mean subtracted after --scale, e.g. 0.485,0.456,0.406."),
         click.option("--std", help="Per-channel std divided by after --mean, e.g. 0.229,0.224,0.225."),
         click.option("--layout", type=click.Choice(LAYOUTS),
@@ -206,6 +212,9 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
             raise CertifyError(f"{name} must be at most {MAX_PARALLEL}, got {value}")
     # What every method needs, before the model loads (the engine checks the rest).
     check_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=True)
+    radii_list = list(_floats(radii) or DEFAULT_RADII)
+    if not all(math.isfinite(r) and r >= 0 for r in radii_list):
+        raise CertifyError(f"--radii must be finite numbers >= 0, got {radii}")
     run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name, device=device,
                threads=threads, scale=scale, mean=_floats(mean), std=_floats(std), layout=layout)
     _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
@@ -215,7 +224,6 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
     engine = run.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, workers=workers)
     indices = list(range(0, len(dataset), skip))[:limit]
     header = _header(mode, run, engine, dataset, output_name)
-    radii_list = list(_floats(radii) or DEFAULT_RADII)
 
     results = ResultsFile(output, header, fmt) if output else None
     records = []

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DEBUG_VARIABLE, CertifyError
+from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .methods import Certificate, SmoothingMethod, Votes
 from .model import OnnxModel
 from .space import ModelAdapter
@@ -87,6 +87,8 @@ def plugin_call(method: SmoothingMethod, hook: str, function: Callable, *args, *
         raise CertifyError(f"out of memory in plugin {method.name}'s {hook}(); lower --batch-size "
                            f"(or --workers)") from None
     except Exception as error:
+        if caused_by_interrupt(error):
+            raise KeyboardInterrupt from None
         if os.environ.get(DEBUG_VARIABLE):
             raise
         raise CertifyError(f"plugin {method.name} failed in {hook}(): {_one_line(error)} (a bug in the plugin: "
@@ -232,12 +234,14 @@ class Engine:
         method = self.method
         size = job.stop - job.start
         x = np.broadcast_to(job.x, (size,) + job.x.shape)
-        if job.phase == ENUMERATION:
-            hook = "views"
-            views = plugin_call(method, hook, method.views, x, np.arange(job.start, job.stop), group.name)
-        else:
-            hook = "sample"
-            views = plugin_call(method, hook, method.sample, x, self._rng(job), group.name)
+        # Overflow shows up as non-finite views, refused below in one line: no numpy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if job.phase == ENUMERATION:
+                hook = "views"
+                views = plugin_call(method, hook, method.views, x, np.arange(job.start, job.stop), group.name)
+            else:
+                hook = "sample"
+                views = plugin_call(method, hook, method.sample, x, self._rng(job), group.name)
         if not isinstance(views, np.ndarray):
             raise CertifyError(f"plugin {method.name}: {hook}() returned {_kind(views)}; it must return a numpy "
                                f"array of views")
@@ -259,7 +263,7 @@ class Engine:
 
     def _overflow_hint(self) -> str:
         sigma = self.method.sigma
-        if sigma is not None and not np.isfinite(np.float32(sigma) * np.float32(16)):
+        if sigma is not None and sigma * 16 > np.finfo(np.float32).max:
             return f"; sigma {sigma:g} overflows float32 views: lower --sigma (or -o lambda)"
         return "; if its settings are sane, the plugin has a bug: report it to its author"
 

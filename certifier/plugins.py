@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import CertifyError
+from .errors import CertifyError, caused_by_interrupt
 from .methods import SmoothingMethod
 
 #: The distribution whose entry points are the built-in plugins.
@@ -70,6 +70,8 @@ def load_plugins() -> None:
         try:
             module = entry_point.load()
         except Exception as error:  # any import failure must name the plugin
+            if caused_by_interrupt(error):
+                raise KeyboardInterrupt from None
             source = "built-in plugin" if builtin else "plugin"
             raise CertifyError(
                 f'Error importing {source} "{entry_point.name}" ({entry_point.value}): '

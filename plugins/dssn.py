@@ -130,8 +130,7 @@ class DSSN(LambdaSmoothing):
         self.q = int(self.options.q)
         self.seed = int(self.options.seed)
         # The reference code takes int(2 lambda q); the tolerance keeps 2 * 0.3 * 255 = 152.999... at 153.
-        views = 2.0 * self.lam * self.q
-        self.levels = math.floor(views + 1e-9) if views <= 2**29 else 2**29  # 2 lambda q may overflow to inf
+        self.levels = math.floor(2.0 * self.lam * self.q + 1e-9)
         if self.levels > 2**28:
             raise CertifyError(f"plugin dssn: 2 lambda q = {2 * self.lam * self.q:g} views is more than it can run; "
                                f"lower lambda (or --sigma) or q")
