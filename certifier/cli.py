@@ -52,30 +52,35 @@ def friendly_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except CertifyError as error:
-            raise click.ClickException(str(error)) from None
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except KeyboardInterrupt:
-            raise _interrupted() from None
-        except Exception as error:
-            if caused_by_interrupt(error):
-                raise _interrupted() from None
-            if os.environ.get(DEBUG_VARIABLE):
-                raise
-            if isinstance(error, OSError) and error.strerror:
-                where = f" ({error.filename})" if error.filename else ""
-                raise click.ClickException(f"{error.strerror}{where}; fix that and rerun the same command "
-                                           f"(finished results are kept)") from None
-            text = " ".join(str(error).split())[:300]
-            raise click.ClickException(
-                f"unexpected {type(error).__name__}{_blame(error)}: {text} (set {DEBUG_VARIABLE}=1 to see the "
-                f"traceback)"
-            ) from None
+        return _one_line_failures(command, *args, **kwargs)
 
     return wrapper
+
+
+def _one_line_failures(function, *args, **kwargs):
+    """Call ``function``; any failure becomes one line (a ClickException) or exit status 130."""
+    try:
+        return function(*args, **kwargs)
+    except CertifyError as error:
+        raise click.ClickException(str(error)) from None
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+    except Exception as error:
+        if caused_by_interrupt(error):
+            raise _interrupted() from None
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        if isinstance(error, OSError) and error.strerror:
+            where = f" ({error.filename})" if error.filename else ""
+            raise click.ClickException(f"{error.strerror}{where}; fix that and rerun the same command "
+                                       f"(finished results are kept)") from None
+        text = " ".join(str(error).split())[:300]
+        raise click.ClickException(
+            f"unexpected {type(error).__name__}{_blame(error)}: {text} (set {DEBUG_VARIABLE}=1 to see the "
+            f"traceback)"
+        ) from None
 
 
 def _blame(error: BaseException) -> str:
@@ -125,11 +130,9 @@ class CertifyGroup(DefaultGroup):
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx):
-        # Commands plugins add may not catch Ctrl-C; click alone would print "Aborted!" and exit 1.
-        try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise _interrupted() from None
+        # Commands plugins add may not turn failures or Ctrl-C into one line themselves
+        # (click alone would print a traceback, or "Aborted!" and exit 1).
+        return _one_line_failures(super().invoke, ctx)
 
 
 @click.group(cls=CertifyGroup, default="run", default_if_no_args=False)

@@ -454,16 +454,17 @@ def test_blame_never_names_numpy_or_certifier():
     assert _blame(error.value) == ""
 
 
-def test_a_crash_in_a_plugin_command_names_the_plugin(monkeypatch):
+@pytest.mark.parametrize("wrapped", [True, False], ids=["friendly_errors", "bare"])
+def test_a_crash_in_a_plugin_command_names_the_plugin(wrapped):
     class Commands:
         __name__ = "crashing-commands"
 
         @hookimpl
         def register_commands(self, cli):
-            @cli.command(name="crash-test")
-            @certifier.cli.friendly_errors
             def crash():
                 _raise_in_plugin_code()
+
+            cli.command(name="crash-test")(certifier.cli.friendly_errors(crash) if wrapped else crash)
 
     plugin = Commands()
     plugins.pm.register(plugin, name="crashing-commands")
@@ -640,6 +641,8 @@ def test_load_plugins_warns_about_names_that_are_not_installed(monkeypatch):
 
 
 def test_the_cli_prints_that_warning_in_one_line(fresh_cli, monkeypatch):
+    builtins = [e for e in plugins._entry_points() if plugins._is_builtin(e)]
+    monkeypatch.setattr(plugins, "_entry_points", lambda: builtins)
     monkeypatch.setattr(plugins, "_loaded", False)
     monkeypatch.setenv("CERTIFY_LOAD_PLUGINS", "ghost")
     result = CliRunner().invoke(cli, ["plugins"])
