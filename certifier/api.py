@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 from .data import Dataset, load_data
 from .engine import Engine, FixedSampling, Group, InputResult, plugin_call
 from .errors import CertifyError
-from .methods import SmoothingMethod
+from .methods import MAX_SIGMA, SmoothingMethod
 from .model import OnnxModel, load_model
 from .plugins import get_method
 from .space import InputSpace, ModelAdapter, prefers_channels_last
@@ -70,10 +71,18 @@ def _metadata_json(metadata: Mapping[str, str], key: str) -> dict:
 
 
 def _metadata_sigma(metadata: Mapping[str, str]) -> float | None:
-    try:
-        return float(metadata[META_SIGMA])
-    except (KeyError, ValueError):
+    """The sigma ``certify train`` recorded; a recorded value that is not a usable sigma is refused."""
+    raw = metadata.get(META_SIGMA)
+    if raw is None or not raw.strip():
         return None
+    try:
+        sigma = float(raw)
+    except ValueError:
+        sigma = math.nan
+    if not (0 < sigma <= MAX_SIGMA):
+        raise CertifyError(f"the model's {META_SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
+                           f"pass --sigma (or -o lambda) yourself")
+    return sigma
 
 
 @dataclass

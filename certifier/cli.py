@@ -74,8 +74,7 @@ def _one_line_failures(function, *args, **kwargs):
             raise
         if isinstance(error, OSError) and error.strerror:
             where = f" ({error.filename})" if error.filename else ""
-            raise click.ClickException(f"{error.strerror}{where}; fix that and rerun the same command "
-                                       f"(finished results are kept)") from None
+            raise click.ClickException(f"{error.strerror}{where}; fix that and rerun the same command") from None
         text = " ".join(str(error).split())[:300]
         raise click.ClickException(
             f"unexpected {type(error).__name__}{_blame(error)}: {text} (set {DEBUG_VARIABLE}=1 to see the "

@@ -416,6 +416,16 @@ def test_settings_at_their_bounds_are_accepted(case):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("recorded", ["nan", "inf", "-1", "0", "1e308", "abc"])
+def test_a_recorded_sigma_that_is_not_usable_is_refused_naming_the_metadata(tmp_path, recorded):
+    model = hyperplane_model([1, 0, 0, 0], -0.5, metadata={"certifier.plugin": "rs", "certifier.sigma": recorded})
+    save(model, tmp_path / "plane.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((1, 4), dtype=np.float32))
+    line = one_line_error(certify_cli(tmp_path, output=None), "certifier.sigma metadata is", "pass --sigma")
+    assert "--sigma must be" not in line
+    assert certify_cli(tmp_path, "-s", "0.2", output=None).exit_code == 0  # what the user gives wins
+
+
 def test_the_api_checks_the_same_settings():
     with pytest.raises(CertifyError, match="--seed"):
         check_settings(seed=-1)
