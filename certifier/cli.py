@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -45,6 +46,19 @@ def _interrupted() -> click.exceptions.Exit:
     """Ctrl-C outside the run loop (while starting up): one line, exit status 130."""
     click.echo("\ncertify: interrupted", err=True)
     return click.exceptions.Exit(130)
+
+
+def _first_interrupt(signum, frame):
+    """Ctrl-C: stop cleanly (a KeyboardInterrupt, handled where it lands); a second one
+    while stopping (waiting for batches in flight) leaves at once."""
+    signal.signal(signal.SIGINT, _stop_now)
+    raise KeyboardInterrupt
+
+
+def _stop_now(signum, frame):
+    # Every result is flushed as it is written: nothing is lost by not waiting for the batches.
+    os.write(2, b"\ncertify: interrupted; stopped at once\n")
+    os._exit(130)
 
 
 def friendly_errors(command):
@@ -112,8 +126,20 @@ class CertifyGroup(DefaultGroup):
     _plugin_commands_added = False
 
     def main(self, *args, **kwargs):
-        if signal.getsignal(signal.SIGINT) is _interrupted_while_importing:
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C is handled below
+        previous = signal.getsignal(signal.SIGINT)
+        ours = (previous in (_interrupted_while_importing, signal.default_int_handler)
+                and threading.current_thread() is threading.main_thread())
+        if ours:
+            signal.signal(signal.SIGINT, _first_interrupt)
+        try:
+            return self._main(*args, **kwargs)
+        finally:
+            if ours:
+                # The console script is exiting: a late Ctrl-C must not interrupt Python's shutdown.
+                # Called from a program (or a test), give its own handler back.
+                signal.signal(signal.SIGINT, _stop_now if previous is _interrupted_while_importing else previous)
+
+    def _main(self, *args, **kwargs):
         warnings.showwarning = _show_warning
         if not CertifyGroup._plugin_commands_added:
             CertifyGroup._plugin_commands_added = True

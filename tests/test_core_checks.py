@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -610,12 +612,57 @@ def test_ctrl_c_while_the_command_imports_its_libraries(program, handled):
         assert "KeyboardInterrupt" in done.stderr and done.returncode != 130
 
 
-def test_the_command_group_puts_the_usual_ctrl_c_back(monkeypatch):
-    monkeypatch.setattr(signal, "getsignal", lambda signum: certifier._interrupted_while_importing)
-    restored = []
-    monkeypatch.setattr(signal, "signal", lambda signum, handler: restored.append((signum, handler)))
+@pytest.mark.parametrize("gap", [0.0, 0.05])
+def test_a_second_ctrl_c_while_stopping_leaves_at_once_in_one_line(tmp_path, gap):
+    rng = np.random.default_rng(0)
+    save(linear_model(rng.normal(size=(784, 10)), np.zeros(10), (1, 28, 28)), tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x=rng.random((50, 28, 28)).astype(np.float32))
+    output = tmp_path / "r.jsonl"
+    script = "from certifier.cli import cli; cli(prog_name='certify')"
+    environment = {k: v for k, v in os.environ.items() if k != "CERTIFY_DEBUG"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "-p", "rs", "-s", "0.2", str(tmp_path / "m.onnx"), "--data",
+         str(tmp_path / "x.npz"), "-n", "2000000", "--batch-size", "20000", "-q", "--output", str(output)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not output.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # batches in flight
+        process.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # -2: the second Ctrl-C came while Python was finalizing, with its default handler back (130 in a shell)
+    assert process.returncode in (130, -signal.SIGINT), stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr and "terminate" not in stderr
+    assert len(lines) == 1 and "certify: interrupted" in lines[0], stderr
+    for line in output.read_text().splitlines():
+        json.loads(line)
+
+
+def _custom_handler(signum, frame):
+    pass
+
+
+@pytest.mark.parametrize("before, installed", [
+    ("importing", ["first", "stop"]),  # the console script: a late Ctrl-C must not interrupt Python's shutdown
+    ("default", ["first", "default"]),  # a program calling the command group gets its handler back
+    ("custom", []),  # a program with its own Ctrl-C handling keeps it
+])
+def test_the_command_group_handles_ctrl_c_only_when_it_owns_it(monkeypatch, before, installed):
+    handlers = {"importing": certifier._interrupted_while_importing, "default": signal.default_int_handler,
+                "custom": _custom_handler, "first": certifier.cli._first_interrupt, "stop": certifier.cli._stop_now}
+    monkeypatch.setattr(signal, "getsignal", lambda signum: handlers[before])
+    calls = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: calls.append((signum, handler)))
     CliRunner().invoke(cli, ["plugins"])
-    assert (signal.SIGINT, signal.default_int_handler) in restored
+    assert calls == [(signal.SIGINT, handlers[name]) for name in installed]
 
 
 def test_ctrl_c_in_a_plugin_command_exits_130(fresh_cli):
