@@ -58,13 +58,12 @@ def check_settings(*, n0: Any = 100, n: Any = 100_000, alpha: Any = 0.001, seed:
                    batch_size: Any = None, deterministic: bool = False) -> tuple[int, int, float, int]:
     """Refuse sampling settings that cannot work, each in one line; returns (n0, n, alpha, seed).
 
-    Deterministic methods draw no samples, so they accept -n 0 and --n0 0.
+    Deterministic methods draw no samples: -n and --n0 are not used, only kept in bounds.
     """
     n0, n = _whole_number("--n0", n0), _whole_number("-n", n)
-    least = 0 if deterministic else 1
     for name, value in (("--n0", n0), ("-n", n)):
-        if value < least:
-            raise CertifyError("--n0 and -n must be at least 1" if least else f"{name} must be at least 0, got {value}")
+        if value < 1 and not deterministic:
+            raise CertifyError("--n0 and -n must be at least 1")
         if value > MAX_SAMPLES:
             raise CertifyError(f"{name} must be at most 10^15 (samples per input), got {value:.3g}")
     if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not (0 < alpha < 1):

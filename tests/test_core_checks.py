@@ -399,6 +399,8 @@ def test_plugin_errors_show_the_traceback_with_debug(register_methods, case, mon
     (["-n", str(10**30)], "-n must be at most 10^15"),
     (["--n0", str(10**30)], "--n0 must be at most 10^15"),
     (["-n", str(10**15 + 1)], "-n must be at most 10^15"),
+    (["-n", "-5"], "--n0 and -n must be at least 1"),
+    (["--n0", str(-10**30)], "--n0 and -n must be at least 1"),
     (["--alpha", "0"], "--alpha must be between 0 and 1"),
     (["--alpha", "1"], "--alpha must be between 0 and 1"),
     (["--alpha", "nan"], "--alpha must be between 0 and 1"),
