@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
+from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, one_line
 from .methods import Certificate, SmoothingMethod, Votes
 from .model import OnnxModel
 from .space import ModelAdapter
@@ -90,14 +90,8 @@ def plugin_call(method: SmoothingMethod, hook: str, function: Callable, *args, *
             raise KeyboardInterrupt from None
         if os.environ.get(DEBUG_VARIABLE):
             raise
-        raise CertifyError(f"plugin {method.name} failed in {hook}(): {_one_line(error)} (a bug in the plugin: "
+        raise CertifyError(f"plugin {method.name} failed in {hook}(): {one_line(error)} (a bug in the plugin: "
                            f"report it to its author; {DEBUG_VARIABLE}=1 shows the traceback)") from None
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    first = text.splitlines()[0][:300] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 class FixedSampling:

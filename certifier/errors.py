@@ -18,3 +18,10 @@ def caused_by_interrupt(error: BaseException) -> bool:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return False
+
+
+def one_line(error: BaseException) -> str:
+    """"Type: first line of the message", for a one-line report of an exception."""
+    text = str(error).strip()
+    first = text.splitlines()[0][:300] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -12,7 +12,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import CertifyError, caused_by_interrupt
+from .errors import CertifyError, caused_by_interrupt, one_line
 from .methods import SmoothingMethod
 
 #: The distribution whose entry points are the built-in plugins.
@@ -89,8 +89,9 @@ def add_commands(cli) -> list[str]:
         try:
             impl.function(**{arg: cli for arg in impl.argnames if arg == "cli"})
         except Exception as error:
-            text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-            reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
+            if caused_by_interrupt(error):
+                raise KeyboardInterrupt from None
+            reason = one_line(error)
             command_failures[impl.plugin_name] = reason
             failed.append(f"plugin {impl.plugin_name} failed to add its commands ({reason}); they are "
                           f"unavailable until it is fixed or uninstalled")
@@ -143,10 +144,9 @@ def _methods_by_plugin(strict: bool = True) -> tuple[dict[str, tuple[type[Smooth
             except CertifyError:
                 raise
             except Exception as error:
-                text = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-                raise CertifyError(
-                    f"plugin {impl.plugin_name} failed in register_methods: {type(error).__name__}: {text}"
-                ) from None
+                if caused_by_interrupt(error):
+                    raise KeyboardInterrupt from None
+                raise CertifyError(f"plugin {impl.plugin_name} failed in register_methods: {one_line(error)}") from None
         except CertifyError as error:
             if strict:
                 raise
