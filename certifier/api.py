@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from .data import Dataset, check_resize, load_data
-from .engine import Engine, FixedSampling, Group, InputResult
+from .engine import Engine, FixedSampling, Group, InputResult, plugin_call
 from .errors import CertifyError
-from .methods import SmoothingMethod
+from .methods import MAX_SIGMA, SmoothingMethod
 from .model import OnnxModel, load_model
 from .plugins import get_method
 from .space import InputSpace, ModelAdapter, prefers_channels_last
@@ -70,10 +71,18 @@ def _metadata_json(metadata: Mapping[str, str], key: str) -> dict:
 
 
 def _metadata_sigma(metadata: Mapping[str, str]) -> float | None:
-    try:
-        return float(metadata[META_SIGMA])
-    except (KeyError, ValueError):
+    """The sigma ``certify train`` recorded; a recorded value that is not a usable sigma is refused."""
+    raw = metadata.get(META_SIGMA)
+    if raw is None or not raw.strip():
         return None
+    try:
+        sigma = float(raw)
+    except ValueError:
+        sigma = math.nan
+    if not (0 < sigma <= MAX_SIGMA):
+        raise CertifyError(f"the model's {META_SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
+                           f"pass --sigma (or -o lambda) yourself")
+    return sigma
 
 
 @dataclass
@@ -129,7 +138,9 @@ class Run:
         return self.method.name
 
     def _model_for(self, group: str) -> OnnxModel:
-        path = self.method.group_model(group)
+        path = plugin_call(self.method, "group_model", self.method.group_model, group)
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise CertifyError(f"plugin {self.method.name}: group_model() must return a path or None, got {path!r}")
         if path is None:
             return self.model
         if group not in self._group_models:
@@ -140,11 +151,13 @@ class Run:
 
     def groups(self, input_shape: tuple[int, ...]) -> dict[str, Group]:
         """The model and input adapter for each of the method's vote groups."""
-        self.method.prepare(tuple(input_shape), self.model.metadata)
+        method = self.method
+        plugin_call(method, "prepare", method.prepare, tuple(input_shape), self.model.metadata)
         groups = {}
-        for name in self.method.groups:
+        for name in method.groups:
             model = self._model_for(name)
-            view_shape = tuple(self.method.view_shape(tuple(input_shape), name))
+            view_shape = _view_shape(method, plugin_call(method, "view_shape", method.view_shape,
+                                                         tuple(input_shape), name))
             # A group's own model reads its own metadata; only what the user set applies
             # to every model (the layout is resolved per model).
             space = self.space if model is self.model else InputSpace.from_metadata(model.metadata).overridden(
@@ -194,33 +207,34 @@ class Run:
         return list(self.results(data, labels, **settings))
 
     def _result(self, done: InputResult) -> Result:
+        """The result record of one input; the engine has already checked the plugin's answer
+        (a class index or None, a finite radius within the ceiling, plain JSON details)."""
         certificate = done.certificate
         correct = None if done.label is None else done.prediction == done.label
         return Result(
             index=done.index,
             label=done.label,
             prediction=done.prediction,
-            radius=float(certificate.radius) if certificate else 0.0,
+            radius=certificate.radius if certificate else 0.0,
             norm=self.method.norm,
             correct=correct,
             forward_passes=done.forward_passes,
             seconds=done.seconds,
-            exact=bool(certificate.exact) if certificate else False,
+            exact=certificate.exact if certificate else False,
             conditional=certificate.conditional if certificate else None,
-            details=_jsonable(dict(certificate.details)) if certificate else {},
+            details=dict(certificate.details) if certificate else {},
         )
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _view_shape(method: SmoothingMethod, shape) -> tuple[int, ...]:
+    """A plugin's view shape as a tuple of positive ints."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise CertifyError(f"plugin {method.name}: view_shape() must return a tuple of positive ints, got {shape!r}")
+    return tuple(int(d) for d in dims)
 
 
 def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, Any] | None,
@@ -234,7 +248,8 @@ def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, A
     parsed = parse_options(method_class, options or {}, defaults)
     if sigma is None and method_class.uses_sigma:
         sigma = _metadata_sigma(metadata)
-    return method_class(sigma=sigma if method_class.uses_sigma else None, options=parsed)
+    return plugin_call(method_class, "__init__", method_class, sigma=sigma if method_class.uses_sigma else None,
+                       options=parsed)
 
 
 def load(

@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -15,18 +16,16 @@ from pathlib import Path
 import click
 from click_default_group import DefaultGroup
 
-from . import __version__
+from . import __version__, _interrupted_while_importing
 from .api import Run, load
-from .engine import FixedSampling
-from .errors import CertifyError
+from .engine import FixedSampling, check_settings
+from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .model import OUTPUT_KINDS
-from .plugins import describe_plugins, load_plugins, pm
+from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import (
     DEFAULT_RADII, FORMATS, ResultsFile, describe_problems, format_summary, load_any_results, plot_summaries, summarize,
 )
 from .space import LAYOUTS
-
-DEBUG_VARIABLE = "CERTIFY_DEBUG"
 
 
 class Interrupted(BaseException):
@@ -46,38 +45,73 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"certify: warning: {message}", err=True)
 
 
+def _interrupted() -> click.exceptions.Exit:
+    """Ctrl-C outside the run loop (while starting up): one line, exit status 130."""
+    click.echo("\ncertify: interrupted", err=True)
+    return click.exceptions.Exit(130)
+
+
+def _first_interrupt(signum, frame):
+    """Ctrl-C: stop cleanly (a KeyboardInterrupt, handled where it lands); a second one
+    while stopping (waiting for batches in flight) leaves at once."""
+    signal.signal(signal.SIGINT, _stop_now)
+    raise KeyboardInterrupt
+
+
+def _stop_now(signum, frame):
+    # Every result is flushed as it is written: nothing is lost by not waiting for the batches.
+    os.write(2, b"\ncertify: interrupted; stopped at once\n")
+    os._exit(130)
+
+
 def friendly_errors(command):
     """Turn every failure into a one-line error and a non-zero exit (no traceback)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except CertifyError as error:
-            raise click.ClickException(str(error)) from None
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except Exception as error:
-            if os.environ.get(DEBUG_VARIABLE):
-                raise
-            where = _blame(error)
-            raise click.ClickException(
-                f"unexpected {type(error).__name__}{where}: {error} (set {DEBUG_VARIABLE}=1 to see the traceback)"
-            ) from None
+        return _one_line_failures(command, *args, **kwargs)
 
     return wrapper
 
 
+def _one_line_failures(function, *args, **kwargs):
+    """Call ``function``; any failure becomes one line (a ClickException) or exit status 130."""
+    try:
+        return function(*args, **kwargs)
+    except CertifyError as error:
+        raise click.ClickException(str(error)) from None
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+    except Exception as error:
+        if caused_by_interrupt(error):
+            raise _interrupted() from None
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        if isinstance(error, OSError) and error.strerror:
+            where = f" ({error.filename})" if error.filename else ""
+            raise click.ClickException(f"{error.strerror}{where}; fix that and rerun the same command") from None
+        text = " ".join(str(error).split())[:300]
+        raise click.ClickException(
+            f"unexpected {type(error).__name__}{_blame(error)}: {text} (set {DEBUG_VARIABLE}=1 to see the "
+            f"traceback)"
+        ) from None
+
+
 def _blame(error: BaseException) -> str:
-    """' in plugin X' when the failing code belongs to a plugin other than the core."""
+    """' in plugin X' when the innermost frame of a registered plugin's code is on the traceback.
+
+    Only real plugins are named (a plugin's module or the module of a method it registered),
+    never certifier itself or the libraries anything calls.
+    """
+    owners = plugin_modules()
     tb = error.__traceback__
-    module = None
+    plugin = None
     while tb is not None:
-        module = tb.tb_frame.f_globals.get("__name__", module)
+        plugin = owners.get(tb.tb_frame.f_globals.get("__name__"), plugin)
         tb = tb.tb_next
-    if module and not module.startswith("certifier.") and module != "certifier":
-        return f" in {module}"
-    return ""
+    return f" in plugin {plugin}" if plugin else ""
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -95,16 +129,38 @@ class CertifyGroup(DefaultGroup):
     _plugin_commands_added = False
 
     def main(self, *args, **kwargs):
+        previous = signal.getsignal(signal.SIGINT)
+        ours = (previous in (_interrupted_while_importing, signal.default_int_handler)
+                and threading.current_thread() is threading.main_thread())
+        if ours:
+            signal.signal(signal.SIGINT, _first_interrupt)
+        try:
+            return self._main(*args, **kwargs)
+        finally:
+            if ours:
+                # The console script is exiting: a late Ctrl-C must not interrupt Python's shutdown.
+                # Called from a program (or a test), give its own handler back.
+                signal.signal(signal.SIGINT, _stop_now if previous is _interrupted_while_importing else previous)
+
+    def _main(self, *args, **kwargs):
         warnings.showwarning = _show_warning
         if not CertifyGroup._plugin_commands_added:
             CertifyGroup._plugin_commands_added = True
             try:
                 load_plugins()
-                pm.hook.register_commands(cli=self)
+                for problem in add_commands(self):
+                    click.echo(f"certify: warning: {problem}", err=True)
             except CertifyError as error:
                 click.echo(f"Error: {error}", err=True)
                 sys.exit(1)
+            except KeyboardInterrupt:
+                sys.exit(_interrupted().exit_code)
         return super().main(*args, **kwargs)
+
+    def invoke(self, ctx):
+        # Commands plugins add may not turn failures or Ctrl-C into one line themselves
+        # (click alone would print a traceback, or "Aborted!" and exit 1).
+        return _one_line_failures(super().invoke, ctx)
 
 
 @click.group(cls=CertifyGroup, default="run", default_if_no_args=False)
@@ -149,7 +205,8 @@ def engine_options(command):
         click.option("--output-kind", type=click.Choice(OUTPUT_KINDS),
                      help="What that output holds, where the graph does not show it (a single score: "
                           "binary-probability or binary-logit)."),
-        click.option("--scale", type=float, help="Multiply pixels by this before the model (255 for 0..255 models)."),
+        click.option("--scale", type=float, help="Multiply pixels by this before the model: 255 for a float model "
+                     "that expects 0..255 (integer inputs get 255 without it)."),
         click.option("--mean", help="Per-channel mean subtracted after --scale, e.g. 0.485,0.456,0.406."),
         click.option("--std", help="Per-channel std divided by after --mean, e.g. 0.229,0.224,0.225."),
         click.option("--layout", type=click.Choice(LAYOUTS),
@@ -169,6 +226,10 @@ def engine_options(command):
     return command
 
 
+#: --threads and --workers beyond this are typing mistakes (each thread or batch in flight costs memory).
+MAX_PARALLEL = 1024
+
+
 def _note(quiet: bool, message: str) -> None:
     if not quiet:
         click.echo(f"certify: {message}", err=True)
@@ -184,6 +245,14 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
                         ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise CertifyError(f"{name} must be at least 1, got {value}")
+    for name, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value > MAX_PARALLEL:
+            raise CertifyError(f"{name} must be at most {MAX_PARALLEL}, got {value}")
+    # What every method needs, before the model loads (the engine checks the rest).
+    check_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=True)
+    radii_list = list(_floats(radii) or DEFAULT_RADII)
+    if not all(math.isfinite(r) and r >= 0 for r in radii_list):
+        raise CertifyError(f"--radii must be finite numbers >= 0, got {radii}")
     run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name,
                output_kind=output_kind, device=device, threads=threads, scale=scale, mean=_floats(mean),
                std=_floats(std), layout=layout, resize=resize)
@@ -196,7 +265,6 @@ def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, 
     if indices:
         dataset.batch(indices[:1])  # data read lazily: refuse bad data before a results file is written
     header = _header(mode, run, engine, dataset, output_name)
-    radii_list = list(_floats(radii) or DEFAULT_RADII)
 
     results = ResultsFile(output, header, fmt) if output else None
     records = []
@@ -343,6 +411,8 @@ def plugins_command(as_json):
     for plugin in described:
         kind = "built-in" if plugin["builtin"] else "installed"
         click.echo(f"{plugin['name']} ({kind}; hooks: {', '.join(plugin['hooks'])})")
+        for note in plugin["notes"]:
+            click.echo(f"  note: {note}")
         for method in plugin["methods"]:
             flags = ["exact" if method["deterministic"] else "randomized", f"norm {method['norm'].upper()}"]
             click.echo(f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]")

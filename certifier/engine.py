@@ -10,14 +10,18 @@ says how to make views and how to turn votes into a certificate.
 from __future__ import annotations
 
 import collections
+import math
+import numbers
+import operator
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CertifyError
+from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, one_line
 from .methods import Certificate, SmoothingMethod, Votes
 from .model import OnnxModel
 from .space import ModelAdapter
@@ -28,6 +32,66 @@ _PHASE_KEYS = {SELECTION: 0, ESTIMATION: 1, PREDICTION: 2, ENUMERATION: 3}
 #: Aim for batches of about this many bytes of float32 views.
 BATCH_BYTES = 1 << 23
 MAX_AUTO_BATCH = 4096
+#: Largest -n and --n0: far beyond any run that can finish, and vote counts stay exact
+#: in the float64 arithmetic of the confidence bounds (up to 2^53).
+MAX_SAMPLES = 10**15
+#: Seeds are non-negative and fit in a signed 64-bit integer (what other tools read back).
+MAX_SEED = 2**63 - 1
+#: Largest batch of views (float32 bytes) one model call may hold, whatever --batch-size says.
+MAX_BATCH_BYTES = 1 << 31
+
+
+def _whole_number(name: str, value: Any) -> int:
+    """``value`` as an int when it is a whole number (not a bool), else a one-line error."""
+    if isinstance(value, (bool, np.bool_)):
+        raise CertifyError(f"{name} must be a whole number, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise CertifyError(f"{name} must be a whole number, got {value!r}")
+
+
+def check_settings(*, n0: Any = 100, n: Any = 100_000, alpha: Any = 0.001, seed: Any = 0,
+                   batch_size: Any = None, deterministic: bool = False) -> tuple[int, int, float, int]:
+    """Refuse sampling settings that cannot work, each in one line; returns (n0, n, alpha, seed).
+
+    Deterministic methods draw no samples: -n and --n0 are not used, only kept in bounds.
+    """
+    n0, n = _whole_number("--n0", n0), _whole_number("-n", n)
+    for name, value in (("--n0", n0), ("-n", n)):
+        if value < 1 and not deterministic:
+            raise CertifyError("--n0 and -n must be at least 1")
+        if value > MAX_SAMPLES:
+            raise CertifyError(f"{name} must be at most 10^15 (samples per input), got {value:.3g}")
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not (0 < alpha < 1):
+        raise CertifyError(f"--alpha must be between 0 and 1 (exclusive), got {alpha!r}")
+    seed = _whole_number("--seed", seed)
+    if not 0 <= seed <= MAX_SEED:
+        raise CertifyError(f"--seed must be between 0 and 2^63 - 1, got {seed}")
+    if batch_size is not None and _whole_number("--batch-size", batch_size) < 1:
+        raise CertifyError(f"--batch-size must be at least 1, got {batch_size}")
+    return n0, n, float(alpha), seed
+
+
+def plugin_call(method: SmoothingMethod, hook: str, function: Callable, *args, **kwargs):
+    """Call one of a plugin's methods; any failure but a CertifyError becomes one line naming the plugin."""
+    try:
+        return function(*args, **kwargs)
+    except CertifyError:
+        raise
+    except MemoryError:
+        raise CertifyError(f"out of memory in plugin {method.name}'s {hook}(); lower --batch-size "
+                           f"(or --workers)") from None
+    except Exception as error:
+        if caused_by_interrupt(error):
+            raise KeyboardInterrupt from None
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        raise CertifyError(f"plugin {method.name} failed in {hook}(): {one_line(error)} (a bug in the plugin: "
+                           f"report it to its author; {DEBUG_VARIABLE}=1 shows the traceback)") from None
 
 
 class FixedSampling:
@@ -100,16 +164,12 @@ class Engine:
     ):
         if set(groups) != set(method.groups):
             raise CertifyError(f"plugin {method.name} needs models for groups {method.groups}, got {tuple(groups)}")
-        if not (0 < alpha < 1):
-            raise CertifyError(f"--alpha must be between 0 and 1, got {alpha}")
-        if not method.deterministic and (n0 < 1 or n < 1):
-            raise CertifyError("--n0 and -n must be at least 1")
+        self.n0, self.n, self.alpha, self.seed = check_settings(
+            n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=method.deterministic)
         self.method = method
         self.groups = [groups[name] for name in method.groups]
-        self.n0, self.n, self.alpha, self.seed = int(n0), int(n), float(alpha), int(seed)
-        self.batch_size = batch_size or min(auto_batch_size(g.adapter.view_shape) for g in self.groups)
-        if self.batch_size < 1:
-            raise CertifyError("--batch-size must be at least 1")
+        self.batch_size = (_whole_number("--batch-size", batch_size) if batch_size is not None
+                           else min(auto_batch_size(g.adapter.view_shape) for g in self.groups))
         #: batches in flight at once; by default what the models ask for
         self.workers = max(1, workers or max(getattr(g.model, "parallel_runs", 1) for g in self.groups))
         # Results are consumed in order; a deep queue keeps every worker busy while the
@@ -118,8 +178,41 @@ class Engine:
         self.plan = plan
         self._mode = "certify"
         self._num_views: int | None = None
+        #: radius ceilings by (predicted class, number of classes), for these settings
+        self._ceilings: dict[tuple[int, int], float] = {}
         if method.deterministic and input_shape is not None:
-            self._num_views = int(method.num_views(tuple(input_shape)))
+            self._set_num_views(tuple(input_shape))
+        self._check_batch_memory()
+        if not method.deterministic or self._num_views is not None:
+            self.radius_ceiling()  # refuses settings whose best certificate overflows
+
+    def _set_num_views(self, input_shape: tuple[int, ...]) -> None:
+        method = self.method
+        count = plugin_call(method, "num_views", method.num_views, input_shape)
+        if isinstance(count, (bool, np.bool_)) or not isinstance(count, numbers.Integral):
+            raise CertifyError(f"plugin {method.name}: num_views() must return an int, got {count!r}")
+        count = int(count)
+        if not 1 <= count <= MAX_SAMPLES:
+            raise CertifyError(f"plugin {method.name}: num_views() gave {count} views per input; it must be "
+                               f"between 1 and 10^15")
+        if count != self._num_views:
+            self._ceilings.clear()
+        self._num_views = count
+
+    def _check_batch_memory(self) -> None:
+        """Refuse a --batch-size whose views alone would not fit in MAX_BATCH_BYTES."""
+        if self.method.deterministic:
+            largest = self._num_views or 0
+        else:
+            largest = max(self.n0, self.n)
+        per_view = 4 * max(int(np.prod(g.adapter.view_shape)) for g in self.groups)
+        views = min(self.batch_size, largest)
+        if views * per_view > MAX_BATCH_BYTES:
+            fits = max(1, MAX_BATCH_BYTES // per_view)
+            raise CertifyError(
+                f"--batch-size {self.batch_size} would put {views * per_view / 2**30:.3g} GiB of views in one "
+                f"batch; use at most {fits} (or leave it out for about 8 MB per batch)"
+            )
 
     # -- building views ------------------------------------------------------
 
@@ -131,18 +224,41 @@ class Engine:
 
     def _make_views(self, job: _Job) -> np.ndarray:
         group = self.groups[job.group]
+        method = self.method
         size = job.stop - job.start
         x = np.broadcast_to(job.x, (size,) + job.x.shape)
-        if job.phase == ENUMERATION:
-            views = self.method.views(x, np.arange(job.start, job.stop), group.name)
-        else:
-            views = self.method.sample(x, self._rng(job), group.name)
+        # Overflow shows up as non-finite views, refused below in one line: no numpy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if job.phase == ENUMERATION:
+                hook = "views"
+                views = plugin_call(method, hook, method.views, x, np.arange(job.start, job.stop), group.name)
+            else:
+                hook = "sample"
+                views = plugin_call(method, hook, method.sample, x, self._rng(job), group.name)
+        if not isinstance(views, np.ndarray):
+            raise CertifyError(f"plugin {method.name}: {hook}() returned {_kind(views)}; it must return a numpy "
+                               f"array of views")
         if views.shape != (size,) + group.adapter.view_shape:
             raise CertifyError(
-                f"plugin {self.method.name} made views of shape {views.shape[1:]} for group "
+                f"plugin {method.name} made views of shape {views.shape[1:]} for group "
                 f"{group.name!r}; it declared {group.adapter.view_shape}"
             )
+        if views.dtype.kind not in "biuf":
+            raise CertifyError(f"plugin {method.name} made views of dtype {views.dtype}; views are real numbers "
+                               f"in pixel space (float32)")
+        # A finite sum proves every value finite; a sum can overflow, so only then look closer.
+        if views.dtype.kind == "f" and not np.isfinite(views.sum()) and not np.isfinite(views).all():
+            raise CertifyError(
+                f"plugin {method.name} made views holding NaN or infinity (input {job.index}, group "
+                f"{group.name!r}){self._overflow_hint()}"
+            )
         return group.adapter(views)
+
+    def _overflow_hint(self) -> str:
+        sigma = self.method.sigma
+        if sigma is not None and sigma * 16 > np.finfo(np.float32).max:
+            return f"; sigma {sigma:g} overflows float32 views: lower --sigma (or -o lambda)"
+        return "; if its settings are sane, the plugin has a bug: report it to its author"
 
     def _labels(self, job: _Job) -> np.ndarray:
         """Make one batch of views and label it (runs on a worker thread)."""
@@ -199,11 +315,17 @@ class Engine:
         method = self.method
 
         def load(index: int) -> np.ndarray:
-            x = method.check_inputs(dataset.batch([index]))
+            batch = dataset.batch([index])
+            x = plugin_call(method, "check_inputs", method.check_inputs, batch)
+            if not isinstance(x, np.ndarray) or x.shape != batch.shape or x.dtype.kind not in "biuf":
+                raise CertifyError(f"plugin {method.name}: check_inputs() must return an array like its input "
+                                   f"(shape {batch.shape}), got {_kind(x)}")
             return np.ascontiguousarray(x[0], dtype=np.float32)
 
         if method.deterministic:
-            self._num_views = int(method.num_views(tuple(dataset.shape)))
+            self._set_num_views(tuple(dataset.shape))
+            self._check_batch_memory()
+            self.radius_ceiling()
         for group in self.groups:
             # A model whose input shape is not all declared learns its class count on a first
             # run; votes are sized by that count.
@@ -252,36 +374,153 @@ class Engine:
 
     def _finish(self, index: int, votes, passes: int, seconds: float, label: int | None) -> InputResult:
         method = self.method
+        classes = max((len(c) for counts in votes.values() for c in counts), default=2)
         if self._mode == PREDICTION and not method.deterministic:
-            prediction = method.predict(self._votes(votes[PREDICTION]), self.alpha)
+            answer = plugin_call(method, "predict", method.predict, self._votes(votes[PREDICTION]), self.alpha)
+            prediction = _class_index(method, "predict()", answer, classes)
             return InputResult(index, label, None, prediction, passes, seconds)
         if method.deterministic:
-            certificate = method.certify(None, self._votes(votes[ENUMERATION]), self.alpha)
+            certificate = plugin_call(method, "certify", method.certify, None, self._votes(votes[ENUMERATION]),
+                                      self.alpha)
         else:
-            certificate = method.certify(self._votes(votes[SELECTION]), self._votes(votes[ESTIMATION]), self.alpha)
-        _check_certificate(method, certificate)
+            certificate = plugin_call(method, "certify", method.certify, self._votes(votes[SELECTION]),
+                                      self._votes(votes[ESTIMATION]), self.alpha)
+        certificate = checked_certificate(method, certificate, classes)
+        if certificate.prediction is not None:
+            ceiling = self.radius_ceiling(certificate.prediction, classes)
+            # No tolerance: the ceiling is the method's own rule on the best votes possible, so a
+            # true certificate comes from the same arithmetic on no better votes.
+            if certificate.radius > ceiling:
+                raise CertifyError(
+                    f"plugin {method.name} certified radius {certificate.radius!r} for input {index}, above "
+                    f"{ceiling!r}, what its own rule gives when every vote agrees: the plugin has a bug "
+                    f"(report it to its author); nothing was written for this input"
+                )
         return InputResult(index, label, certificate, certificate.prediction, passes, seconds)
 
-    def radius_ceiling(self, classes: int = 2) -> float:
-        """The largest radius this method can certify with these settings (all votes agree)."""
+    def radius_ceiling(self, prediction: int = 0, classes: int | None = None) -> float:
+        """The largest radius this method certifies for class ``prediction`` with these settings.
+
+        It is the method's own certificate when every vote (selection and estimation, every
+        group) goes to that class, out of ``classes`` (default: the models' class count).
+        Settings for which it is not a finite number are refused. NaN for a deterministic
+        method before the input shape is known.
+        """
+        width = max(2, prediction + 1, classes or max((g.model.num_classes or 2) for g in self.groups))
+        key = (prediction, width)
+        if key in self._ceilings:
+            return self._ceilings[key]
         method = self.method
 
         def unanimous(count: int) -> Votes:
-            counts = {g.name: np.array([count] + [0] * (classes - 1), dtype=np.int64) for g in self.groups}
-            return Votes(counts, self.plan.lower_bound)
+            counts = np.zeros(width, dtype=np.int64)
+            counts[prediction] = count
+            return Votes({g.name: counts.copy() for g in self.groups}, self.plan.lower_bound)
 
         if method.deterministic:
             if self._num_views is None:
                 return float("nan")
-            return method.certify(None, unanimous(self._num_views), self.alpha).radius
-        return method.certify(unanimous(self.n0), unanimous(self.n), self.alpha).radius
+            answer = plugin_call(method, "certify", method.certify, None, unanimous(self._num_views), self.alpha)
+        else:
+            answer = plugin_call(method, "certify", method.certify, unanimous(self.n0), unanimous(self.n),
+                                 self.alpha)
+        if not isinstance(answer, Certificate):
+            raise CertifyError(f"plugin {method.name}: certify() must return a certifier.Certificate, "
+                               f"not {_kind(answer)}")
+        radius = _radius_value(method, answer.radius)
+        if not math.isfinite(radius):
+            raise CertifyError(
+                f"plugin {method.name} gives radius {radius} when every vote agrees with these settings "
+                f"({self._describe_settings()}): lower --sigma (or -o lambda) or -n"
+            )
+        self._ceilings[key] = max(radius, 0.0) if answer.prediction is not None else 0.0
+        return self._ceilings[key]
+
+    def _describe_settings(self) -> str:
+        method = self.method
+        parts = [] if method.sigma is None else [f"sigma {method.sigma:g}"]
+        options = getattr(method, "options", None)
+        values = options.model_dump() if hasattr(options, "model_dump") else {}
+        parts += [f"{name} {value:g}" for name, value in values.items()
+                  if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        if not method.deterministic:
+            parts += [f"n {self.n}", f"alpha {self.alpha:g}"]
+        return ", ".join(parts)
 
 
-def _check_certificate(method: SmoothingMethod, certificate: Certificate) -> None:
+def _kind(value: Any) -> str:
+    """How a wrong answer is named in an error: None, or its type ("a numpy.float64")."""
+    if value is None:
+        return "None"
+    kind = type(value)
+    return f"a {kind.__name__}" if kind.__module__ == "builtins" else f"a {kind.__module__}.{kind.__name__}"
+
+
+def _class_index(method: SmoothingMethod, where: str, value: Any, classes: int) -> int | None:
+    """A plugin's predicted class as an int in [0, classes), or None (abstain)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise CertifyError(f"plugin {method.name}: {where} gave the prediction {value!r} ({_kind(value)}); "
+                           f"a prediction is a class index (an int) or None to abstain")
+    value = int(value)
+    if not 0 <= value < classes:
+        raise CertifyError(f"plugin {method.name}: {where} predicted class {value}, but the model's classes are "
+                           f"0..{classes - 1}; abstain with None")
+    return value
+
+
+def _radius_value(method: SmoothingMethod, radius: Any) -> float:
+    if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, numbers.Real):
+        raise CertifyError(f"plugin {method.name} gave the radius {radius!r} ({_kind(radius)}); a radius is a number")
+    return float(radius)
+
+
+def checked_certificate(method: SmoothingMethod, certificate: Any, classes: int) -> Certificate:
+    """A plugin's certificate, validated and made of plain Python values (what results files hold)."""
     if not isinstance(certificate, Certificate):
-        raise CertifyError(f"plugin {method.name}: certify() must return a Certificate, not {certificate!r}")
-    radius = certificate.radius
-    if not (radius >= 0) or np.isnan(radius):
-        raise CertifyError(f"plugin {method.name} returned an invalid radius {radius!r}")
-    if certificate.prediction is None and radius != 0:
+        raise CertifyError(f"plugin {method.name}: certify() must return a certifier.Certificate, "
+                           f"not {_kind(certificate)}")
+    prediction = _class_index(method, "certify()", certificate.prediction, classes)
+    radius = _radius_value(method, certificate.radius)
+    if not (math.isfinite(radius) and radius >= 0):
+        raise CertifyError(f"plugin {method.name} returned an invalid radius {radius!r} (a radius is a finite "
+                           f"number >= 0)")
+    if prediction is None and radius != 0:
         raise CertifyError(f"plugin {method.name} abstained with a non-zero radius")
+    exact = certificate.exact
+    if not isinstance(exact, (bool, np.bool_)):
+        raise CertifyError(f"plugin {method.name}: a certificate's exact must be True or False, got {exact!r}")
+    if exact and not method.deterministic:
+        raise CertifyError(f"plugin {method.name} is randomized (it samples views) but marked a certificate "
+                           f"exact; only deterministic methods give exact certificates")
+    conditional = certificate.conditional
+    if conditional is not None and not isinstance(conditional, str):
+        raise CertifyError(f"plugin {method.name}: a certificate's conditional must be a string or None, "
+                           f"got {conditional!r}")
+    if not isinstance(certificate.details, Mapping):
+        raise CertifyError(f"plugin {method.name}: a certificate's details must be a dict, "
+                           f"got {_kind(certificate.details)}")
+    details = _plain(method, certificate.details, "details")
+    return Certificate(prediction, radius, bool(exact), conditional, details)
+
+
+def _plain(method: SmoothingMethod, value: Any, where: str):
+    """``value`` with numpy scalars and arrays made plain Python (JSON) values; NaN and inf become None."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _plain(method, value.tolist(), where)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(method, v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(method, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise CertifyError(f"plugin {method.name} put {_kind(value)} in its certificate's {where}; details hold "
+                       f"numbers, strings, lists and dicts")

@@ -1,5 +1,27 @@
 """The one exception type the command line turns into a one-line error."""
 
+#: Set it (to anything) to see tracebacks instead of one-line messages.
+DEBUG_VARIABLE = "CERTIFY_DEBUG"
+
 
 class CertifyError(Exception):
     """A problem the user can fix: the message names it and says what to do."""
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` came from Ctrl-C: an extension module interrupted while it
+    initializes raises ImportError("initialization failed") from the KeyboardInterrupt."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def one_line(error: BaseException) -> str:
+    """"Type: first line of the message", for a one-line report of an exception."""
+    text = str(error).strip()
+    first = text.splitlines()[0][:300] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

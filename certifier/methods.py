@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from .errors import CertifyError
 from .stats import binomial_pvalue, gaussian_quantile
 
+#: Views are float32: a larger sigma cannot even be stored in them.
+MAX_SIGMA = float(np.finfo(np.float32).max)
 #: Signature of a one-sided lower confidence bound: (successes, trials, alpha) -> bound.
 LowerBound = Callable[[int, int, float], float]
 
@@ -133,8 +135,14 @@ class SmoothingMethod:
                 raise CertifyError(
                     f"plugin {self.name} needs --sigma (the model's metadata records none)"
                 )
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating, np.integer)):
+                raise CertifyError(f"--sigma must be a number, got {sigma!r}")
             if not (sigma > 0 and np.isfinite(sigma)):
                 raise CertifyError(f"--sigma must be a positive number, got {sigma}")
+            if sigma > MAX_SIGMA:
+                raise CertifyError(f"sigma {sigma:g} does not fit in float32, the type of the noisy views: lower "
+                                   f"--sigma (or the plugin's noise option); pixels are in [0, 1], so a useful "
+                                   f"sigma is at most a few units")
         self.sigma = float(sigma) if sigma is not None else None
         self.options = options if options is not None else self.Options()
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+import types
+import warnings
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import CertifyError
+from .errors import CertifyError, caused_by_interrupt, one_line
 from .methods import SmoothingMethod
 
 #: The distribution whose entry points are the built-in plugins.
@@ -23,6 +25,8 @@ pm = pluggy.PluginManager("certifier")
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
+#: plugin name -> why its register_commands failed (its commands are missing)
+command_failures: dict[str, str] = {}
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
@@ -47,7 +51,17 @@ def load_plugins() -> None:
     _loaded = True
     allowed = os.environ.get(LOAD_PLUGINS_VARIABLE)
     allowed_names = None if allowed is None else {n.strip() for n in allowed.split(",") if n.strip()}
-    for entry_point in _entry_points():
+    entry_points = _entry_points()
+    if allowed_names:
+        external = sorted({e.name for e in entry_points if not _is_builtin(e)})
+        builtin = {e.name for e in entry_points if _is_builtin(e)}
+        missing = sorted(allowed_names - set(external) - builtin)
+        if missing:
+            warnings.warn(
+                f"{LOAD_PLUGINS_VARIABLE} names {', '.join(missing)}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not installed; installed external plugins: "
+                f"{', '.join(external) or 'none'}", stacklevel=2)
+    for entry_point in entry_points:
         builtin = _is_builtin(entry_point)
         if not builtin and allowed_names is not None and entry_point.name not in allowed_names:
             continue
@@ -56,6 +70,8 @@ def load_plugins() -> None:
         try:
             module = entry_point.load()
         except Exception as error:  # any import failure must name the plugin
+            if caused_by_interrupt(error):
+                raise KeyboardInterrupt from None
             source = "built-in plugin" if builtin else "plugin"
             raise CertifyError(
                 f'Error importing {source} "{entry_point.name}" ({entry_point.value}): '
@@ -65,9 +81,44 @@ def load_plugins() -> None:
         pm.register(module, name=entry_point.name)
 
 
-def _methods_by_plugin() -> dict[str, tuple[type[SmoothingMethod], str]]:
-    """Name -> (method class, name of the plugin that registered it)."""
+def add_commands(cli) -> list[str]:
+    """Call every plugin's ``register_commands`` on its own; returns one warning per plugin
+    that failed (its commands are missing, every other command works)."""
+    failed = []
+    for impl in reversed(pm.hook.register_commands.get_hookimpls()):
+        try:
+            impl.function(**{arg: cli for arg in impl.argnames if arg == "cli"})
+        except Exception as error:
+            if caused_by_interrupt(error):
+                raise KeyboardInterrupt from None
+            reason = one_line(error)
+            command_failures[impl.plugin_name] = reason
+            failed.append(f"plugin {impl.plugin_name} failed to add its commands ({reason}); they are "
+                          f"unavailable until it is fixed or uninstalled")
+    return failed
+
+
+def plugin_modules() -> dict[str, str]:
+    """Module name -> name of the registered plugin it belongs to: each plugin's own module
+    and the modules of the smoothing methods it registers."""
+    owners = {}
+    for name, plugin in pm.list_name_plugin():
+        module = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
+        owners[module] = name
+    try:
+        methods = _methods_by_plugin(strict=False)[0]
+    except Exception:  # a broken plugin must not hide the error being reported
+        methods = {}
+    for method, plugin in methods.values():
+        owners.setdefault(method.__module__, plugin)
+    return owners
+
+
+def _methods_by_plugin(strict: bool = True) -> tuple[dict[str, tuple[type[SmoothingMethod], str]], dict[str, str]]:
+    """Name -> (method class, name of the plugin that registered it), and plugin -> why its
+    ``register_methods`` failed (only when not ``strict``; strict raises instead)."""
     load_plugins()
+    failures: dict[str, str] = {}
     found: dict[str, tuple[type[SmoothingMethod], str]] = {}
 
     def register(method: type[SmoothingMethod], *, plugin: str) -> None:
@@ -88,19 +139,24 @@ def _methods_by_plugin() -> dict[str, tuple[type[SmoothingMethod], str]]:
     for impl in reversed(pm.hook.register_methods.get_hookimpls()):
         callback = functools.partial(register, plugin=impl.plugin_name)
         try:
-            impl.function(**{arg: callback for arg in impl.argnames if arg == "register"})
-        except CertifyError:
-            raise
-        except Exception as error:
-            raise CertifyError(
-                f"plugin {impl.plugin_name} failed in register_methods: {type(error).__name__}: {error}"
-            ) from None
-    return found
+            try:
+                impl.function(**{arg: callback for arg in impl.argnames if arg == "register"})
+            except CertifyError:
+                raise
+            except Exception as error:
+                if caused_by_interrupt(error):
+                    raise KeyboardInterrupt from None
+                raise CertifyError(f"plugin {impl.plugin_name} failed in register_methods: {one_line(error)}") from None
+        except CertifyError as error:
+            if strict:
+                raise
+            failures[impl.plugin_name] = str(error)
+    return found, failures
 
 
 def get_methods() -> dict[str, type[SmoothingMethod]]:
     """Every registered smoothing method by name."""
-    return {name: method for name, (method, _) in _methods_by_plugin().items()}
+    return {name: method for name, (method, _) in _methods_by_plugin()[0].items()}
 
 
 def get_method(name: str) -> type[SmoothingMethod]:
@@ -112,16 +168,21 @@ def get_method(name: str) -> type[SmoothingMethod]:
 
 
 def describe_plugins() -> list[dict[str, Any]]:
-    """What ``certify plugins`` prints: every plugin, its hooks and its methods."""
-    methods = _methods_by_plugin()
+    """What ``certify plugins`` prints: every plugin, its hooks and its methods, and a note
+    on a plugin whose hooks failed."""
+    methods, failures = _methods_by_plugin(strict=False)
     described = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         module = getattr(plugin, "__name__", "") or type(plugin).__module__
+        notes = [failures[name]] if name in failures else []
+        if name in command_failures:
+            notes.append(f"register_commands failed ({command_failures[name]}); its commands are unavailable")
         described.append(
             {
                 "name": name,
                 "builtin": module.startswith("certifier_plugins."),
                 "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []),
+                "notes": notes,
                 "methods": [
                     {
                         "name": method.name,

@@ -122,7 +122,8 @@ class PartitionSmoothing(SmoothingMethod):
             return np.broadcast_to(labels, (batch, height, width))
         last = np.ascontiguousarray(np.moveaxis(images, 1, -1), dtype=np.float32)
         if not np.isfinite(last).all():
-            raise CertifyError("pprs: an input or noisy sample is not finite; check the input data")
+            raise CertifyError(f"pprs: a noisy sample is not finite (sigma {self.sigma:g} overflows float32 "
+                               f"views); lower --sigma")
         colour = channels == 3
         if o.method == "slic":
             compactness = o.compactness or (LAB_COMPACTNESS if colour else GREY_COMPACTNESS)

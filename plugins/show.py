@@ -71,7 +71,7 @@ def register_commands(cli):
                   help="Read the plugin, sigma and options from this model's metadata.")
     @click.option("--index", type=int, default=0, show_default=True, help="Which input of DATA to show.")
     @click.option("--samples", type=int, default=2, show_default=True, help="Random views per group.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("show.png"),
                   show_default=True, help="PNG file to write.")
     @friendly_errors

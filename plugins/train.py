@@ -288,7 +288,7 @@ def register_commands(cli):
     @click.option("--batch-size", type=int, default=128, show_default=True)
     @click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, one-cycle).")
     @click.option("--width", type=int, default=16, show_default=True, help="Channels of the first conv layer.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
     @click.option("--group", help="Train on one vote group's views only (e.g. one DRS side).")
     @click.option("--classes", help="Class names, comma-separated, recorded in the model.")
