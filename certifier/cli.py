@@ -18,7 +18,7 @@ from click_default_group import DefaultGroup
 
 from . import __version__, _interrupted_while_importing
 from .api import Run, load
-from .engine import FixedSampling, check_settings
+from .engine import check_settings
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .model import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
@@ -352,6 +352,7 @@ def _progress(total: int, done: int, quiet: bool):
 
 def _header(mode, run: Run, engine, dataset, output_name) -> dict:
     groups = engine.groups
+    plan = {"n0": None, "n": None, **engine.plan.settings()}
     return {
         "certifier_version": __version__,
         "mode": mode,
@@ -359,11 +360,11 @@ def _header(mode, run: Run, engine, dataset, output_name) -> dict:
         "norm": run.method.norm,
         "settings": run.method.settings(),
         "exact": run.method.deterministic,
-        "n0": None if run.method.deterministic or mode == "predict" else engine.n0,
-        "n": None if run.method.deterministic else engine.n,
+        "n0": None if mode == "predict" else plan["n0"],
+        "n": plan["n"],
         "alpha": None if run.method.deterministic else engine.alpha,
         "seed": engine.seed,
-        "sampling": "enumeration" if run.method.deterministic else FixedSampling.name,
+        "sampling": engine.plan.name,
         "model": str(run.model.path),
         "model_sha256": run.model.sha256,
         "group_models": {g.name: g.model.sha256 for g in groups if g.model is not run.model},

@@ -24,10 +24,10 @@ import numpy as np
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, one_line
 from .methods import Certificate, SmoothingMethod, Votes
 from .model import OnnxModel
+from .sampling import ENUMERATION, ESTIMATION, PREDICTION, SELECTION, Enumeration, FixedSampling
 from .space import ModelAdapter
-from .stats import clopper_pearson_lower
 
-SELECTION, ESTIMATION, PREDICTION, ENUMERATION = "selection", "estimation", "prediction", "enumeration"
+#: Each phase's part of the noise streams' keys: never change them, or seeds give other views.
 _PHASE_KEYS = {SELECTION: 0, ESTIMATION: 1, PREDICTION: 2, ENUMERATION: 3}
 #: Aim for batches of about this many bytes of float32 views.
 BATCH_BYTES = 1 << 23
@@ -94,28 +94,23 @@ def plugin_call(method: SmoothingMethod, hook: str, function: Callable, *args, *
                            f"report it to its author; {DEBUG_VARIABLE}=1 shows the traceback)") from None
 
 
-class FixedSampling:
-    """Draw exactly n samples per phase; Clopper-Pearson bounds for a fixed n.
-
-    A sequential rule would be another plan with its own anytime-valid
-    ``lower_bound``; plugins only see bounds through :class:`Votes`, so they do not
-    change.
-    """
-
-    name = "fixed"
-
-    @staticmethod
-    def lower_bound(successes: int, trials: int, alpha: float) -> float:
-        return clopper_pearson_lower(successes, trials, alpha)
-
-
 @dataclass
 class Group:
-    """Where one vote group's views go."""
+    """Where one vote group's views go: pixel-space views, mapped to the model's input, labelled by the model."""
 
     name: str
     model: OnnxModel
     adapter: ModelAdapter
+
+    def labels(self, views: np.ndarray) -> np.ndarray:
+        """The class the model gives each view of a batch (pixel space)."""
+        return self.model.labels(self.adapter(views))
+
+    def settle(self) -> None:
+        """Let a model whose input shape is not all declared learn its class count from a first run."""
+        settle = getattr(self.model, "settle", None)
+        if settle is not None:
+            settle(self.adapter(np.zeros((1, *self.adapter.view_shape), np.float32)).shape[1:])
 
 
 @dataclass
@@ -145,7 +140,12 @@ def auto_batch_size(view_shape: Sequence[int]) -> int:
 
 
 class Engine:
-    """Runs one smoothing method on one or more models over many inputs."""
+    """Runs one smoothing method on one or more models over many inputs.
+
+    Everything here is a setting fixed when the engine is built: a run keeps its state
+    to itself, so one engine may serve several runs, and an engine built elsewhere from
+    the same settings gives the same results.
+    """
 
     def __init__(
         self,
@@ -159,15 +159,23 @@ class Engine:
         seed: int = 0,
         workers: int | None = None,
         prefetch: int = 8,
-        plan=FixedSampling,
+        plan=None,
         input_shape: Sequence[int] | None = None,
     ):
         if set(groups) != set(method.groups):
             raise CertifyError(f"plugin {method.name} needs models for groups {method.groups}, got {tuple(groups)}")
-        self.n0, self.n, self.alpha, self.seed = check_settings(
+        n0, n, self.alpha, self.seed = check_settings(
             n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=method.deterministic)
         self.method = method
         self.groups = [groups[name] for name in method.groups]
+        #: the shape of every input (C, H, W) or (D,); None: whatever the groups' views fit
+        self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        if method.deterministic:
+            if self.input_shape is None:
+                raise ValueError(f"plugin {method.name} enumerates views: the engine needs the input shape")
+            plan = Enumeration(self._num_views(self.input_shape))
+        #: how many views each input gets, and the confidence bounds that are valid for them
+        self.plan = plan if plan is not None else FixedSampling(n0, n)
         self.batch_size = (_whole_number("--batch-size", batch_size) if batch_size is not None
                            else min(auto_batch_size(g.adapter.view_shape) for g in self.groups))
         #: batches in flight at once; by default what the models ask for
@@ -175,18 +183,12 @@ class Engine:
         # Results are consumed in order; a deep queue keeps every worker busy while the
         # oldest batch finishes. A queued or finished job holds only its labels.
         self.prefetch = max(1, prefetch)
-        self.plan = plan
-        self._mode = "certify"
-        self._num_views: int | None = None
         #: radius ceilings by (predicted class, number of classes), for these settings
         self._ceilings: dict[tuple[int, int], float] = {}
-        if method.deterministic and input_shape is not None:
-            self._set_num_views(tuple(input_shape))
         self._check_batch_memory()
-        if not method.deterministic or self._num_views is not None:
-            self.radius_ceiling()  # refuses settings whose best certificate overflows
+        self.radius_ceiling()  # refuses settings whose best certificate overflows
 
-    def _set_num_views(self, input_shape: tuple[int, ...]) -> None:
+    def _num_views(self, input_shape: tuple[int, ...]) -> int:
         method = self.method
         count = plugin_call(method, "num_views", method.num_views, input_shape)
         if isinstance(count, (bool, np.bool_)) or not isinstance(count, numbers.Integral):
@@ -195,16 +197,11 @@ class Engine:
         if not 1 <= count <= MAX_SAMPLES:
             raise CertifyError(f"plugin {method.name}: num_views() gave {count} views per input; it must be "
                                f"between 1 and 10^15")
-        if count != self._num_views:
-            self._ceilings.clear()
-        self._num_views = count
+        return count
 
     def _check_batch_memory(self) -> None:
         """Refuse a --batch-size whose views alone would not fit in MAX_BATCH_BYTES."""
-        if self.method.deterministic:
-            largest = self._num_views or 0
-        else:
-            largest = max(self.n0, self.n)
+        largest = max(self.plan.budget(phase) for phase in (*self.plan.phases(), *self.plan.phases(predict=True)))
         per_view = 4 * max(int(np.prod(g.adapter.view_shape)) for g in self.groups)
         views = min(self.batch_size, largest)
         if views * per_view > MAX_BATCH_BYTES:
@@ -252,7 +249,7 @@ class Engine:
                 f"plugin {method.name} made views holding NaN or infinity (input {job.index}, group "
                 f"{group.name!r}){self._overflow_hint()}"
             )
-        return group.adapter(views)
+        return views
 
     def _overflow_hint(self) -> str:
         sigma = self.method.sigma
@@ -262,34 +259,34 @@ class Engine:
 
     def _labels(self, job: _Job) -> np.ndarray:
         """Make one batch of views and label it (runs on a worker thread)."""
-        batch = self._make_views(job)
+        views = self._make_views(job)
         try:
-            return self.groups[job.group].model.labels(batch)
+            return self.groups[job.group].labels(views)
         except CertifyError:
             raise
         except Exception as error:  # onnxruntime raises its own exception types
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CertifyError(f"onnxruntime failed on input {job.index}: {message[:300]}") from None
 
-    def _phases(self) -> list[tuple[str, int]]:
-        if self.method.deterministic:
-            return [(ENUMERATION, self._num_views)]
-        if self._mode == PREDICTION:
-            return [(PREDICTION, self.n)]
-        return [(SELECTION, self.n0), (ESTIMATION, self.n)]
-
-    def _jobs(self, x: np.ndarray, index: int) -> Iterator[_Job]:
-        for phase, count in self._phases():
-            for group_number in range(len(self.groups)):
-                for batch, start in enumerate(range(0, count, self.batch_size)):
-                    yield _Job(index, phase, group_number, batch, start, min(start + self.batch_size, count), x)
+    def _jobs(self, x: np.ndarray, index: int, phases: Sequence[str]) -> Iterator[_Job]:
+        """The batches of one input, phase by phase, chunk by chunk as the plan says."""
+        for phase in phases:
+            start, batches = 0, 0
+            for chunk in self.plan.chunks(phase):
+                stop = start + chunk
+                for group_number in range(len(self.groups)):
+                    for batch, first in enumerate(range(start, stop, self.batch_size), batches):
+                        yield _Job(index, phase, group_number, batch, first, min(first + self.batch_size, stop), x)
+                batches += -(-chunk // self.batch_size)
+                start = stop
 
     # -- running -------------------------------------------------------------
 
-    def _input_jobs(self, load: Callable[[int], np.ndarray], indices: Iterable[int]) -> Iterator[_Job]:
+    def _input_jobs(self, load: Callable[[int], np.ndarray], indices: Iterable[int],
+                    phases: Sequence[str]) -> Iterator[_Job]:
         for index in indices:
             x = load(index)
-            yield from self._jobs(x, index)
+            yield from self._jobs(x, index, phases)
             yield _Job(index, "done", -1, -1, 0, 0, x)
 
     def _count(self, counts: list[np.ndarray], group: int, labels: np.ndarray) -> None:
@@ -308,11 +305,14 @@ class Engine:
     def run(self, dataset, indices: Sequence[int], labels: Callable[[int], int | None] | None = None,
             mode: str = "certify") -> Iterator[InputResult]:
         """Certify (or, with mode="predict", predict) the inputs at ``indices`` in order."""
-        self._mode = PREDICTION if mode == "predict" else "certify"
+        predict = mode == "predict"
         indices = list(indices)
         if not indices:
             return
         method = self.method
+        if self.input_shape is not None and tuple(dataset.shape) != self.input_shape:
+            raise CertifyError(f"the engine was built for inputs of shape {'x'.join(map(str, self.input_shape))}, "
+                               f"but the data's are {'x'.join(map(str, dataset.shape))}")
 
         def load(index: int) -> np.ndarray:
             batch = dataset.batch([index])
@@ -322,22 +322,14 @@ class Engine:
                                    f"(shape {batch.shape}), got {_kind(x)}")
             return np.ascontiguousarray(x[0], dtype=np.float32)
 
-        if method.deterministic:
-            self._set_num_views(tuple(dataset.shape))
-            self._check_batch_memory()
-            self.radius_ceiling()
         for group in self.groups:
-            # A model whose input shape is not all declared learns its class count on a first
-            # run; votes are sized by that count.
-            settle = getattr(group.model, "settle", None)
-            if settle is not None:
-                settle(group.adapter(np.zeros((1, *group.adapter.view_shape), np.float32)).shape[1:])
+            group.settle()  # votes are sized by the class count
         classes = max(2, *((g.model.num_classes or 2) for g in self.groups))
         empty = lambda: [np.zeros(classes, dtype=np.int64) for _ in self.groups]  # noqa: E731
         votes: dict[str, list[np.ndarray]] = collections.defaultdict(empty)
         passes = 0
         last = time.perf_counter()
-        jobs = self._input_jobs(load, indices)
+        jobs = self._input_jobs(load, indices, self.plan.phases(predict))
         with ThreadPoolExecutor(self.workers, thread_name_prefix="certify-batch") as pool:
             pending: collections.deque = collections.deque()
 
@@ -357,7 +349,7 @@ class Engine:
                     if future is None:
                         now = time.perf_counter()
                         yield self._finish(job.index, votes, passes, now - last,
-                                           labels(job.index) if labels else None)
+                                           labels(job.index) if labels else None, predict)
                         votes.clear()
                         passes, last = 0, now
                         continue
@@ -372,10 +364,11 @@ class Engine:
     def _votes(self, counts: list[np.ndarray]) -> Votes:
         return Votes({g.name: c for g, c in zip(self.groups, counts)}, self.plan.lower_bound)
 
-    def _finish(self, index: int, votes, passes: int, seconds: float, label: int | None) -> InputResult:
+    def _finish(self, index: int, votes, passes: int, seconds: float, label: int | None,
+                predict: bool) -> InputResult:
         method = self.method
         classes = max((len(c) for counts in votes.values() for c in counts), default=2)
-        if self._mode == PREDICTION and not method.deterministic:
+        if predict and not method.deterministic:
             answer = plugin_call(method, "predict", method.predict, self._votes(votes[PREDICTION]), self.alpha)
             prediction = _class_index(method, "predict()", answer, classes)
             return InputResult(index, label, None, prediction, passes, seconds)
@@ -403,8 +396,7 @@ class Engine:
 
         It is the method's own certificate when every vote (selection and estimation, every
         group) goes to that class, out of ``classes`` (default: the models' class count).
-        Settings for which it is not a finite number are refused. NaN for a deterministic
-        method before the input shape is known.
+        Settings for which it is not a finite number are refused.
         """
         width = max(2, prediction + 1, classes or max((g.model.num_classes or 2) for g in self.groups))
         key = (prediction, width)
@@ -417,13 +409,13 @@ class Engine:
             counts[prediction] = count
             return Votes({g.name: counts.copy() for g in self.groups}, self.plan.lower_bound)
 
+        plan = self.plan
         if method.deterministic:
-            if self._num_views is None:
-                return float("nan")
-            answer = plugin_call(method, "certify", method.certify, None, unanimous(self._num_views), self.alpha)
-        else:
-            answer = plugin_call(method, "certify", method.certify, unanimous(self.n0), unanimous(self.n),
+            answer = plugin_call(method, "certify", method.certify, None, unanimous(plan.budget(ENUMERATION)),
                                  self.alpha)
+        else:
+            answer = plugin_call(method, "certify", method.certify, unanimous(plan.budget(SELECTION)),
+                                 unanimous(plan.budget(ESTIMATION)), self.alpha)
         if not isinstance(answer, Certificate):
             raise CertifyError(f"plugin {method.name}: certify() must return a certifier.Certificate, "
                                f"not {_kind(answer)}")
@@ -444,7 +436,7 @@ class Engine:
         parts += [f"{name} {value:g}" for name, value in values.items()
                   if isinstance(value, (int, float)) and not isinstance(value, bool)]
         if not method.deterministic:
-            parts += [f"n {self.n}", f"alpha {self.alpha:g}"]
+            parts += [f"n {self.plan.budget(ESTIMATION)}", f"alpha {self.alpha:g}"]
         return ", ".join(parts)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import certifier
-from certifier.engine import auto_batch_size
+from certifier.engine import Engine, auto_batch_size
+from certifier.sampling import ESTIMATION, FixedSampling
 
 from onnx_models import hyperplane_model, linear_model, save
 
@@ -130,3 +131,58 @@ def test_predict_and_certify_share_the_engine(tmp_path, mode):
     result = run.certify(np.array([[0.95, 0, 0, 0]], dtype=np.float32), n0=10, n=500, mode=mode)[0]
     assert result.prediction == 1
     assert result.forward_passes == (510 if mode == "certify" else 500)
+
+
+def test_one_engine_serves_runs_in_any_order(tmp_path):
+    """A run keeps its state to itself: certify, predict, certify again on one engine give
+    what fresh engines give, and the engine's settings never change."""
+    path = save(hyperplane_model([0.6, 0.8, 0, 0], -0.7), tmp_path / "plane.onnx")
+    run = certifier.load(path, plugin="rs", sigma=0.4)
+    x = np.random.default_rng(3).uniform(0, 1, (3, 4)).astype(np.float32)
+    dataset = run.dataset(x)
+
+    def answers(engine, mode):
+        return [(r.prediction, r.certificate and r.certificate.radius)
+                for r in engine.run(dataset, range(3), mode=mode)]
+
+    engine = run.engine(dataset.shape, n0=20, n=300, batch_size=64)
+
+    def settings():
+        return {k: v for k, v in vars(engine).items() if k != "_ceilings"}  # a cache of these settings' ceilings
+
+    before = settings()
+    first = answers(engine, "certify")
+    predicted = answers(engine, "predict")
+    assert settings() == before
+    again = answers(engine, "certify")
+    assert first == again == answers(run.engine(dataset.shape, n0=20, n=300, batch_size=64), "certify")
+    assert predicted == answers(run.engine(dataset.shape, n0=20, n=300, batch_size=64), "predict")
+
+
+class ChunkedSampling(FixedSampling):
+    """Estimation views in three chunks, as a plan that looks at the votes between chunks would draw them."""
+
+    name = "chunked-test"
+
+    def chunks(self, phase):
+        if phase != ESTIMATION:
+            yield from super().chunks(phase)
+            return
+        yield from (self.n - 2 * (self.n // 3), self.n // 3, self.n // 3)
+
+
+def test_the_engine_draws_the_chunks_its_plan_asks_for(tmp_path):
+    path = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
+    run = certifier.load(path, plugin="rs", sigma=0.25)
+    dataset = run.dataset(np.array([[0.9, 0, 0, 0], [0.1, 0, 0, 0]], dtype=np.float32))
+    groups = run.groups(dataset.shape)
+    chunked = Engine(run.method, groups, batch_size=64, plan=ChunkedSampling(10, 500))
+    fixed = Engine(run.method, groups, batch_size=64, n0=10, n=500)
+    for one, other in zip(chunked.run(dataset, [0, 1]), fixed.run(dataset, [0, 1])):
+        assert one.forward_passes == other.forward_passes == 510
+        assert one.certificate.details["top_votes"] <= 500 and one.prediction == other.prediction
+    # every batch of a phase draws its own noise, whatever chunk it belongs to
+    jobs = list(chunked._jobs(np.zeros(4, np.float32), 0, chunked.plan.phases()))
+    keys = [(job.phase, job.batch) for job in jobs]
+    assert len(set(keys)) == len(keys)
+    assert sum(job.stop - job.start for job in jobs if job.phase == ESTIMATION) == 500
