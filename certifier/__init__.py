@@ -1,5 +1,7 @@
 """onnx-certifier: certify ONNX classifiers by randomized smoothing."""
 
+__version__ = "0.1.0"
+
 import os as _os
 import signal as _signal
 import sys as _sys
@@ -19,7 +21,7 @@ if (_os.path.splitext(_os.path.basename(_sys.argv[0] if _sys.argv else ""))[0] =
         and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler):
     _signal.signal(_signal.SIGINT, _interrupted_while_importing)
 
-from .api import Run, certify, load  # noqa: E402
+from .api import Job, Result, Run, certify, load  # noqa: E402
 from .errors import CertifyError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .methods import Certificate, Options, SmoothingMethod, Votes  # noqa: E402
@@ -27,7 +29,9 @@ from .methods import Certificate, Options, SmoothingMethod, Votes  # noqa: E402
 __all__ = [
     "Certificate",
     "CertifyError",
+    "Job",
     "Options",
+    "Result",
     "Run",
     "SmoothingMethod",
     "Votes",
@@ -35,4 +39,3 @@ __all__ = [
     "hookimpl",
     "load",
 ]
-__version__ = "0.1.0"

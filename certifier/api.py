@@ -3,6 +3,11 @@
     import certifier
     run = certifier.load("model.onnx", plugin="rs", sigma=0.25)
     results = run.certify(images, n=10_000)
+
+    with run.job("images.npz", output="run.jsonl", n=10_000) as job:  # resumes run.jsonl
+        for result in job:
+            ...
+    print(job.summary())
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import json
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -19,8 +23,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from .data import Dataset, check_resize, load_data
-from .engine import Engine, FixedSampling, Group, InputResult, plugin_call
+from .engine import Engine, Group, plugin_call
 from .errors import CertifyError
+from .job import Job, Result, check_job_settings, select
 from .methods import MAX_SIGMA, SmoothingMethod
 from .model import OnnxModel, load_model
 from .plugins import get_method
@@ -85,29 +90,6 @@ def _metadata_sigma(metadata: Mapping[str, str]) -> float | None:
     return sigma
 
 
-@dataclass
-class Result:
-    """One certified input, as written to the results file."""
-
-    index: int
-    label: int | None
-    prediction: int | None
-    radius: float
-    norm: str
-    correct: bool | None
-    forward_passes: int
-    seconds: float
-    exact: bool = False
-    conditional: str | None = None
-    details: dict = field(default_factory=dict)
-
-    def record(self) -> dict:
-        out = {"type": "result", **{k: v for k, v in self.__dict__.items() if k != "details"}}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
 class Run:
     """A model and a smoothing method, ready to certify arrays or data sets."""
 
@@ -121,8 +103,11 @@ class Run:
         threads: int | None = None,
         overrides: Mapping[str, Any] | None = None,
         resize: Sequence[int] | None = None,
+        output_name: str | None = None,
     ):
         self.model = model
+        #: the model output the user chose (None: certify chose it)
+        self.output_name = output_name
         #: (H, W) images are resized to when read, before any noise; None: as they are
         self.resize = check_resize(resize)
         self.method = method
@@ -192,38 +177,34 @@ class Run:
                              resize=self.resize)
         return Dataset(np.asarray(data), labels, "array", self.model.class_names, prefer_last, resize=self.resize)
 
+    def job(self, data, labels=None, *, split: str | None = None, indices: Sequence[int] | None = None,
+            limit: int | None = None, skip: int = 1, output: str | os.PathLike | None = None,
+            format: str = "jsonl", mode: str = "certify", n0: int = 100, n: int = 100_000, alpha: float = 0.001,
+            batch_size: int | None = None, seed: int = 0, workers: int | None = None) -> Job:
+        """A :class:`Job` certifying inputs of ``data`` (a path, or an array and optional labels).
+
+        It takes the inputs at ``indices``, or every ``skip``-th input up to ``limit`` of
+        them. With ``output`` each record is written to that file (``format`` jsonl, or
+        cohen for Cohen et al.'s TSV) as it finishes, and a file of an earlier job with
+        the same settings is resumed. ``mode="predict"`` runs Cohen et al.'s PREDICT.
+        """
+        check_job_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, workers=workers, limit=limit,
+                           skip=skip)
+        dataset = self.dataset(data, labels, split=split)
+        engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
+                             workers=workers)
+        chosen = select(len(dataset), indices=indices, limit=limit, skip=skip)
+        return Job(self, engine, dataset, chosen, mode=mode, output=output, format=format)
+
     def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,
                 alpha=0.001, batch_size=None, seed=0, workers=None, mode="certify") -> Iterator[Result]:
         """Certify each input, yielding :class:`Result` as soon as it is done."""
-        dataset = self.dataset(data, labels)
-        engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
-                             seed=seed, workers=workers)
-        indices = range(len(dataset)) if indices is None else indices
-        for done in engine.run(dataset, indices, labels=dataset.label, mode=mode):
-            yield self._result(done)
+        yield from self.job(data, labels, indices=indices, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
+                            workers=workers, mode=mode)
 
     def certify(self, data, labels=None, **settings) -> list[Result]:
         """Certify every input of ``data`` (an array, or a path) and return the results."""
         return list(self.results(data, labels, **settings))
-
-    def _result(self, done: InputResult) -> Result:
-        """The result record of one input; the engine has already checked the plugin's answer
-        (a class index or None, a finite radius within the ceiling, plain JSON details)."""
-        certificate = done.certificate
-        correct = None if done.label is None else done.prediction == done.label
-        return Result(
-            index=done.index,
-            label=done.label,
-            prediction=done.prediction,
-            radius=certificate.radius if certificate else 0.0,
-            norm=self.method.norm,
-            correct=correct,
-            forward_passes=done.forward_passes,
-            seconds=done.seconds,
-            exact=certificate.exact if certificate else False,
-            conditional=certificate.conditional if certificate else None,
-            details=dict(certificate.details) if certificate else {},
-        )
 
 
 def _view_shape(method: SmoothingMethod, shape) -> tuple[int, ...]:
@@ -280,7 +261,8 @@ def load(
     overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
                  "std": tuple(std) if std is not None else None, "layout": layout}
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
-    return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize)
+    return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize,
+               output_name=output_name)
 
 
 def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
@@ -292,4 +274,4 @@ def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float
     return run.certify(data, labels, **settings)
 
 
-__all__ = ["Result", "Run", "certify", "load", "make_method", "parse_options", "FixedSampling"]
+__all__ = ["Job", "Result", "Run", "certify", "load", "make_method", "parse_options"]

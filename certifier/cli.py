@@ -17,9 +17,9 @@ import click
 from click_default_group import DefaultGroup
 
 from . import __version__, _interrupted_while_importing
-from .api import Run, load
-from .engine import check_settings
+from .api import load
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
+from .job import check_job_settings
 from .model import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import (
@@ -226,86 +226,58 @@ def engine_options(command):
     return command
 
 
-#: --threads and --workers beyond this are typing mistakes (each thread or batch in flight costs memory).
-MAX_PARALLEL = 1024
-
-
 def _note(quiet: bool, message: str) -> None:
     if not quiet:
         click.echo(f"certify: {message}", err=True)
 
 
-def _execute(mode: str, model, plugin, data_path, split, sigma, options, n0, n, alpha, batch_size, limit, skip,
-             seed, output, fmt, device, output_name, output_kind, scale, mean, std, layout, resize, threads, workers,
-             radii,
-             quiet):
+def _radii(text: str) -> list[float]:
+    radii = list(_floats(text) or DEFAULT_RADII)
+    if not all(math.isfinite(r) and r >= 0 for r in radii):
+        raise CertifyError(f"--radii must be finite numbers >= 0, got {text}")
+    return radii
+
+
+#: What ``run`` and ``predict`` pass to ``Run.job`` as they are; the rest of their options go to ``load``.
+JOB_OPTIONS = ("n0", "n", "alpha", "batch_size", "seed", "workers", "limit", "skip")
+
+
+def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, std, radii, quiet, **rest):
     if data_path is None:
         raise CertifyError("no --data given: pass an .npz/.npy file, an image folder or an image to certify")
-    for name, value in (("--limit", limit), ("--skip", skip), ("--workers", workers), ("--threads", threads),
-                        ("--batch-size", batch_size)):
-        if value is not None and value < 1:
-            raise CertifyError(f"{name} must be at least 1, got {value}")
-    for name, value in (("--workers", workers), ("--threads", threads)):
-        if value is not None and value > MAX_PARALLEL:
-            raise CertifyError(f"{name} must be at most {MAX_PARALLEL}, got {value}")
-    # What every method needs, before the model loads (the engine checks the rest).
-    check_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=True)
-    radii_list = list(_floats(radii) or DEFAULT_RADII)
-    if not all(math.isfinite(r) and r >= 0 for r in radii_list):
-        raise CertifyError(f"--radii must be finite numbers >= 0, got {radii}")
-    run = load(model, plugin=plugin, sigma=sigma, options=dict(options), output_name=output_name,
-               output_kind=output_kind, device=device, threads=threads, scale=scale, mean=_floats(mean),
-               std=_floats(std), layout=layout, resize=resize)
+    settings = {name: rest.pop(name) for name in JOB_OPTIONS}
+    check_job_settings(threads=rest["threads"], **settings)  # before the model loads
+    radii_list = _radii(radii)
+    run = load(model, options=dict(options), mean=_floats(mean), std=_floats(std), **rest)
     _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
-    if sigma is None and run.method.uses_sigma:
+    if rest["sigma"] is None and run.method.uses_sigma:
         _note(quiet, f"sigma {run.method.sigma} from the model's metadata")
-    dataset = run.dataset(data_path, split=split)
-    engine = run.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed, workers=workers)
-    indices = list(range(0, len(dataset), skip)[:limit])  # a range sliced lazily: the data may declare 10^9 rows
-    if indices:
-        dataset.batch(indices[:1])  # data read lazily: refuse bad data before a results file is written
-    header = _header(mode, run, engine, dataset, output_name)
-
-    results = ResultsFile(output, header, fmt) if output else None
-    records = []
-    if results is not None and results.done:
-        records = [results.done[i] for i in indices if i in results.done]
-        _note(quiet, f"resuming {output}: {len(records)} of {len(indices)} inputs already done")
-    todo = [i for i in indices if results is None or i not in results.done]
-
-    started = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
-        with _progress(len(indices), len(records), quiet) as bar:
-            for result in run_results(run, engine, dataset, todo, mode):
-                record = result.record()
-                if results is not None:
-                    results.write(record)
-                records.append(record)
-                bar.update(1)
-    except (KeyboardInterrupt, Interrupted):
-        # Counted from the file: the signal may land between writing a result and listing it.
-        saved = f"; {len(results.done)} results are in {output}, rerun the same command to resume" if results else ""
-        click.echo(f"\ncertify: interrupted{saved}", err=True)
-        sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if results is not None:
-            results.close()
+    with run.job(data_path, split=split, mode=mode, output=output, format=fmt, **settings) as job:
+        if job.saved:
+            _note(quiet, f"resuming {output}: {len(job.done)} of {len(job.indices)} inputs already done")
+        started = time.perf_counter()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            with _progress(len(job.indices), len(job.done), quiet) as bar:
+                for _ in job:
+                    bar.update(1)
+        except (KeyboardInterrupt, Interrupted):
+            saved = f"; {job.saved} results are in {output}, rerun the same command to resume" if output else ""
+            click.echo(f"\ncertify: interrupted{saved}", err=True)
+            sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - started
-    if not records:
-        raise CertifyError("no inputs to certify (check --limit and --skip)")
+    summary = job.summary(radii_list)
     if mode == "predict":
-        labeled = [r for r in records if r["label"] is not None]
-        abstained = sum(r["prediction"] is None for r in records)
-        click.echo(f"inputs {len(records)}, abstained {abstained}" + (
-            f", accuracy {100 * sum(bool(r['correct']) for r in labeled) / len(labeled):.1f}%" if labeled else ""))
+        accuracy = summary["accuracy"]
+        click.echo(f"inputs {summary['inputs']}, abstained {summary['abstained']}"
+                   + (f", accuracy {100 * accuracy:.1f}%" if accuracy is not None else ""))
     else:
-        summary = summarize(records, radii_list, header)
         name = output.name if output else run.plugin
         _warn_problems(name, summary)
         click.echo(format_summary([summary], [name]))
-    _note(quiet, f"{len(todo)} inputs in {elapsed:.1f} s" + ("" if output else "; pass --output FILE to keep the results"))
+    _note(quiet, f"{len(job.todo)} inputs in {elapsed:.1f} s" + ("" if output else "; pass --output FILE to keep the results"))
 
 
 def _warn_problems(name: str, summary: dict) -> None:
@@ -326,11 +298,6 @@ def _json_safe(value):
     return value
 
 
-def run_results(run: Run, engine, dataset, indices, mode):
-    for done in engine.run(dataset, indices, labels=dataset.label, mode=mode):
-        yield run._result(done)
-
-
 class _NoBar:
     def update(self, count):
         pass
@@ -348,36 +315,6 @@ def _progress(total: int, done: int, quiet: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=done, unit="input", dynamic_ncols=True, file=sys.stderr)
-
-
-def _header(mode, run: Run, engine, dataset, output_name) -> dict:
-    groups = engine.groups
-    plan = {"n0": None, "n": None, **engine.plan.settings()}
-    return {
-        "certifier_version": __version__,
-        "mode": mode,
-        "plugin": run.method.name,
-        "norm": run.method.norm,
-        "settings": run.method.settings(),
-        "exact": run.method.deterministic,
-        "n0": None if mode == "predict" else plan["n0"],
-        "n": plan["n"],
-        "alpha": None if run.method.deterministic else engine.alpha,
-        "seed": engine.seed,
-        "sampling": engine.plan.name,
-        "model": str(run.model.path),
-        "model_sha256": run.model.sha256,
-        "group_models": {g.name: g.model.sha256 for g in groups if g.model is not run.model},
-        "output_name": run.model.output.name if output_name else None,
-        "output_kind": run.model.output.requested,
-        "input_space": groups[0].adapter.space.as_dict(),
-        "resize": list(run.resize) if run.resize else None,
-        "data": dataset.source,
-        "data_sha256": dataset.fingerprint(),
-        "radius_ceiling": None if mode == "predict" else engine.radius_ceiling(),
-        "device": run.model.device,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 @cli.command(name="run")

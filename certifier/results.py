@@ -797,6 +797,17 @@ def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, h
     return summary
 
 
+def prediction_summary(records: Sequence[dict]) -> dict:
+    """What PREDICT answered: inputs, abstentions, and the accuracy on labeled inputs (None without labels)."""
+    labeled = [r for r in records if r["label"] is not None]
+    return {
+        "inputs": len(records),
+        "abstained": sum(r["prediction"] is None for r in records),
+        "labeled": len(labeled),
+        "accuracy": sum(bool(r["correct"]) for r in labeled) / len(labeled) if labeled else None,
+    }
+
+
 def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     """A side-by-side table of one or more summaries.
 

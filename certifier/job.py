@@ -1,0 +1,208 @@
+"""A job: one certification of a data set, each input's record written to a results file as it finishes.
+
+The command line, Python programs and any executor that spreads inputs over machines
+run certifications through :class:`Job`: it selects the inputs, writes the header (or
+resumes a results file and finds the inputs left), and writes and keeps every record.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+from . import __version__
+from .engine import Engine, InputResult, check_settings
+from .errors import CertifyError
+from .results import DEFAULT_RADII, ResultsFile, prediction_summary, summarize
+
+if TYPE_CHECKING:
+    from .api import Run
+    from .data import Dataset
+
+MODES = ("certify", "predict")
+#: --threads and --workers beyond this are typing mistakes (each thread or batch in flight costs memory).
+MAX_PARALLEL = 1024
+
+
+def check_job_settings(*, n0: Any = 100, n: Any = 100_000, alpha: Any = 0.001, seed: Any = 0,
+                       batch_size: Any = None, workers: Any = None, threads: Any = None, limit: Any = None,
+                       skip: Any = 1) -> None:
+    """Refuse, each in one line, settings no smoothing method can run with; cheap, so it
+    can run before the model loads (the engine checks the rest once the method is known)."""
+    for name, value in (("--limit", limit), ("--skip", skip), ("--workers", workers), ("--threads", threads),
+                        ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise CertifyError(f"{name} must be at least 1, got {value}")
+    for name, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value > MAX_PARALLEL:
+            raise CertifyError(f"{name} must be at most {MAX_PARALLEL}, got {value}")
+    check_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=True)
+
+
+def select(count: int, *, indices: Sequence[int] | None = None, limit: int | None = None,
+           skip: int = 1) -> list[int]:
+    """The inputs a job certifies, in order: every ``skip``-th of the first ``count`` (Cohen's
+    --skip), at most ``limit`` of them; or the ``indices`` given."""
+    if indices is None:
+        return list(range(0, count, skip)[:limit])  # a range sliced lazily: the data may declare 10^9 rows
+    if limit is not None or skip != 1:
+        raise CertifyError("give either indices or limit and skip, not both")
+    chosen = [int(i) for i in indices]
+    outside = [i for i in chosen if not 0 <= i < count]
+    if outside:
+        raise CertifyError(f"input index {outside[0]} is out of range: the data holds {count} inputs")
+    if len(set(chosen)) != len(chosen):
+        raise CertifyError("indices must not repeat: each input is certified once")
+    return chosen
+
+
+@dataclass
+class Result:
+    """One certified input, as written to the results file."""
+
+    index: int
+    label: int | None
+    prediction: int | None
+    radius: float
+    norm: str
+    correct: bool | None
+    forward_passes: int
+    seconds: float
+    exact: bool = False
+    conditional: str | None = None
+    details: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, done: InputResult, norm: str) -> "Result":
+        """The record of one input the engine finished; the engine has already checked the plugin's
+        answer (a class index or None, a finite radius within the ceiling, plain JSON details)."""
+        certificate = done.certificate
+        return cls(
+            index=done.index,
+            label=done.label,
+            prediction=done.prediction,
+            radius=certificate.radius if certificate else 0.0,
+            norm=norm,
+            correct=None if done.label is None else done.prediction == done.label,
+            forward_passes=done.forward_passes,
+            seconds=done.seconds,
+            exact=certificate.exact if certificate else False,
+            conditional=certificate.conditional if certificate else None,
+            details=dict(certificate.details) if certificate else {},
+        )
+
+    def record(self) -> dict:
+        out = {"type": "result", **{k: v for k, v in self.__dict__.items() if k != "details"}}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class Job:
+    """The certification of some inputs of a data set, written to ``output`` as it goes.
+
+    Open one with :meth:`certifier.Run.job`. Opening it checks the data, and with an
+    ``output`` writes the results header, or resumes the file: the file is locked for
+    the job, ``done`` holds the records it already has, ``todo`` the inputs left.
+    Iterating certifies the inputs left in order, writing each record as soon as it
+    is done, and yields it as a :class:`Result`::
+
+        with run.job("images.npz", output="run.jsonl", n=10_000, limit=100) as job:
+            for result in job:
+                print(result.index, result.prediction, result.radius)
+        print(job.summary())
+    """
+
+    def __init__(self, run: Run, engine: Engine, dataset: Dataset, indices: Iterable[int], *,
+                 mode: str = "certify", output: str | Path | None = None, format: str = "jsonl"):
+        if mode not in MODES:
+            raise CertifyError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.run, self.engine, self.dataset, self.mode = run, engine, dataset, mode
+        #: the inputs this job certifies, in order
+        self.indices = list(indices)
+        self.output = Path(output) if output is not None else None
+        self._file: ResultsFile | None = None
+        self._closed = False
+        if self.output is not None:
+            if self.indices:
+                dataset.batch(self.indices[:1])  # data is read lazily: refuse bad data before a file is written
+            self._file = ResultsFile(self.output, self.header, format)
+        stored = self._file.done if self._file is not None else {}
+        #: records of these inputs the results file already held
+        self.done = [stored[i] for i in self.indices if i in stored]
+        #: the inputs left to certify when the job was opened
+        self.todo = [i for i in self.indices if i not in stored]
+        #: every record of these inputs so far: those resumed, then those certified now
+        self.records: list[dict] = list(self.done)
+
+    @functools.cached_property
+    def header(self) -> dict[str, Any]:
+        """Everything that determines the results, as the results file records it."""
+        run, engine, method = self.run, self.engine, self.run.method
+        plan = {"n0": None, "n": None, **engine.plan.settings()}
+        return {
+            "certifier_version": __version__,
+            "mode": self.mode,
+            "plugin": method.name,
+            "norm": method.norm,
+            "settings": method.settings(),
+            "exact": method.deterministic,
+            "n0": None if self.mode == "predict" else plan["n0"],
+            "n": plan["n"],
+            "alpha": None if method.deterministic else engine.alpha,
+            "seed": engine.seed,
+            "sampling": engine.plan.name,
+            "model": str(run.model.path),
+            "model_sha256": run.model.sha256,
+            "group_models": {g.name: g.model.sha256 for g in engine.groups if g.model is not run.model},
+            "output_name": run.model.output.name if run.output_name else None,
+            "output_kind": run.model.output.requested,
+            "input_space": engine.groups[0].adapter.space.as_dict(),
+            "resize": list(run.resize) if run.resize else None,
+            "data": self.dataset.source,
+            "data_sha256": self.dataset.fingerprint(),
+            "radius_ceiling": None if self.mode == "predict" else engine.radius_ceiling(),
+            "device": run.model.device,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    @property
+    def saved(self) -> int:
+        """How many results the results file holds, counted from the file (0 without one)."""
+        return len(self._file.done) if self._file is not None else 0
+
+    def __iter__(self) -> Iterator[Result]:
+        left = self.todo[len(self.records) - len(self.done):]
+        if left and self._file is not None and self._closed:
+            raise CertifyError(f"the job writing {self.output} is closed; open another one to resume it")
+        norm = self.run.method.norm
+        for done in self.engine.run(self.dataset, left, labels=self.dataset.label, mode=self.mode):
+            result = Result.of(done, norm)
+            record = result.record()
+            if self._file is not None:
+                self._file.write(record)
+            self.records.append(record)
+            yield result
+
+    def summary(self, radii: Iterable[float] = DEFAULT_RADII) -> dict[str, Any]:
+        """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy)."""
+        if not self.records:
+            raise CertifyError("no inputs to certify (check --limit and --skip)")
+        if self.mode == "predict":
+            return prediction_summary(self.records)
+        return summarize(self.records, radii, self.header)
+
+    def close(self) -> None:
+        """Release the results file (and its lock); the records stay on disk."""
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> "Job":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
