@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import numbers
 import os
 from pathlib import Path
@@ -26,16 +24,11 @@ from .data import Dataset, check_resize, load_data
 from .engine import Engine, Group, plugin_call
 from .errors import CertifyError
 from .job import Job, Result, check_job_settings, select
-from .methods import MAX_SIGMA, SmoothingMethod
+from .metadata import recorded_options, recorded_plugin, recorded_sigma
+from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
 from .plugins import get_method
 from .space import InputSpace, ModelAdapter, prefers_channels_last
-
-#: metadata_props keys written by ``certify train`` and read as defaults.
-META_PLUGIN = "certifier.plugin"
-META_SIGMA = "certifier.sigma"
-META_OPTIONS = "certifier.options"
-
 
 def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
                   defaults: Mapping[str, Any] | None = None):
@@ -62,32 +55,6 @@ def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
         raise CertifyError(
             f"plugin {method_class.name}, option {where}={value!r}: {problem['msg']}"
         ) from None
-
-
-def _metadata_json(metadata: Mapping[str, str], key: str) -> dict:
-    raw = metadata.get(key)
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _metadata_sigma(metadata: Mapping[str, str]) -> float | None:
-    """The sigma ``certify train`` recorded; a recorded value that is not a usable sigma is refused."""
-    raw = metadata.get(META_SIGMA)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        sigma = float(raw)
-    except ValueError:
-        sigma = math.nan
-    if not (0 < sigma <= MAX_SIGMA):
-        raise CertifyError(f"the model's {META_SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
-                           f"pass --sigma (or -o lambda) yourself")
-    return sigma
 
 
 class Run:
@@ -221,14 +188,13 @@ def _view_shape(method: SmoothingMethod, shape) -> tuple[int, ...]:
 def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, Any] | None,
                 metadata: Mapping[str, str]) -> SmoothingMethod:
     """The configured smoothing method, with defaults from the model's metadata."""
-    name = plugin or metadata.get(META_PLUGIN)
+    name = plugin or recorded_plugin(metadata)
     if not name:
         raise CertifyError("no --plugin given and the model's metadata names none (see: certify plugins)")
     method_class = get_method(name)
-    defaults = _metadata_json(metadata, META_OPTIONS) if metadata.get(META_PLUGIN) == name else {}
-    parsed = parse_options(method_class, options or {}, defaults)
+    parsed = parse_options(method_class, options or {}, recorded_options(metadata, name))
     if sigma is None and method_class.uses_sigma:
-        sigma = _metadata_sigma(metadata)
+        sigma = recorded_sigma(metadata)
     return plugin_call(method_class, "__init__", method_class, sigma=sigma if method_class.uses_sigma else None,
                        options=parsed)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -18,6 +17,7 @@ from onnx import TensorProto, external_data_helper, numpy_helper
 
 from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError
+from .metadata import CLASSES, MAX_CLASSES, metadata_props, recorded_classes
 
 #: Operator domains onnxruntime implements itself; anything else needs a custom-op library.
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
@@ -216,8 +216,6 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | None] | None:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim]
 
 
-#: Refused above this many classes: every input keeps arrays of votes this long.
-MAX_CLASSES = 1 << 20
 #: Classes a label output may name when nothing declares how many the model has.
 UNDECLARED_LABEL_CLASSES = 1 << 16
 #: What ``--output-kind`` may say the chosen output holds.
@@ -514,30 +512,13 @@ def _settle_kind(choice: OutputChoice) -> None:
     choice.num_classes = 2
 
 
-def _class_names(metadata: dict[str, str]) -> list[str] | None:
-    raw = metadata.get("certifier.classes")
-    if not raw:
-        return None
-    try:
-        names = json.loads(raw)
-    except (ValueError, RecursionError):
-        names = None
-    if (not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES
-            or not all(isinstance(n, (str, int, float)) for n in names)):
-        raise CertifyError(
-            "the model's certifier.classes metadata is not a JSON list of class names "
-            f"(at most {MAX_CLASSES}); fix or remove it"
-        )
-    return [str(n) for n in names]
-
-
 def _settle_classes(choice: OutputChoice, names: list[str] | None) -> None:
     """The class count: declared ones must agree, and none may exceed MAX_CLASSES."""
     found = choice.num_classes
     if names is not None:
         if found is not None and found != len(names):
             raise CertifyError(
-                f"the model's certifier.classes metadata lists {len(names)} classes but its output "
+                f"the model's {CLASSES} metadata lists {len(names)} classes but its output "
                 f"{choice.name!r} has {found}; fix the metadata"
             )
         found = len(names)
@@ -897,7 +878,7 @@ class OnnxModel:
             raise CertifyError(
                 f"the model's label output {name!r} gave class {bad}; with no class count declared, "
                 f"certify accepts labels 0 to {UNDECLARED_LABEL_CLASSES - 1}: list the classes in the "
-                f"model's certifier.classes metadata (a JSON list of names), or choose a score output "
+                f"model's {CLASSES} metadata (a JSON list of names), or choose a score output "
                 f"with --output-name"
             )
         raise CertifyError(
@@ -967,8 +948,8 @@ def load_model(
     dims = _dims(model_input)
     if not dims:
         raise CertifyError(f"the model's input {model_input.name!r} has no declared shape (need at least a batch axis)")
-    metadata = {p.key: p.value for p in proto.metadata_props}
-    names = _class_names(metadata)
+    metadata = metadata_props(proto)
+    names = recorded_classes(metadata)
     output = _choose_output(proto, output_name, output_kind)
     if output.width is not None:  # otherwise the first probe tells
         _settle_kind(output)

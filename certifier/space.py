@@ -8,13 +8,13 @@ each noisy view, so the certificate stays in pixel space.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from .errors import CertifyError
+from .metadata import recorded_input_space
 
 LAYOUTS = ("auto", "nchw", "nhwc", "flat")
 
@@ -30,19 +30,7 @@ class InputSpace:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> "InputSpace":
-        raw = metadata.get("certifier.input_space")
-        if not raw:
-            return cls()
-        try:
-            values = json.loads(raw)
-            return cls(
-                scale=values.get("scale"),
-                mean=tuple(values["mean"]) if values.get("mean") is not None else None,
-                std=tuple(values["std"]) if values.get("std") is not None else None,
-                layout=values.get("layout", "auto"),
-            )
-        except (json.JSONDecodeError, AttributeError, TypeError) as error:
-            raise CertifyError(f"the model's certifier.input_space metadata is not valid JSON settings: {error}") from None
+        return cls(**recorded_input_space(metadata))
 
     def overridden(self, **given) -> "InputSpace":
         """A copy with the options the user gave (None means not given)."""

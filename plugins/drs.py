@@ -32,13 +32,12 @@ from pydantic import Field
 
 import certifier
 from certifier import Certificate, CertifyError, SmoothingMethod, Votes, hookimpl
+from certifier.metadata import recorded_group
 from certifier.noise import standard_normal
 from certifier.stats import gaussian_quantile
 
 LEFT, RIGHT = "left", "right"
 SIDES = (LEFT, RIGHT)
-#: metadata key ``certify train`` writes: the vote group(s) a model was trained on.
-META_GROUP = "certifier.group"
 
 
 def _first_column(side: str) -> int:
@@ -189,7 +188,7 @@ class DualSmoothing(SmoothingMethod):
         _, height, width = input_shape
         if height < 2 or width < 2:
             raise CertifyError(f"plugin drs needs images of at least 2 x 2 pixels, got {height} x {width}")
-        trained_on = metadata.get(META_GROUP) if metadata.get("certifier.plugin") == self.name else None
+        trained_on = recorded_group(metadata, self.name)
         if trained_on == RIGHT:
             raise CertifyError(
                 "the model was trained on right sub-images only: pass it with -o model-r PATH and give the "

@@ -26,6 +26,7 @@ from pydantic import Field, create_model
 
 import certifier
 from certifier import Certificate, CertifyError, Votes, hookimpl
+from certifier.metadata import recorded_json
 from certifier_plugins.uniform import LambdaSmoothing, l1_certificate_from_lower_bound, lambda_field
 
 #: ONNX metadata_props key where ``certify train`` records the offsets a DSSN model was trained with.
@@ -169,20 +170,13 @@ class DSSN(LambdaSmoothing):
 
     def prepare(self, input_shape: tuple[int, ...], metadata) -> None:
         expected = self.record(input_shape)
-        raw = metadata.get(METADATA_KEY)
-        if not raw:
+        recorded = recorded_json(metadata, METADATA_KEY)
+        if recorded is None:
             if metadata:
                 warnings.warn(
                     f"dssn: the model does not record its DSSN offsets ({METADATA_KEY} metadata); assuming seed "
                     f"{self.seed} and L = {self.levels} views, which must be what it was trained with")
         else:
-            try:
-                recorded = json.loads(raw)
-                if not isinstance(recorded, dict):
-                    raise ValueError
-            except ValueError:
-                raise CertifyError(f"the model's {METADATA_KEY} metadata is not a JSON object; "
-                                   f"retrain it or remove that entry") from None
             names = {"levels": "views L", "q": "q", "seed": "seed", "input_shape": "input shape"}
             problems = [
                 f"{label} {_show(recorded.get(key))} in the model, {_show(expected[key])} now"

@@ -60,7 +60,7 @@ def register_commands(cli):
     from certifier.api import make_method
     from certifier.cli import friendly_errors
     from certifier.data import load_data
-    from certifier.model import read_model
+    from certifier.metadata import read_metadata
 
     @cli.command(name="show")
     @click.argument("data", type=click.Path(path_type=Path))
@@ -81,10 +81,7 @@ def register_commands(cli):
         \b
             certify show --plugin rs --sigma 0.5 images.npz --index 3 --out rs.png
         """
-        metadata = {}
-        if model is not None:
-            proto, _ = read_model(model)
-            metadata = {p.key: p.value for p in proto.metadata_props}
+        metadata = read_metadata(model) if model is not None else {}
         method = make_method(plugin, sigma, dict(options), metadata)
         dataset = load_data(data)
         if not 0 <= index < len(dataset):

@@ -7,7 +7,6 @@ exactly what it will see during certification.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -169,6 +168,7 @@ def train(
     """Train and export; returns the final metrics."""
     torch = _torch()
     from certifier.api import make_method
+    from certifier.metadata import model_metadata
 
     method = make_method(plugin, sigma, options, {})
     if group is not None and group not in method.groups:
@@ -250,20 +250,10 @@ def train(
         os.replace(temporary, checkpoint)
 
     clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
-    extra = {str(k): str(v) for k, v in method.training_metadata(input_shape).items()}
-    metadata = {
-        **extra,
-        "certifier.plugin": plugin,
-        "certifier.sigma": "" if method.sigma is None else repr(method.sigma),
-        "certifier.options": json.dumps(method.options.model_dump(mode="json")),
-        "certifier.dataset": dataset_name or data.name,
-        "certifier.classes": json.dumps(names),
-        "certifier.input_space": json.dumps({"scale": 1.0, "mean": None, "std": None,
-                                             "layout": "flat" if len(view_shape) == 1 else "nchw"}),
-        "certifier.group": group or ",".join(groups),
-        "certifier.training": json.dumps({**settings, "validation_clean_accuracy": clean,
-                                          "validation_noisy_accuracy": noisy}),
-    }
+    metadata = model_metadata(
+        method, input_shape=input_shape, view_shape=view_shape, dataset=dataset_name or data.name, classes=names,
+        groups=groups, training={**settings, "validation_clean_accuracy": clean, "validation_noisy_accuracy": noisy},
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(network, view_shape, out, metadata)
     if not quiet:

@@ -1,0 +1,157 @@
+"""The ONNX metadata certify reads and writes: the ``certifier.*`` keys of a model's metadata_props.
+
+``certify train`` writes them (:func:`model_metadata`); loading a model reads them as
+defaults (plugin, sigma, options, class names, input space), and plugins read what
+they recorded. A recorded value that cannot be used is refused in one line naming
+the key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .errors import CertifyError
+from .methods import MAX_SIGMA
+
+if TYPE_CHECKING:
+    import onnx
+
+    from .methods import SmoothingMethod
+
+PLUGIN = "certifier.plugin"
+SIGMA = "certifier.sigma"
+OPTIONS = "certifier.options"
+CLASSES = "certifier.classes"
+INPUT_SPACE = "certifier.input_space"
+#: the vote groups a model was trained on, comma-separated
+GROUP = "certifier.group"
+DATASET = "certifier.dataset"
+TRAINING = "certifier.training"
+
+#: Refused above this many classes: every input keeps arrays of votes this long.
+MAX_CLASSES = 1 << 20
+
+
+def metadata_props(proto: onnx.ModelProto) -> dict[str, str]:
+    """A model's metadata_props as a dict."""
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of the ONNX file at ``path``, vetted as certify vets every model, without running it."""
+    from .model import read_model
+
+    proto, _ = read_model(path)
+    return metadata_props(proto)
+
+
+def recorded_plugin(metadata: Mapping[str, str]) -> str | None:
+    """The smoothing method the model was trained for."""
+    return metadata.get(PLUGIN) or None
+
+
+def recorded_sigma(metadata: Mapping[str, str]) -> float | None:
+    """The sigma ``certify train`` recorded; a recorded value that is not a usable sigma is refused."""
+    raw = metadata.get(SIGMA)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        sigma = float(raw)
+    except ValueError:
+        sigma = math.nan
+    if not (0 < sigma <= MAX_SIGMA):
+        raise CertifyError(f"the model's {SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
+                           f"pass --sigma (or -o lambda) yourself")
+    return sigma
+
+
+def recorded_options(metadata: Mapping[str, str], plugin: str) -> dict[str, Any]:
+    """The options the model was trained with, when it was trained for ``plugin`` (else none)."""
+    raw = metadata.get(OPTIONS)
+    if metadata.get(PLUGIN) != plugin or not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def recorded_classes(metadata: Mapping[str, str]) -> list[str] | None:
+    """The class names, in class order."""
+    raw = metadata.get(CLASSES)
+    if not raw:
+        return None
+    try:
+        names = json.loads(raw)
+    except (ValueError, RecursionError):
+        names = None
+    if (not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES
+            or not all(isinstance(n, (str, int, float)) for n in names)):
+        raise CertifyError(
+            f"the model's {CLASSES} metadata is not a JSON list of class names "
+            f"(at most {MAX_CLASSES}); fix or remove it"
+        )
+    return [str(n) for n in names]
+
+
+def recorded_input_space(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """What the model reads (scale, mean, std, layout), as far as it says."""
+    raw = metadata.get(INPUT_SPACE)
+    if not raw:
+        return {}
+    try:
+        values = json.loads(raw)
+        return {
+            "scale": values.get("scale"),
+            "mean": tuple(values["mean"]) if values.get("mean") is not None else None,
+            "std": tuple(values["std"]) if values.get("std") is not None else None,
+            "layout": values.get("layout", "auto"),
+        }
+    except (json.JSONDecodeError, AttributeError, TypeError) as error:
+        raise CertifyError(f"the model's {INPUT_SPACE} metadata is not valid JSON settings: {error}") from None
+
+
+def recorded_group(metadata: Mapping[str, str], plugin: str) -> str | None:
+    """The vote group(s) the model was trained on, when it was trained for ``plugin``
+    (one name, or several joined by commas)."""
+    return metadata.get(GROUP) if metadata.get(PLUGIN) == plugin else None
+
+
+def recorded_json(metadata: Mapping[str, str], key: str) -> dict[str, Any] | None:
+    """The JSON object a plugin recorded under ``key`` (None when there is none); anything
+    else there is refused in one line."""
+    raw = metadata.get(key)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise CertifyError(f"the model's {key} metadata is not a JSON object; retrain it or remove that entry")
+    return value
+
+
+def model_metadata(method: SmoothingMethod, *, input_shape: Sequence[int], view_shape: Sequence[int],
+                   dataset: str, classes: Sequence[str], groups: Sequence[str],
+                   training: Mapping[str, Any]) -> dict[str, str]:
+    """The metadata ``certify train`` writes into a model trained on ``method``'s views:
+    the method's own :meth:`~certifier.SmoothingMethod.training_metadata`, then the core's
+    keys, which it cannot replace."""
+    extra = {str(k): str(v) for k, v in method.training_metadata(tuple(input_shape)).items()}
+    return {
+        **extra,
+        PLUGIN: method.name,
+        SIGMA: "" if method.sigma is None else repr(method.sigma),
+        OPTIONS: json.dumps(method.options.model_dump(mode="json")),
+        DATASET: dataset,
+        CLASSES: json.dumps(list(classes)),
+        INPUT_SPACE: json.dumps({"scale": 1.0, "mean": None, "std": None,
+                                 "layout": "flat" if len(view_shape) == 1 else "nchw"}),
+        GROUP: ",".join(groups),
+        TRAINING: json.dumps(dict(training)),
+    }
