@@ -24,7 +24,9 @@ if (_os.path.splitext(_os.path.basename(_sys.argv[0] if _sys.argv else ""))[0] =
 from .api import Job, Result, Run, certify, load  # noqa: E402
 from .errors import CertifyError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .methods import Certificate, Options, SmoothingMethod, Votes  # noqa: E402
+from .methods import (  # noqa: E402
+    Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
+)
 
 __all__ = [
     "Certificate",
@@ -36,6 +38,9 @@ __all__ = [
     "SmoothingMethod",
     "Votes",
     "certify",
+    "gaussian_certificate",
     "hookimpl",
+    "is_broadcast",
     "load",
+    "lower_bound_certificate",
 ]

@@ -86,18 +86,35 @@ class Votes:
         return self._lower_bound(self.count(group, label), self.trials(group), alpha)
 
 
-def gaussian_certificate(selection: Votes, estimation: Votes, alpha: float, sigma: float, *,
-                         scale: float = 1.0, conditional: str | None = None) -> Certificate:
-    """Cohen et al.'s CERTIFY for a one-group Gaussian method: the top class of the
-    selection votes, its lower bound from the fresh estimation votes, abstain below 1/2,
-    else L2 radius ``scale * sigma * Phi^-1(p_lower)``."""
+def is_broadcast(x: np.ndarray) -> bool:
+    """Whether the batch ``x`` is one input repeated without copies, as the engine hands it to
+    ``sample`` and ``views``: work that depends only on the input can then be done on ``x[:1]``."""
+    return x.ndim > 0 and len(x) > 1 and x.strides[0] == 0
+
+
+def lower_bound_certificate(selection: Votes, estimation: Votes, alpha: float, radius: Callable[[float], float], *,
+                            conditional: str | None = None) -> Certificate:
+    """The rule of most randomized methods with one vote group: the top class of the selection
+    votes, a lower bound p on its probability from the fresh estimation votes, abstain unless
+    p > 1/2 (at 1/2 a tie is not excluded), else ``radius(p)``."""
+    if len(estimation.counts) != 1:
+        raise CertifyError(f"lower_bound_certificate takes the votes of one vote group, got groups "
+                           f"{', '.join(estimation.counts)}")
     (group,) = estimation.counts
     top = selection.top()
     p_lower = estimation.lower_bound(group, top, alpha)
     details = {"p_lower": p_lower, "top_votes": estimation.count(group, top)}
-    if p_lower < 0.5:
+    if not p_lower > 0.5:
         return Certificate.abstain(**details)
-    return Certificate(top, sigma * gaussian_quantile(p_lower) * scale, conditional=conditional, details=details)
+    return Certificate(top, radius(p_lower), conditional=conditional, details=details)
+
+
+def gaussian_certificate(selection: Votes, estimation: Votes, alpha: float, sigma: float, *,
+                         scale: float = 1.0, conditional: str | None = None) -> Certificate:
+    """Cohen et al.'s CERTIFY for a method whose views are a fixed function of x + N(0, sigma^2 I):
+    :func:`lower_bound_certificate` with the L2 radius ``sigma * Phi^-1(p_lower) * scale``."""
+    return lower_bound_certificate(selection, estimation, alpha, lambda p: sigma * gaussian_quantile(p) * scale,
+                                   conditional=conditional)
 
 
 class SmoothingMethod:

@@ -33,7 +33,8 @@ from pydantic import Field
 import certifier
 from certifier import Certificate, CertifyError, SmoothingMethod, Votes, hookimpl
 from certifier.metadata import recorded_group
-from certifier.noise import standard_normal
+from certifier.methods import is_broadcast
+from certifier.noise import gaussian_views
 from certifier.stats import gaussian_quantile
 
 LEFT, RIGHT = "left", "right"
@@ -61,8 +62,7 @@ def split(x: np.ndarray, side: str) -> np.ndarray:
     """
     if x.ndim != 4:
         raise ValueError(f"split expects a batch of images (B, C, H, W), got shape {x.shape}")
-    if len(x) > 1 and x.strides[0] == 0:
-        # the engine hands one input broadcast to many views: split it once
+    if is_broadcast(x):  # split the one input once
         one = split(x[:1], side)
         return np.broadcast_to(one, (len(x),) + one.shape[1:])
     batch, channels, height, width = x.shape
@@ -211,11 +211,7 @@ class DualSmoothing(SmoothingMethod):
     # -- views ----------------------------------------------------------------
 
     def _noisy_sub_images(self, x: np.ndarray, rng: np.random.Generator, group: str) -> np.ndarray:
-        clean = split(x, group)
-        noisy = standard_normal(rng, clean.shape)
-        noisy *= np.float32(self.sigma)
-        noisy += clean
-        return noisy
+        return gaussian_views(split(x, group), self.sigma, rng)
 
     def _to_model(self, noisy: np.ndarray, group: str, width: int) -> np.ndarray:
         if self.resize == "none":

@@ -27,7 +27,8 @@ from pydantic import Field, create_model
 import certifier
 from certifier import Certificate, CertifyError, Votes, hookimpl
 from certifier.metadata import recorded_json
-from certifier_plugins.uniform import LambdaSmoothing, l1_certificate_from_lower_bound, lambda_field
+from certifier.methods import is_broadcast
+from certifier_plugins._lambda import LambdaSmoothing, lambda_field
 
 #: ONNX metadata_props key where ``certify train`` records the offsets a DSSN model was trained with.
 METADATA_KEY = "certifier.dssn"
@@ -100,9 +101,6 @@ class SSN(LambdaSmoothing):
         cut = rng.random(x.shape, dtype=np.float32)
         cut *= np.float32(2.0 * self.lam)
         return split_centers(x, cut, 2.0 * self.lam)
-
-    def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
-        return l1_certificate_from_lower_bound(self.lam, selection, estimation, alpha)
 
 
 class DSSN(LambdaSmoothing):
@@ -219,7 +217,7 @@ class DSSN(LambdaSmoothing):
         return self.levels
 
     def views(self, x: np.ndarray, index: np.ndarray, group: str) -> np.ndarray:
-        if len(x) and x.strides[0] == 0:  # one input broadcast to many views: round it once
+        if is_broadcast(x):  # round the one input once
             levels = np.rint(x[:1].reshape(1, -1) * np.float32(self.q)).astype(np.int32)
         else:
             levels = np.rint(x.reshape(len(x), -1) * np.float32(self.q)).astype(np.int32)
@@ -230,7 +228,7 @@ class DSSN(LambdaSmoothing):
     # -- the certificate -----------------------------------------------------------
 
     def certify(self, selection: Votes | None, estimation: Votes, alpha: float) -> Certificate:
-        counts = estimation["model"]
+        counts = estimation.total()
         if int(counts.sum()) != self.levels:
             raise CertifyError(f"plugin dssn got {int(counts.sum())} votes for one input; it needs all "
                                f"L = {self.levels} views exactly once")

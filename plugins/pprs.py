@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 import certifier
 from certifier import Certificate, CertifyError, SmoothingMethod, Votes, hookimpl
-from certifier.methods import gaussian_certificate
+from certifier.methods import gaussian_certificate, is_broadcast
 from certifier.noise import gaussian_views
 
 
@@ -148,8 +148,7 @@ class PartitionSmoothing(SmoothingMethod):
     def _labels_for(self, x: np.ndarray, noisy: np.ndarray) -> np.ndarray:
         if self.options.partition_from == "noisy":
             return self.partition(noisy)
-        if x.strides[0] == 0 or len(x) == 1:
-            # the engine broadcasts one input to a batch: partition it once
+        if is_broadcast(x):  # partition the one input once
             return np.broadcast_to(self.partition(x[:1])[0], (len(x),) + x.shape[2:])
         return self.partition(x)
 
