@@ -21,26 +21,27 @@ if (_os.path.splitext(_os.path.basename(_sys.argv[0] if _sys.argv else ""))[0] =
         and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler):
     _signal.signal(_signal.SIGINT, _interrupted_while_importing)
 
-from .api import Job, Result, Run, certify, load  # noqa: E402
+# The public API: everything Python programs and plugins use comes from here (the
+# plugin guide, docs/writing-a-plugin.md, documents each name); the modules behind it are internal.
+# noqa: E402 below: the Ctrl-C handler above must be in place before these imports start.
+from .api import Job, Result, Run, certify, load, make_method  # noqa: E402
+from .command_options import method_options  # noqa: E402
+from .data import load_data  # noqa: E402
 from .errors import CertifyError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
+from .metadata import model_metadata, read_metadata, recorded_group, recorded_json  # noqa: E402
 from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
 )
+from .noise import gaussian_views, standard_normal  # noqa: E402
+from .stats import gaussian_quantile  # noqa: E402
 
 __all__ = [
-    "Certificate",
-    "CertifyError",
-    "Job",
-    "Options",
-    "Result",
-    "Run",
-    "SmoothingMethod",
-    "Votes",
-    "certify",
-    "gaussian_certificate",
-    "hookimpl",
-    "is_broadcast",
-    "load",
-    "lower_bound_certificate",
+    # running certifications
+    "load", "certify", "Run", "Job", "Result",
+    # writing a plugin
+    "hookimpl", "SmoothingMethod", "Options", "Votes", "Certificate", "CertifyError",
+    "lower_bound_certificate", "gaussian_certificate", "is_broadcast", "gaussian_views", "standard_normal",
+    "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
+    "model_metadata", "method_options",
 ]

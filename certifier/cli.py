@@ -18,6 +18,7 @@ from click_default_group import DefaultGroup
 
 from . import __version__, _interrupted_while_importing
 from .api import load
+from .command_options import method_options
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .job import check_job_settings
 from .model import OUTPUT_KINDS
@@ -65,7 +66,11 @@ def _stop_now(signum, frame):
 
 
 def friendly_errors(command):
-    """Turn every failure into a one-line error and a non-zero exit (no traceback)."""
+    """Turn every failure into a one-line error and a non-zero exit (no traceback).
+
+    The command group already does this for every command, plugins' too; this is kept for
+    plugins written when it did not.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -181,13 +186,10 @@ def engine_options(command):
     """Options shared by ``run`` and ``predict``."""
     options = [
         click.argument("model", type=click.Path(dir_okay=False, path_type=Path)),
-        click.option("-p", "--plugin", help="Smoothing method (default: the model's metadata). See: certify plugins"),
+        method_options(),
         click.option("-d", "--data", "data_path", type=click.Path(path_type=Path),
                      help="Inputs: .npz (x, y or x_test, y_test), .npy, a folder of images or an image."),
         click.option("--split", help="Use x_SPLIT / y_SPLIT from an .npz (e.g. test, train)."),
-        click.option("-s", "--sigma", type=float, help="Noise level in pixel space (default: the model's metadata)."),
-        click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE",
-                     help="A plugin option, repeatable (see: certify plugins)."),
         click.option("--n0", type=int, default=100, show_default=True, help="Selection samples per input."),
         click.option("-n", "--n", "n", type=int, default=100_000, show_default=True, help="Estimation samples per input."),
         click.option("--alpha", type=float, default=0.001, show_default=True,
@@ -319,7 +321,6 @@ def _progress(total: int, done: int, quiet: bool):
 
 @cli.command(name="run")
 @engine_options
-@friendly_errors
 def run_command(**kwargs):
     """Certify each input: a prediction and a radius (the default command).
 
@@ -331,7 +332,6 @@ def run_command(**kwargs):
 
 @cli.command(name="predict")
 @engine_options
-@friendly_errors
 def predict_command(**kwargs):
     """Cohen et al.'s PREDICT: the smoothed prediction or abstain, no radius."""
     _execute("predict", **kwargs)
@@ -339,7 +339,6 @@ def predict_command(**kwargs):
 
 @cli.command(name="plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@friendly_errors
 def plugins_command(as_json):
     """List installed plugins, their smoothing methods and options."""
     described = describe_plugins()
@@ -370,7 +369,6 @@ def plugins_command(as_json):
               help="Write a PNG of certified accuracy against radius.")
 @click.option("--format", "fmt", type=click.Choice(["table", "cohen"]), default="table", show_default=True,
               help="cohen: print the first file as Cohen et al.'s TSV.")
-@friendly_errors
 def report_command(files, radii, as_json, plot, fmt):
     """Summarize results files side by side: certified accuracy, ACR, abstain rate, cost.
 

@@ -11,8 +11,7 @@ import math
 
 from pydantic import Field
 
-from certifier import Certificate, CertifyError, SmoothingMethod, Votes
-from certifier.methods import lower_bound_certificate
+from certifier import Certificate, CertifyError, SmoothingMethod, Votes, lower_bound_certificate
 
 SQRT3 = math.sqrt(3.0)
 

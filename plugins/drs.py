@@ -31,11 +31,10 @@ import numpy as np
 from pydantic import Field
 
 import certifier
-from certifier import Certificate, CertifyError, SmoothingMethod, Votes, hookimpl
-from certifier.metadata import recorded_group
-from certifier.methods import is_broadcast
-from certifier.noise import gaussian_views
-from certifier.stats import gaussian_quantile
+from certifier import (
+    Certificate, CertifyError, SmoothingMethod, Votes, gaussian_quantile, gaussian_views, hookimpl, is_broadcast,
+    recorded_group,
+)
 
 LEFT, RIGHT = "left", "right"
 SIDES = (LEFT, RIGHT)

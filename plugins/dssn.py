@@ -25,9 +25,7 @@ import numpy as np
 from pydantic import Field, create_model
 
 import certifier
-from certifier import Certificate, CertifyError, Votes, hookimpl
-from certifier.metadata import recorded_json
-from certifier.methods import is_broadcast
+from certifier import Certificate, CertifyError, Votes, hookimpl, is_broadcast, recorded_json
 from certifier_plugins._lambda import LambdaSmoothing, lambda_field
 
 #: ONNX metadata_props key where ``certify train`` records the offsets a DSSN model was trained with.

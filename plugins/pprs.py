@@ -20,9 +20,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 import certifier
-from certifier import Certificate, CertifyError, SmoothingMethod, Votes, hookimpl
-from certifier.methods import gaussian_certificate, is_broadcast
-from certifier.noise import gaussian_views
+from certifier import (
+    Certificate, CertifyError, SmoothingMethod, Votes, gaussian_certificate, gaussian_views, hookimpl, is_broadcast,
+)
 
 
 def _superpixels():

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from certifier import Certificate, SmoothingMethod, Votes, hookimpl
-from certifier.methods import gaussian_certificate
-from certifier.noise import gaussian_views
+from certifier import Certificate, SmoothingMethod, Votes, gaussian_certificate, gaussian_views, hookimpl
 
 
 class GaussianSmoothing(SmoothingMethod):

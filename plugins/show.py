@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from certifier import CertifyError, hookimpl
+from certifier import CertifyError, hookimpl, load_data, make_method, method_options, read_metadata
 
 
 def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -57,16 +57,9 @@ def render(method, x: np.ndarray, path: Path, *, samples: int = 2, seed: int = 0
 
 @hookimpl
 def register_commands(cli):
-    from certifier.api import make_method
-    from certifier.cli import friendly_errors
-    from certifier.data import load_data
-    from certifier.metadata import read_metadata
-
     @cli.command(name="show")
     @click.argument("data", type=click.Path(path_type=Path))
-    @click.option("-p", "--plugin", help="Smoothing method (default: the model's metadata).")
-    @click.option("-s", "--sigma", type=float, help="Noise level (default: the model's metadata).")
-    @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE")
+    @method_options(defaults="the metadata of --model")
     @click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
                   help="Read the plugin, sigma and options from this model's metadata.")
     @click.option("--index", type=int, default=0, show_default=True, help="Which input of DATA to show.")
@@ -74,7 +67,6 @@ def register_commands(cli):
     @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("show.png"),
                   show_default=True, help="PNG file to write.")
-    @friendly_errors
     def show_command(data, plugin, sigma, options, model, index, samples, seed, out):
         """Write a PNG of an input, noisy samples and the plugin's views of them.
 

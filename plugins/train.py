@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from certifier import CertifyError, hookimpl
+from certifier import CertifyError, hookimpl, load_data, make_method, method_options, model_metadata
 
 CHECKPOINT_VERSION = 1
 
@@ -69,8 +69,6 @@ def _pick_device(device: str):
 
 def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int):
     """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32."""
-    from certifier.data import load_data
-
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -167,9 +165,6 @@ def train(
 ) -> dict:
     """Train and export; returns the final metrics."""
     torch = _torch()
-    from certifier.api import make_method
-    from certifier.metadata import model_metadata
-
     method = make_method(plugin, sigma, options, {})
     if group is not None and group not in method.groups:
         raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
@@ -264,13 +259,8 @@ def train(
 
 @hookimpl
 def register_commands(cli):
-    from certifier.cli import friendly_errors
-
     @cli.command(name="train")
-    @click.option("-p", "--plugin", required=True, help="Smoothing method whose noise to train with.")
-    @click.option("-s", "--sigma", type=float, help="Noise level in pixel space.")
-    @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE",
-                  help="A plugin option, repeatable.")
+    @method_options(defaults=None)
     @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
                   help=".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.")
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
@@ -289,7 +279,6 @@ def register_commands(cli):
     @click.option("--validation-fraction", type=float, default=0.1, show_default=True,
                   help="Held out when the data has no test split.")
     @click.option("-q", "--quiet", is_flag=True)
-    @friendly_errors
     def train_command(options, **kwargs):
         """Train a noise-robust classifier with a plugin's noise and export it as ONNX.
 

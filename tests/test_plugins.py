@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import json
@@ -298,3 +299,47 @@ def test_defaults_come_from_the_models_metadata(laplace_module):
         make_method("rs", None, {}, {})
     with pytest.raises(certifier.CertifyError, match="no --plugin"):
         make_method(None, 0.5, {}, {})
+
+
+# -- one public API: plugins import certifier, and the guide documents all of it ---------------------
+
+PLUGIN_SOURCES = sorted((Path(__file__).resolve().parents[1] / "plugins").glob("*.py"))
+
+
+def _internal_uses(source: str) -> list[str]:
+    """Every use of certifier beyond its public names: certifier.<module> imports, names
+    imported from certifier that it does not export, and certifier.<name> attributes."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("certifier.")]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("certifier."):
+                found.append(node.module)
+            elif node.module == "certifier":
+                found += [f"certifier.{a.name}" for a in node.names if a.name not in certifier.__all__]
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "certifier"
+              and node.attr not in certifier.__all__):
+            found.append(f"certifier.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("path", PLUGIN_SOURCES, ids=[p.name for p in PLUGIN_SOURCES])
+def test_built_in_plugins_use_only_the_public_api(path):
+    assert _internal_uses(path.read_text()) == []
+
+
+def test_the_import_check_catches_internal_imports():
+    assert _internal_uses("from certifier.cli import friendly_errors\nimport certifier.noise\n"
+                          "from certifier import plugins, hookimpl\nimport certifier\ncertifier.api.load\n") == [
+        "certifier.cli", "certifier.noise", "certifier.plugins", "certifier.api"]
+
+
+def test_every_public_name_is_documented_in_the_plugin_guide():
+    text = DOCS.read_text()
+    missing = [name for name in certifier.__all__ if f"`{name}" not in text and f"certifier.{name}" not in text]
+    assert missing == []
+
+
+def test_every_public_name_exists():
+    assert all(hasattr(certifier, name) for name in certifier.__all__)
