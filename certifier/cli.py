@@ -347,7 +347,8 @@ def plugins_command(as_json):
         return
     for plugin in described:
         kind = "built-in" if plugin["builtin"] else "installed"
-        click.echo(f"{plugin['name']} ({kind}; hooks: {', '.join(plugin['hooks'])})")
+        source = f", from {plugin['distribution']} {plugin['version']}" if plugin["distribution"] else ""
+        click.echo(f"{plugin['name']} ({kind}; hooks: {', '.join(plugin['hooks'])}){source}")
         for note in plugin["notes"]:
             click.echo(f"  note: {note}")
         for method in plugin["methods"]:

@@ -27,6 +27,8 @@ pm.add_hookspecs(hookspecs)
 _loaded = False
 #: plugin name -> why its register_commands failed (its commands are missing)
 command_failures: dict[str, str] = {}
+#: plugin name -> (distribution, version) of the plugins loaded from entry points
+_distributions: dict[str, tuple[str, str | None]] = {}
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
@@ -36,6 +38,12 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
 def _is_builtin(entry_point: importlib.metadata.EntryPoint) -> bool:
     dist = entry_point.dist
     return dist is not None and dist.name == BUILTIN_DISTRIBUTION
+
+
+def is_builtin(name: str) -> bool:
+    """Whether the plugin registered as ``name`` ships with onnx-certifier: its entry point is
+    onnx-certifier's own (a plugin registered in any other way is not built-in)."""
+    return _distributions.get(name, ("",))[0] == BUILTIN_DISTRIBUTION
 
 
 def load_plugins() -> None:
@@ -78,7 +86,30 @@ def load_plugins() -> None:
                 f"{type(error).__name__}: {error}. Uninstall or fix it, or set "
                 f"{LOAD_PLUGINS_VARIABLE}= to skip external plugins."
             ) from None
-        pm.register(module, name=entry_point.name)
+        try:
+            pm.register(module, name=entry_point.name)
+        except pluggy.PluginValidationError as error:  # a hook taking arguments its spec does not give
+            raise CertifyError(f'plugin "{entry_point.name}": {" ".join(str(error).split())[:300]}. '
+                               f"{_FIX_OR_SKIP}") from None
+        dist = entry_point.dist
+        if dist is not None:
+            _distributions[entry_point.name] = (dist.name, dist.version)
+    _refuse_unknown_hooks()
+
+
+_FIX_OR_SKIP = f"Fix or uninstall it, or set {LOAD_PLUGINS_VARIABLE}= to skip external plugins."
+
+
+def _refuse_unknown_hooks() -> None:
+    """A plugin implementing a hook certify does not have (a misspelled name) is refused in one line."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as error:
+        name = pm.get_name(error.plugin) or repr(error.plugin)
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(error.plugin) or [] if caller.spec is None)
+        known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+        raise CertifyError(f'plugin "{name}" implements {", ".join(hooks) or "a hook"}, which is not a certifier hook '
+                           f"(the hooks: {known}). {_FIX_OR_SKIP}") from None
 
 
 def add_commands(cli) -> list[str]:
@@ -168,19 +199,21 @@ def get_method(name: str) -> type[SmoothingMethod]:
 
 
 def describe_plugins() -> list[dict[str, Any]]:
-    """What ``certify plugins`` prints: every plugin, its hooks and its methods, and a note
-    on a plugin whose hooks failed."""
+    """What ``certify plugins`` prints: every plugin, where it comes from, its hooks and its
+    methods, and a note on a plugin whose hooks failed."""
     methods, failures = _methods_by_plugin(strict=False)
     described = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
-        module = getattr(plugin, "__name__", "") or type(plugin).__module__
         notes = [failures[name]] if name in failures else []
         if name in command_failures:
             notes.append(f"register_commands failed ({command_failures[name]}); its commands are unavailable")
+        distribution, version = _distributions.get(name, (None, None))
         described.append(
             {
                 "name": name,
-                "builtin": module.startswith("certifier_plugins."),
+                "builtin": is_builtin(name),
+                "distribution": distribution,
+                "version": version,
                 "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or []),
                 "notes": notes,
                 "methods": [

@@ -343,3 +343,71 @@ def test_every_public_name_is_documented_in_the_plugin_guide():
 
 def test_every_public_name_exists():
     assert all(hasattr(certifier, name) for name in certifier.__all__)
+
+
+# -- the loader: unknown hooks, versions, what is built-in ---------------------------------------------
+
+
+@pytest.fixture
+def entry_point_module(monkeypatch):
+    """Make a module importable and offer it as the only installed plugin: ``entry_point_module(name, **attributes)``."""
+    names = []
+
+    def install(name, **attributes):
+        module = type(sys)(f"certifier_test_{name.replace('-', '_')}")
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        point = importlib.metadata.EntryPoint(name=name, value=module.__name__, group="certifier")
+        monkeypatch.setattr(plugins, "_entry_points", lambda: [point])
+        monkeypatch.setattr(plugins, "_loaded", False)
+        monkeypatch.delenv("CERTIFY_LOAD_PLUGINS", raising=False)
+        names.append(name)
+
+    try:
+        yield install
+    finally:
+        for name in names:
+            if pm.get_plugin(name) is not None:
+                pm.unregister(name=name)
+
+
+def test_a_misspelled_hook_is_refused_in_one_line_naming_plugin_and_hook(entry_point_module):
+    @hookimpl
+    def register_method(register):  # register_methods, misspelled
+        pass
+
+    entry_point_module("misspelled", register_method=register_method)
+    with pytest.raises(certifier.CertifyError) as error:
+        plugins.load_plugins()
+    message = str(error.value)
+    assert message.startswith('plugin "misspelled" implements register_method, which is not a certifier hook '
+                              "(the hooks: register_commands, register_methods)")
+    assert "\n" not in message and "CERTIFY_LOAD_PLUGINS" in message
+
+
+def test_a_hook_with_arguments_its_spec_does_not_give_is_one_line(entry_point_module):
+    @hookimpl
+    def register_methods(register, model):
+        pass
+
+    entry_point_module("greedy-hook", register_methods=register_methods)
+    with pytest.raises(certifier.CertifyError, match=r'^plugin "greedy-hook": .*register_methods.*model') as error:
+        plugins.load_plugins()
+    assert "\n" not in str(error.value)
+
+
+def test_certify_plugins_names_where_each_plugin_comes_from(register_methods):
+    class Local(certifier.SmoothingMethod):
+        name = "local-test"
+        norm = "l2"
+
+    register_methods(Local, name="local-plugin")
+    listed = {p["name"]: p for p in json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)}
+    version = importlib.metadata.version("onnx-certifier")
+    assert (listed["rs"]["builtin"], listed["rs"]["distribution"], listed["rs"]["version"]) == (
+        True, "onnx-certifier", version)
+    # registered from code, not from an entry point: neither built-in nor from a distribution
+    assert (listed["local-plugin"]["builtin"], listed["local-plugin"]["version"]) == (False, None)
+    text = CliRunner().invoke(cli, ["plugins"]).output
+    assert f"rs (built-in; hooks: register_methods), from onnx-certifier {version}" in text.splitlines()
+    assert "local-plugin (installed; hooks: register_methods)" in text.splitlines()
