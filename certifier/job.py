@@ -143,7 +143,7 @@ class Job:
         """Everything that determines the results, as the results file records it."""
         run, engine, method = self.run, self.engine, self.run.method
         plan = {"n0": None, "n": None, **engine.plan.settings()}
-        return {
+        header = {
             "certifier_version": __version__,
             "mode": self.mode,
             "plugin": method.name,
@@ -155,6 +155,8 @@ class Job:
             "alpha": None if method.deterministic else engine.alpha,
             "seed": engine.seed,
             "sampling": engine.plan.name,
+            # a plan's settings beyond n0 and n (the fixed plans have none)
+            "sampling_settings": {k: v for k, v in plan.items() if k not in ("n0", "n")} or None,
             "model": str(run.model.path),
             "model_sha256": run.model.sha256,
             "group_models": {g.name: g.model.sha256 for g in engine.groups if g.model is not run.model},
@@ -168,6 +170,9 @@ class Job:
             "device": run.model.device,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if header["sampling_settings"] is None:
+            del header["sampling_settings"]  # results files of the fixed plans stay as they were
+        return header
 
     @property
     def saved(self) -> int:

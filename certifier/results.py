@@ -25,7 +25,7 @@ except ImportError:  # Windows: no advisory locks, results files are not guarded
 
 #: Header fields that must match for a rerun to add to an existing results file.
 IDENTITY_KEYS = (
-    "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "model_sha256",
+    "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "sampling_settings", "model_sha256",
     "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize",
 )
 #: Header fields that legitimately differ between two runs with the same settings.

@@ -117,11 +117,20 @@ def test_the_header_records_the_engines_own_plan(case):
         (result,) = job
     header = lines(case / "r.jsonl")[0]
     assert (header["sampling"], header["n0"], header["n"]) == ("halves-test", 10, 60)
+    assert header["sampling_settings"] == {"chunks": 2}
+    # a rerun with the same plan resumes; another plan's settings do not
+    with Job(run, engine, dataset, [0], output=case / "r.jsonl") as job:
+        assert job.todo == []
+    other = certifier.engine.Engine(run.method, run.groups(dataset.shape), plan=Halves(10, 60))
+    other.plan.settings = lambda: {"n0": 10, "n": 60, "chunks": 3}
+    with pytest.raises(certifier.CertifyError, match="sampling_settings"):
+        Job(run, other, dataset, [0], output=case / "r.jsonl")
     assert result.forward_passes == 70
     # the deterministic methods' plan: every view, no n0, n or alpha
     dssn = certifier.load(case / "plane.onnx", plugin="dssn", options={"lambda": 0.02})
     header = dssn.job(case / "d.npz", limit=1).header
     assert (header["sampling"], header["n0"], header["n"], header["alpha"]) == ("enumeration", None, None, None)
+    assert "sampling_settings" not in header and "sampling_settings" not in run.job(case / "d.npz", limit=1).header
     predict = run.job(case / "d.npz", mode="predict", limit=1, **SETTINGS)
     assert (predict.header["n0"], predict.header["n"], predict.header["radius_ceiling"]) == (None, 60, None)
     assert [r.radius for r in predict] == [0.0]
