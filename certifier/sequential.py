@@ -338,7 +338,8 @@ class SequentialPlan:
 
     Chunks: the first look is after ``first_chunk`` samples; later looks at ``growth``
     times the samples so far, but never before the first count at which the next level
-    could be proved (if every vote from now on agreed), and never past the budget.
+    could be proved (if every vote from now on agreed; a level no count could prove sets
+    no such floor), and never past the budget.
     """
 
     levels: tuple[float, ...]
@@ -438,18 +439,20 @@ def l1_radius_of(lam: float) -> Callable[[np.ndarray], np.ndarray]:
 
 def earliest_proof(plan: SequentialPlan, radius_of, successes, trials, level) -> np.ndarray:
     """Smallest total t' in (t, budget] at which the level after ``level`` would be proved
-    if every vote from now on agreed (the budget when none would)."""
+    if every vote from now on agreed; 0 (no constraint) when not even the budget would."""
     s = np.asarray(successes, dtype=np.float64)
     t = np.asarray(trials, dtype=np.int64)
+    budget = int(plan.budget)
     following = plan.following(level)
-    lo, hi = t.copy(), np.full(t.shape, int(plan.budget), dtype=np.int64)
-    while np.any(hi - lo > 1):
-        open_ = hi - lo > 1
+    reachable = radius_of(plan.bounds.lower(s + (budget - t), budget, plan.alpha)) >= following
+    lo, hi = t.copy(), np.full(t.shape, budget, dtype=np.int64)
+    while np.any(reachable & (hi - lo > 1)):
+        open_ = reachable & (hi - lo > 1)
         mid = (lo + hi) // 2
         proved = radius_of(plan.bounds.lower(s + (mid - t), mid, plan.alpha)) >= following
         hi = np.where(open_ & proved, mid, hi)
         lo = np.where(open_ & ~proved, mid, lo)
-    return hi
+    return np.where(reachable, hi, 0)
 
 
 def simulate_one_bound(plan: SequentialPlan, p, radius_of, rng: np.random.Generator):
@@ -654,8 +657,9 @@ class SequentialCertification:
 
     def _next_total(self, counts, trials, level: int, spent: int) -> int:
         """The plan's next look, ``next_trials(spent, earliest)``, where ``earliest`` is the
-        first total at which the next level would be proved if every vote agreed; the
-        search only runs when that is later than the geometric step."""
+        first total at which the next level would be proved if every vote agreed (no
+        constraint when not even the budget would); the search only runs when that is
+        later than the geometric step."""
         plan = self.plan
         budget = int(plan.budget)
         grown = int(plan.next_trials(spent, 0))
@@ -666,7 +670,7 @@ class SequentialCertification:
                                      lambda kind, s, t, more: more if kind == "lower" else 0)
             return _radius(self._certify(counts, source)) >= following
 
-        if grown >= budget or proved(grown):
+        if grown >= budget or proved(grown) or not proved(budget):
             return grown
         lo, hi = grown, budget
         while hi - lo > 1:

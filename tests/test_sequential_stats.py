@@ -307,6 +307,13 @@ def test_one_radius_is_the_one_level_plan():
     assert outcomes[0.999][:2] == (1, 0.5) and outcomes[0.999][2] < 200
     assert outcomes[0.6][1] == 0.0 and outcomes[0.6][2] < 2000
     assert outcomes[0.2] == (None, 0.0, outcomes[0.2][2]) and outcomes[0.2][2] < 200
+    # a radius above the ceiling at this budget (sigma Phi^-1(alpha^(1/n)) = 1.91) is
+    # settled at the first look, whatever the votes
+    plan = SequentialPlan(levels=(2.0,), budget=100_000, alpha=0.001)
+    step, *_ = run_generic(plan, method, rs_selection(), lambda g, c: _bernoulli(rng, c, 1.0))
+    assert step.reason == "next level unreachable" and step.samples == plan.first_chunk
+    level, used, _, _ = simulate_one_bound(plan, np.array([1.0]), gaussian_radius_of(0.5), rng)
+    assert used[0] == plan.first_chunk
 
 
 def _bernoulli(rng, chunk, p):
