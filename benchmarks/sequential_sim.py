@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import sys
 import time
@@ -54,7 +53,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from certifier.methods import Certificate, SmoothingMethod, Votes
+from certifier.methods import SmoothingMethod, Votes
 from certifier.sequential import (
     JEFFREYS,
     TAIL_PRIOR,
@@ -240,7 +239,7 @@ def plan_for(grid, **settings) -> SequentialPlan:
 
 def accuracy_table(population: Population, fixed: Outcome, sequential: Outcome) -> list[str]:
     grid = population.grid
-    lines = [f"| plan | passes/input | " + " | ".join(f"r={r:g}" for r in grid) + " |",
+    lines = ["| plan | passes/input | " + " | ".join(f"r={r:g}" for r in grid) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in grid) + " |"]
     for name, outcome in (("fixed n = 100,000", fixed), ("sequential, budget 100,000", sequential)):
         lines.append(f"| {name} | {outcome.passes:,.0f} | " + " | ".join(f"{a:.1f}" for a in outcome.accuracy) + " |")

@@ -32,19 +32,26 @@ p, an upper end of p is one minus the lower end of 1 - p under the same prior fo
 probabilities (the top class) and upper bounds of small ones (the runner-up), which is
 where certificates need them. Beta(1/2, 1/2) is symmetric and gives SPEC's two-sided
 sequence.
+
+What is here: the sequences (:class:`BetaMixture`, and :class:`FinalLook`, which adds a
+fixed-n look at the budget); the stopping rule (:class:`SequentialPlan`); the engine's
+side, one input at a time for any method (:class:`SequentialCertification`, which asks
+the method's own ``certify`` for certificates from substituted bounds); a vectorized
+copy of the same decisions for one-bound methods (:func:`simulate_one_bound`, for tests
+and benchmarks); and the two-bound Gaussian radius (:func:`two_bound_gaussian_certificate`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 from scipy.special import betaln, logsumexp
 
 from .methods import Certificate, SmoothingMethod, Votes
-from .stats import clopper_pearson_lower, clopper_pearson_upper, gaussian_quantile
+from .stats import clopper_pearson_upper, gaussian_quantile
 
 _NEWTON_STEPS = 80
 
@@ -605,6 +612,12 @@ class SequentialCertification:
             chunk = self._next_total(counts, trials, level, spent) - spent
             return Step(False, chunk, level, REASONS[reason], spent)
         return Step(True, 0, level, REASONS[reason], spent, self._result(current, level, reason, spent))
+
+    def anytime_votes(self, counts: Mapping[str, np.ndarray]) -> BoundVotes:
+        """The votes with their running best anytime-valid bounds, for any rule to read."""
+        counts = {group: np.asarray(c, dtype=np.int64) for group, c in counts.items()}
+        trials = {group: int(c.sum()) for group, c in counts.items()}
+        return BoundVotes(counts, self._now(counts, trials))
 
     # -- the three views -------------------------------------------------------------
 

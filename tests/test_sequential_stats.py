@@ -21,7 +21,6 @@ from certifier.sequential import (
     FinalLook,
     TAIL_PRIOR,
     BetaMixture,
-    BoundVotes,
     ConfidenceSequence,
     SequentialCertification,
     SequentialPlan,
@@ -495,8 +494,7 @@ def test_two_bound_radius_under_optional_stopping():
         state = SequentialCertification(plan, None, selection)
         for t in looks:
             counts += count_votes(rng, p, t - counts.sum())
-            votes = BoundVotes({"model": counts}, state._now({"model": counts}, {"model": t}))
-            certificate = two_bound(selection, votes, alpha)
+            certificate = two_bound(selection, state.anytime_votes({"model": counts}), alpha)
             if certificate.prediction is not None and (certificate.prediction != TIGHT["top"]
                                                        or certificate.radius > exact):
                 wrong += 1
