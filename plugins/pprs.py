@@ -31,7 +31,7 @@ def _superpixels():
 
     return superpixels
 
-METHODS = ("slic", "quickshift", "felzenszwalb", "grid")
+
 #: Default superpixel size in pixels for SLIC and the grid (49 segments on 28x28).
 PIXELS_PER_SEGMENT = 16
 # Grey pixels are in [0, 1]; skimage converts RGB to Lab (L in 0..100) for SLIC and
