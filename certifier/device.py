@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .errors import CertifyError
+from .errors import CertifyError, one_line
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -60,7 +60,7 @@ def probe_cuda() -> tuple[bool, str]:
         session = ort.InferenceSession(model.SerializeToString(), providers=[CUDA, CPU])
         used = session.get_providers()
     except Exception as error:  # a broken CUDA install raises rather than falls back
-        return False, f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+        return False, one_line(error)
     finally:
         ort.set_default_logger_severity(2)
     if CUDA in used:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, one_line
+from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, first_line, one_line
 from .methods import Certificate, SmoothingMethod, Votes
 from .model import OnnxModel
 from .sampling import ENUMERATION, ESTIMATION, PREDICTION, SELECTION, Enumeration, FixedSampling
@@ -265,8 +265,7 @@ class Engine:
         except CertifyError:
             raise
         except Exception as error:  # onnxruntime raises its own exception types
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CertifyError(f"onnxruntime failed on input {job.index}: {message[:300]}") from None
+            raise CertifyError(f"onnxruntime failed on input {job.index}: {first_line(error)}") from None
 
     def _jobs(self, x: np.ndarray, index: int, phases: Sequence[str]) -> Iterator[_Job]:
         """The batches of one input, phase by phase, chunk by chunk as the plan says."""

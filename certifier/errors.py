@@ -20,8 +20,14 @@ def caused_by_interrupt(error: BaseException) -> bool:
     return False
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), or the name of its
+    type when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def one_line(error: BaseException) -> str:
     """"Type: first line of the message", for a one-line report of an exception."""
-    text = str(error).strip()
-    first = text.splitlines()[0][:300] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    name = type(error).__name__
+    return f"{name}: {first_line(error)}" if str(error).strip() else name

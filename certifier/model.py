@@ -16,7 +16,7 @@ import onnx
 from onnx import TensorProto, external_data_helper, numpy_helper
 
 from .device import CPU, choose_providers, probe_cuda
-from .errors import CertifyError
+from .errors import CertifyError, first_line
 from .metadata import CLASSES, MAX_CLASSES, metadata_props, recorded_classes
 
 #: Operator domains onnxruntime implements itself; anything else needs a custom-op library.
@@ -158,9 +158,9 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
         for tensor in _external_tensors(proto):
             external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
     except Exception as error:  # a short, unreadable or odd data file
-        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise CertifyError(
-            f"cannot read the external data of {path.name}: {first}; re-export the model with its data files"
+            f"cannot read the external data of {path.name}: {first_line(error)}; re-export the model with its "
+            f"data files"
         ) from None
 
 
@@ -605,11 +605,6 @@ def _quiet_run(session, output: str, input_name: str, batch: np.ndarray) -> np.n
     return session.run([output], {input_name: batch}, options)[0]
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
-
-
 def _shape_text(shape) -> str:
     """1x28x28, ? where not declared; a hostile rank stays short."""
     shown = ["?" if d is None else str(d) for d in list(shape)[:8]]
@@ -694,7 +689,7 @@ class OnnxModel:
         except Exception as error:  # onnxruntime raises its own exception types
             raise CertifyError(
                 f"onnxruntime cannot run {self.path.name} on {len(batch)} random inputs of shape "
-                f"{_shape_text(batch.shape[1:])}: {_first_line(error)}"
+                f"{_shape_text(batch.shape[1:])}: {first_line(error)}"
             ) from None
 
     def _probe(self, shape: tuple[int, ...]) -> None:
@@ -981,7 +976,7 @@ def load_model(
                 lowered.ir_version = int(limit.group(1))
                 notes.append(f"IR version {model_proto.ir_version} read as {lowered.ir_version}")
                 return open_session(lowered, True)
-            raise CertifyError(f"onnxruntime cannot load {path.name}: {_first_line(error)}") from None
+            raise CertifyError(f"onnxruntime cannot load {path.name}: {first_line(error)}") from None
 
     if _needs_symbolic_dims(proto, model_input.name):
         session = open_session(_symbolic_dims(proto, model_input.name), True)

@@ -722,3 +722,14 @@ def test_readme_says_integer_models_need_no_scale_and_the_code_agrees():
     assert "`--scale 255` for a *float* model that expects 0..255" in pixel_space
     assert ModelAdapter((4,), [4], np.uint8, InputSpace()).space.scale == 255.0
     assert ModelAdapter((4,), [4], np.float32, InputSpace()).space.scale == 1.0
+
+
+def test_one_helper_for_the_first_line_of_an_error():
+    from certifier.errors import first_line, one_line
+
+    assert first_line(ValueError("bad value\nmore detail")) == "bad value"
+    assert first_line(ValueError("")) == "ValueError" and one_line(ValueError("")) == "ValueError"
+    assert one_line(OSError("x" * 400)) == "OSError: " + "x" * 300
+    sources = "".join(path.read_text() for path in sorted((Path(__file__).resolve().parents[1] / "certifier").glob("*.py"))
+                      if path.name != "errors.py")
+    assert "splitlines()[0]" not in sources
