@@ -21,10 +21,10 @@ from .api import load
 from .command_options import method_options
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .job import check_job_settings
-from .model import OUTPUT_KINDS
+from .outputs import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import (
-    DEFAULT_RADII, FORMATS, ResultsFile, describe_problems, format_summary, load_any_results, plot_summaries, summarize,
+    DEFAULT_RADII, FORMATS, describe_problems, format_summary, load_any_results, plot_summaries, summarize,
 )
 from .space import LAYOUTS
 

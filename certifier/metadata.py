@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import CertifyError
 from .methods import MAX_SIGMA
+from .onnx_file import read_model
 
 if TYPE_CHECKING:
     import onnx
@@ -42,8 +43,6 @@ def metadata_props(proto: onnx.ModelProto) -> dict[str, str]:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of the ONNX file at ``path``, vetted as certify vets every model, without running it."""
-    from .model import read_model
-
     proto, _ = read_model(path)
     return metadata_props(proto)
 

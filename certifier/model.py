@@ -1,8 +1,13 @@
-"""Loading an ONNX classifier safely and running it on batches."""
+"""An ONNX classifier opened in onnxruntime, ready to label batches.
+
+Opening a model: the file is read and vetted (``onnx_file``), its output chosen
+(``outputs``), its threads planned (``resources``), then a session is opened and, where
+the input shape is declared, probed on random inputs (batch axis, rows per input).
+"""
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
 import os
 import re
@@ -13,564 +18,15 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, external_data_helper, numpy_helper
 
 from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError, first_line
-from .metadata import CLASSES, MAX_CLASSES, metadata_props, recorded_classes
-
-#: Operator domains onnxruntime implements itself; anything else needs a custom-op library.
-STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
-ONNX_MAGIC_HINT = "export it with torch.onnx.export, tf2onnx or skl2onnx"
-
-_FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-_INT_TYPES = {
-    TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8,
-    TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64,
-}
-_SCORE_NAME = re.compile(r"prob|logit|score|output|pred|softmax", re.IGNORECASE)
-
-
-def file_sha256(path: str | os.PathLike, *more: str | os.PathLike) -> str:
-    """SHA-256 of a file, followed by ``more`` files (a model's external data)."""
-    digest = hashlib.sha256()
-    for name in (path, *more):
-        with open(name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-# -- memory --------------------------------------------------------------------------
-
-
-def available_memory() -> int:
-    """Bytes of memory this process may still take (a cgroup limit counts)."""
-    found = []
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-            found.append(max(0, int(limit) - used))
-    except (OSError, ValueError):
-        pass
-    if not found:
-        try:
-            found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-        except (AttributeError, ValueError, OSError):
-            found.append(1 << 33)
-    return min(found)
-
-
-def memory_budget() -> int:
-    """Bytes one batch of model inputs and outputs may take: half the available memory."""
-    return available_memory() // 2
-
-
-def _size(count: int) -> str:
-    return f"{count / (1 << 30):.1f} GiB" if count >= 1 << 28 else f"{count / (1 << 20):.1f} MiB"
-
-
-# -- reading and vetting the file ---------------------------------------------------
-
-
-def _graphs(graph: onnx.GraphProto | onnx.FunctionProto):
-    """The graph (or function body) and every subgraph (If, Loop, Scan bodies) inside it.
-
-    Iterative: how deeply subgraphs nest is up to the file, not Python's recursion limit.
-    """
-    stack = [graph]
-    while stack:
-        current = stack.pop()
-        yield current
-        for node in current.node:
-            for attribute in node.attribute:
-                if attribute.HasField("g"):
-                    stack.append(attribute.g)
-                stack.extend(attribute.graphs)
-
-
-def _all_tensors(proto: onnx.ModelProto):
-    """Every tensor in the model: initializers and attribute tensors, dense and sparse,
-    in every graph, subgraph and function (onnx's own helper recurses and skips sparse ones)."""
-    for body in [proto.graph, *proto.functions]:
-        for graph in _graphs(body):
-            yield from getattr(graph, "initializer", ())
-            for sparse in getattr(graph, "sparse_initializer", ()):
-                yield from (sparse.values, sparse.indices)
-            for node in graph.node:
-                for attribute in node.attribute:
-                    if attribute.HasField("t"):
-                        yield attribute.t
-                    yield from attribute.tensors
-                    sparse_tensors = list(attribute.sparse_tensors)
-                    if attribute.HasField("sparse_tensor"):
-                        sparse_tensors.append(attribute.sparse_tensor)
-                    for sparse in sparse_tensors:
-                        yield from (sparse.values, sparse.indices)
-
-
-def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """Tensors whose data lives in another file."""
-    return [t for t in _all_tensors(proto) if external_data_helper.uses_external_data(t)]
-
-
-def _check_external_data(proto: onnx.ModelProto, folder: Path) -> bool:
-    """Refuse tensors whose external data lies outside the model's folder, or more
-    external data than fits in memory (it is read into memory and hashed)."""
-    root = folder.resolve()
-    files: set[Path] = set()
-    for tensor in _external_tensors(proto):
-        info = external_data_helper.ExternalDataInfo(tensor)
-        location = info.location
-        target = (root / location).resolve()
-        if not location or os.path.isabs(location) or (target != root and root not in target.parents):
-            raise CertifyError(
-                f"refusing the model: tensor {tensor.name!r} points at external data "
-                f"{location!r} outside the model's folder; keep external data files beside the model"
-            )
-        if not target.is_file():
-            raise CertifyError(
-                f"the model's external data file {location!r} (tensor {tensor.name!r}) is missing; "
-                f"copy it next to the model"
-            )
-        files.add(target)
-    total = sum(f.stat().st_size for f in files)
-    if total > memory_budget():
-        raise CertifyError(
-            f"the model's external data files hold {_size(total)}, more than this machine can read in "
-            f"({_size(memory_budget())} available for it); check the files beside the model"
-        )
-    return bool(files)
-
-
-def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    """Read vetted external data into the proto, so onnxruntime never opens another file."""
-    try:
-        for tensor in _external_tensors(proto):
-            external_data_helper.load_external_data_for_tensor(tensor, str(path.parent))
-    except Exception as error:  # a short, unreadable or odd data file
-        raise CertifyError(
-            f"cannot read the external data of {path.name}: {first_line(error)}; re-export the model with its "
-            f"data files"
-        ) from None
-
-
-def _check_domains(proto: onnx.ModelProto) -> None:
-    local = {function.domain for function in proto.functions}
-    for graph in _graphs(proto.graph):
-        for node in graph.node:
-            if node.domain not in STANDARD_DOMAINS and node.domain not in local:
-                raise CertifyError(
-                    f"refusing the model: node {node.name or node.op_type!r} uses operator "
-                    f"{node.op_type!r} from the custom domain {node.domain!r}, which needs a "
-                    f"custom-op library; export the model with standard ONNX operators"
-                )
-    for function in proto.functions:
-        for body in _graphs(function):
-            for node in body.node:
-                if node.domain not in STANDARD_DOMAINS and node.domain not in local:
-                    raise CertifyError(
-                        f"refusing the model: function {function.name!r} uses the custom domain "
-                        f"{node.domain!r}; export the model with standard ONNX operators"
-                    )
-
-
-def read_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, bool]:
-    """Parse and vet an ONNX file; returns the proto (without external data) and
-    whether it has external data."""
-    path = Path(path)
-    if not path.exists():
-        raise CertifyError(f"model file not found: {path}")
-    if not path.is_file():
-        raise CertifyError(f"the model path is not a file: {path}")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as error:
-        raise CertifyError(
-            f"{path} is not an ONNX model ({type(error).__name__}); {ONNX_MAGIC_HINT}"
-        ) from None
-    if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
-        raise CertifyError(f"{path} is not an ONNX model (no graph found); {ONNX_MAGIC_HINT}")
-    _check_domains(proto)
-    external = _check_external_data(proto, path.parent)
-    return proto, external
-
-
-# -- describing inputs and outputs --------------------------------------------------
-
-
-def _dims(value_info: onnx.ValueInfoProto) -> list[int | None] | None:
-    """Declared dims; None where symbolic, or stored as 0 or negative (PaddlePaddle writes -1)."""
-    tensor = value_info.type.tensor_type
-    if not tensor.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim]
-
-
-#: Classes a label output may name when nothing declares how many the model has.
-UNDECLARED_LABEL_CLASSES = 1 << 16
-#: What ``--output-kind`` may say the chosen output holds.
-OUTPUT_KINDS = ("logits", "probabilities", "label", "binary-probability", "binary-logit")
-_BINARY_KINDS = ("binary-probability", "binary-logit")
-
-
-@dataclass
-class OutputChoice:
-    name: str
-    #: "scores" (argmax over classes), "label" (class index), or "binary" (one score)
-    kind: str
-    threshold: float = 0.0
-    #: the model's class count, once known
-    num_classes: int | None = None
-    #: values per input (class scores; 1 for a label or a single score); None until probed
-    width: int | None = None
-    #: an integer output (class labels) rather than float scores
-    integer: bool = False
-    #: a single score the graph proves is a probability (a Sigmoid seen through value-keeping ops)
-    proven_probability: bool = False
-    #: what --output-kind said, if anything
-    requested: str | None = None
-
-
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    """The node that computes each value of the graph: built once, so graph walks stay linear."""
-    producers: dict[str, onnx.NodeProto] = {}
-    for node in graph.node:
-        for name in node.output:
-            producers.setdefault(name, node)
-    return producers
-
-
-#: Operators whose (first) output holds values of their first input: reshaped, reordered,
-#: repeated or some of them, but not changed.
-_VALUE_KEEPING = {
-    "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Expand", "Tile",
-    "Gather", "GatherElements", "GatherND", "Slice", "Split", "Cast",
-}
-#: Operators whose outputs are probabilities (in [0, 1]; 0.5 is the even odds).
-_PROBABILITY_SOURCES = {"Sigmoid", "HardSigmoid", "Softmax"}
-_CAST_KEEPS_PROBABILITIES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-#: ONNX-ML classifiers; their first output is the label, drawn from their classlabels attribute.
-_ML_CLASSIFIERS = {"LinearClassifier", "SVMClassifier", "TreeEnsembleClassifier"}
-
-
-def _attribute(node: onnx.NodeProto, name: str):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return attribute
-    return None
-
-
-def _source(producers: dict[str, onnx.NodeProto], name: str, keeps) -> tuple[onnx.NodeProto | None, str]:
-    """The node whose values ``name`` holds, looking back through nodes ``keeps`` accepts,
-    and which of its outputs it is. One dictionary look-up per step; a cycle ends the walk."""
-    seen = {name}
-    node = producers.get(name)
-    while node is not None and node.input and keeps(node):
-        name = node.input[0]
-        if name in seen:
-            return None, name
-        seen.add(name)
-        node = producers.get(name)
-    return node, name
-
-
-def _keeps_probabilities(node: onnx.NodeProto) -> bool:
-    if node.op_type == "Cast":
-        to = _attribute(node, "to")
-        return to is not None and to.i in _CAST_KEEPS_PROBABILITIES
-    return node.op_type in _VALUE_KEEPING and node.domain in ("", "ai.onnx")
-
-
-def _keeps_labels(node: onnx.NodeProto) -> bool:
-    return node.op_type in _VALUE_KEEPING and node.domain in ("", "ai.onnx")
-
-
-def _proves_probability(producers: dict[str, onnx.NodeProto], name: str) -> bool:
-    """Whether the graph shows ``name`` holds probabilities: ``sigmoid(x)``, ``sigmoid(x)[:, 0]``..."""
-    node, _ = _source(producers, name, _keeps_probabilities)
-    return node is not None and node.op_type in _PROBABILITY_SOURCES and node.domain in ("", "ai.onnx")
-
-
-def _count_of_labels(values) -> int | None:
-    values = [int(v) for v in values]
-    return max(values) + 1 if values and min(values) >= 0 else None
-
-
-def _label_classes(graph: onnx.GraphProto, producers: dict[str, onnx.NodeProto], name: str) -> int | None:
-    """How many classes a label output can name, when the graph says: the classlabels of an
-    ONNX-ML classifier, the integer table an ArrayFeatureExtractor reads, or the width of the
-    scores an ArgMax reduces."""
-    node, value = _source(producers, name, _keeps_labels)
-    if node is None:
-        return None
-    if node.op_type in _ML_CLASSIFIERS and node.output and node.output[0] == value:
-        for key in ("classlabels_ints", "classlabels_int64s"):
-            attribute = _attribute(node, key)
-            if attribute is not None and attribute.ints:
-                return _count_of_labels(attribute.ints)
-        return None
-    if node.op_type == "ArrayFeatureExtractor" and node.input:
-        table = next((t for t in graph.initializer if t.name == node.input[0]), None)
-        if table is None or table.data_type not in _INT_TYPES or math.prod(table.dims) > MAX_CLASSES:
-            return None
-        try:
-            return _count_of_labels(numpy_helper.to_array(table).reshape(-1))
-        except Exception:  # data that does not match its declared shape
-            return None
-    if node.op_type == "ArgMax" and node.input:
-        declared = {v.name: v for v in (*graph.input, *graph.value_info, *graph.output)}
-        scores = declared.get(node.input[0])
-        dims = _dims(scores) if scores is not None and scores.type.HasField("tensor_type") else None
-        if not dims:
-            return None
-        axis = _attribute(node, "axis")
-        axis = axis.i if axis is not None else 0
-        if -len(dims) <= axis < len(dims):
-            return dims[axis]
-    return None
-
-
-def _classifier_label_output(producers: dict[str, onnx.NodeProto], name: str) -> tuple[str, list[int]] | None:
-    """For the scores of an ONNX-ML classifier whose integer class labels are not 0, 1, ...,
-    C - 1 in order (argmax would give a column number, not a label): its label output and
-    those labels."""
-    node, value = _source(producers, name, _keeps_labels)
-    if node is None or node.op_type not in _ML_CLASSIFIERS or list(node.output[1:2]) != [value]:
-        return None
-    for key in ("classlabels_ints", "classlabels_int64s"):
-        attribute = _attribute(node, key)
-        if attribute is not None and attribute.ints:
-            classlabels = [int(v) for v in attribute.ints]
-            return None if classlabels == list(range(len(classlabels))) else (node.output[0], classlabels)
-    return None
-
-
-def _short_list(values: list[int]) -> str:
-    return "[" + ", ".join(map(str, values[:5])) + (", ...]" if len(values) > 5 else "]")
-
-
-def _output_width(output: onnx.ValueInfoProto) -> tuple[bool, int | None] | None:
-    """(integer output?, values per input or None if not declared), or None when the output
-    cannot be a classifier's (not a number tensor, a scalar, or several values per input
-    along more than one axis, such as a feature map)."""
-    if not output.type.HasField("tensor_type"):
-        return None
-    elem = output.type.tensor_type.elem_type
-    if elem not in _FLOAT_TYPES and elem not in _INT_TYPES:
-        return None
-    integer = elem in _INT_TYPES
-    dims = _dims(output)
-    if dims is None:
-        return integer, None
-    if not dims:
-        return None
-    rest = dims[1:]
-    if sum(1 for d in rest if d is not None and d > 1) > 1:
-        return None
-    width = math.prod(rest) if all(d is not None for d in rest) else None
-    if integer and width not in (None, 1):
-        return None
-    return integer, width
-
-
-def _choose_output(proto: onnx.ModelProto, wanted: str | None, kind: str | None = None) -> OutputChoice:
-    graph = proto.graph
-    names = [o.name for o in graph.output]
-    if kind is not None and kind not in OUTPUT_KINDS:
-        raise CertifyError(f"--output-kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
-    outputs = list(graph.output)
-    if wanted is not None:
-        if wanted not in names:
-            raise CertifyError(f"--output-name {wanted!r} is not an output of the model; it has: {', '.join(names)}")
-        outputs = [o for o in outputs if o.name == wanted]
-    scores, labels, binaries = [], [], []
-    for output in outputs:
-        described = _output_width(output)
-        if described is None:
-            if wanted is not None:
-                raise CertifyError(
-                    f"--output-name {wanted!r} is not a classifier output (class scores (N, C), "
-                    f"labels (N,) or one score (N, 1))"
-                )
-            continue
-        integer, width = described
-        if integer:
-            labels.append((output, width))
-        elif width == 1:
-            binaries.append((output, width))
-        else:  # class scores, or an undeclared width the probe will settle
-            scores.append((output, width))
-    if kind is not None and wanted is None:
-        # Prefer outputs that can hold what --output-kind says; if none can, the usual
-        # choice is made and refused with the reason it does not fit.
-        if kind == "label":
-            fitting = ([], labels, [])
-        elif kind in _BINARY_KINDS:
-            fitting = ([s for s in scores if s[1] is None], [], binaries)
-        else:
-            fitting = (scores, [], [])
-        if any(fitting):
-            scores, labels, binaries = fitting
-    if len(scores) > 1:
-        named = [s for s in scores if _SCORE_NAME.search(s[0].name)]
-        if len(named) != 1:
-            raise CertifyError(
-                f"the model has several score outputs ({', '.join(s[0].name for s in scores)}); "
-                f"choose one with --output-name"
-            )
-        scores = named
-    chosen = (scores or labels or binaries or [None])[0]
-    if chosen is None:
-        raise CertifyError(
-            "found no classifier output (class scores (N, C), labels (N,) or one score (N, 1)) "
-            f"among the model's outputs: {', '.join(names)}"
-        )
-    output, width = chosen
-    producers = _producers(graph)
-    integer = bool(labels) and chosen is labels[0]
-    if not integer and width != 1:
-        relabelled = _classifier_label_output(producers, output.name)
-        if relabelled is not None:
-            label_name, classlabels = relabelled
-            label = next((entry for entry in labels if entry[0].name == label_name), None)
-            if wanted is not None or label is None or kind not in (None, "label"):
-                raise CertifyError(
-                    f"the model's output {output.name!r} scores the classes {_short_list(classlabels)} in "
-                    f"that order, so its column numbers are not the class labels; use the classifier's "
-                    f"label output ({label_name!r}) with --output-name"
-                )
-            (output, width), integer = label, True
-    choice = OutputChoice(
-        output.name, "label" if integer else "scores", width=width, integer=integer, requested=kind,
-        proven_probability=not integer and _proves_probability(producers, output.name),
-    )
-    if integer:
-        choice.num_classes = _label_classes(graph, producers, output.name)
-    return choice
-
-
-def _settle_kind(choice: OutputChoice) -> None:
-    """Decide how to read the output once its width is known; refuse what does not fit
-    --output-kind, and a single score nothing shows to be a probability or a logit."""
-    name, width, asked = choice.name, choice.width, choice.requested
-    if choice.integer:
-        if width != 1:
-            raise CertifyError(
-                f"the model's integer output {name!r} holds {width} values per input; a label output "
-                f"holds one class index per input; choose another output with --output-name"
-            )
-        if asked not in (None, "label"):
-            raise CertifyError(
-                f"--output-kind {asked} does not fit output {name!r}: it holds integer class labels "
-                f"(--output-kind label)"
-            )
-        choice.kind = "label"
-        return
-    if asked == "label":
-        hint = "logits or probabilities" if width > 1 else "binary-logit or binary-probability"
-        raise CertifyError(
-            f"--output-kind label does not fit output {name!r}: it holds float scores, "
-            f"{width} per input (--output-kind {hint})"
-        )
-    if width > 1:
-        if asked in _BINARY_KINDS:
-            raise CertifyError(
-                f"--output-kind {asked} does not fit output {name!r}: it holds {width} class scores "
-                f"per input, not one (--output-kind logits or probabilities)"
-            )
-        choice.kind = "scores"
-        choice.num_classes = width
-        return
-    if asked in ("logits", "probabilities"):
-        raise CertifyError(
-            f"--output-kind {asked} does not fit output {name!r}: it holds one score per input "
-            f"(--output-kind binary-logit or binary-probability)"
-        )
-    if asked == "binary-logit" and choice.proven_probability:
-        raise CertifyError(
-            f"--output-kind binary-logit contradicts the model: output {name!r} comes from a Sigmoid, "
-            f"so it is a probability (--output-kind binary-probability)"
-        )
-    if asked is None and not choice.proven_probability:
-        raise CertifyError(
-            f"the model's output {name!r} holds one score per input and its graph does not show "
-            f"whether it is a probability or a logit; say which with --output-kind binary-probability "
-            f"(class 1 above 0.5) or --output-kind binary-logit (class 1 above 0)"
-        )
-    choice.kind = "binary"
-    choice.threshold = 0.0 if asked == "binary-logit" else 0.5
-    choice.num_classes = 2
-
-
-def _settle_classes(choice: OutputChoice, names: list[str] | None) -> None:
-    """The class count: declared ones must agree, and none may exceed MAX_CLASSES."""
-    found = choice.num_classes
-    if names is not None:
-        if found is not None and found != len(names):
-            raise CertifyError(
-                f"the model's {CLASSES} metadata lists {len(names)} classes but its output "
-                f"{choice.name!r} has {found}; fix the metadata"
-            )
-        found = len(names)
-    if found is not None and found > MAX_CLASSES:
-        raise CertifyError(
-            f"the model's output {choice.name!r} has {found} classes; certify handles at most {MAX_CLASSES}"
-        )
-    choice.num_classes = found
-
-
-def _real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    initializers = {i.name for i in graph.initializer}
-    return [i for i in graph.input if i.name not in initializers]
-
-
-_NUMPY_TYPES = {
-    TensorProto.FLOAT: np.float32,
-    TensorProto.FLOAT16: np.float16,
-    TensorProto.DOUBLE: np.float64,
-    TensorProto.UINT8: np.uint8,
-    TensorProto.INT8: np.int8,
-    TensorProto.INT16: np.int16,
-    TensorProto.INT32: np.int32,
-    TensorProto.INT64: np.int64,
-    TensorProto.UINT16: np.uint16,
-}
-
-
-# -- the runnable model -------------------------------------------------------------
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-#: at most this many batches run at once on the CPU (each holds its activations)
-MAX_CPU_RUNS = 8
-
-
-def cpu_runs(threads: int) -> tuple[int, int]:
-    """How to spend ``threads`` CPU threads: (runs side by side, threads per run).
-
-    Several runs side by side beat one run spread over all cores: nothing waits at a
-    barrier while another thread makes noise. Past MAX_CPU_RUNS, runs get more threads
-    each instead, so memory stays bounded on machines with many cores.
-    """
-    runs = max(1, min(threads, MAX_CPU_RUNS))
-    return runs, max(1, threads // runs)
+from .metadata import CLASSES, metadata_props, recorded_classes
+from .onnx_file import (
+    classifier_input, external_data_files, file_sha256, load_external_data, read_model,
+)
+from .outputs import UNDECLARED_LABEL_CLASSES, OutputChoice, choose_output, settle_classes, settle_kind
+from .resources import format_size, memory_budget, parallelism
 
 
 def _session_options(threads: int | None):
@@ -703,14 +159,14 @@ class OnnxModel:
         if batch is not None and self._batch_bytes(batch, shape) > budget:
             raise CertifyError(
                 f"the model only takes batches of exactly {batch} inputs of shape {_shape_text(shape)}, "
-                f"{_size(self._batch_bytes(batch, shape))} a batch, more than this machine has free "
-                f"({_size(budget)}); re-export it with a dynamic or smaller batch size"
+                f"{format_size(self._batch_bytes(batch, shape))} a batch, more than this machine has free "
+                f"({format_size(budget)}); re-export it with a dynamic or smaller batch size"
             )
         if self._batch_bytes(3, shape) > budget:
             raise CertifyError(
                 f"one input of shape {_shape_text(shape)} takes "
-                f"{_size(self._batch_bytes(1, shape))}, more than this machine can run batches of "
-                f"({_size(budget)} free); check the model's input shape"
+                f"{format_size(self._batch_bytes(1, shape))}, more than this machine can run batches of "
+                f"({format_size(budget)} free); check the model's input shape"
             )
         if self._reopen is not None:
             if batch is not None:
@@ -791,8 +247,8 @@ class OnnxModel:
         output = self.output
         if output.width is None:  # not declared: now the kind and the class count can be decided
             output.width = width
-            _settle_kind(output)
-            _settle_classes(output, self._names)
+            settle_kind(output)
+            settle_classes(output, self._names)
         elif output.width != width:
             raise CertifyError(
                 f"the model's output {output.name!r} should give {output.width} values per input but gives "
@@ -908,6 +364,24 @@ def _random_model_input(shape: Sequence[int], dtype: np.dtype, rng: np.random.Ge
     return rng.random(shape).astype(dtype)
 
 
+def _open_session(path: Path, proto: onnx.ModelProto, *, from_file: bool, providers: list[str],
+                  threads: int | None, notes: list[str]):
+    """An onnxruntime session for ``proto`` (read from ``path`` itself when ``from_file``). A model
+    whose IR version is newer than onnxruntime reads is read at the newest it does, with a note."""
+    source = str(path) if from_file else proto.SerializeToString()
+    try:
+        return _create_session(source, providers, threads)
+    except Exception as error:
+        limit = _IR_LIMIT.search(str(error))
+        if limit and proto.ir_version > int(limit.group(1)):
+            lowered = onnx.ModelProto()
+            lowered.CopyFrom(proto)
+            lowered.ir_version = int(limit.group(1))
+            notes.append(f"IR version {proto.ir_version} read as {lowered.ir_version}")
+            return _open_session(path, lowered, from_file=False, providers=providers, threads=threads, notes=notes)
+        raise CertifyError(f"onnxruntime cannot load {path.name}: {first_line(error)}") from None
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -926,74 +400,34 @@ def load_model(
 
     path = Path(path)
     proto, external = read_model(path)
-    graph = proto.graph
-    inputs = _real_inputs(graph)
-    if len(inputs) != 1:
-        listed = ", ".join(i.name for i in inputs) or "none"
-        raise CertifyError(f"a classifier must take exactly one input tensor; this model takes: {listed}")
-    model_input = inputs[0]
-    if not model_input.type.HasField("tensor_type"):
-        raise CertifyError(f"the model's input {model_input.name!r} is not a tensor")
-    elem = model_input.type.tensor_type.elem_type
-    if elem not in _NUMPY_TYPES:
-        raise CertifyError(
-            f"the model's input {model_input.name!r} has type {TensorProto.DataType.Name(elem)}, "
-            f"which certify cannot feed; expected a float or integer tensor"
-        )
-    dims = _dims(model_input)
-    if not dims:
-        raise CertifyError(f"the model's input {model_input.name!r} has no declared shape (need at least a batch axis)")
+    model_input, dims, dtype = classifier_input(proto.graph)
     metadata = metadata_props(proto)
     names = recorded_classes(metadata)
-    output = _choose_output(proto, output_name, output_kind)
-    if output.width is not None:  # otherwise the first probe tells
-        _settle_kind(output)
-    _settle_classes(output, names)
-
+    output = choose_output(proto, output_name, output_kind, names)
     providers, note = choose_providers(device, ort.get_available_providers(), cuda_probe)
-    on_cpu = providers[0] == CPU
-    if on_cpu:
-        parallel_runs, session_threads = cpu_runs(threads or usable_cores())
-    else:
-        parallel_runs, session_threads = 2, threads
-    notes: list[str] = []
+    parallel_runs, session_threads = parallelism(providers[0] == CPU, threads)
     # The weights are part of the model's identity (results files resume only the same model).
-    data_files = sorted({external_data_helper.ExternalDataInfo(t).location for t in _external_tensors(proto)})
+    sha256 = file_sha256(path, *(path.parent / name for name in external_data_files(proto)))
     if external:
-        # Safe now: every location was checked to lie inside the model's folder.
-        _load_external_data(proto, path)
-
-    def open_session(model_proto: onnx.ModelProto, changed: bool):
-        source = model_proto.SerializeToString() if (changed or external) else str(path)
-        try:
-            return _create_session(source, providers, session_threads)
-        except Exception as error:
-            message = str(error)
-            limit = _IR_LIMIT.search(message)
-            if limit and model_proto.ir_version > int(limit.group(1)):
-                lowered = onnx.ModelProto()
-                lowered.CopyFrom(model_proto)
-                lowered.ir_version = int(limit.group(1))
-                notes.append(f"IR version {model_proto.ir_version} read as {lowered.ir_version}")
-                return open_session(lowered, True)
-            raise CertifyError(f"onnxruntime cannot load {path.name}: {first_line(error)}") from None
-
+        load_external_data(proto, path)  # safe now: every location was checked to lie inside the model's folder
+    notes: list[str] = []
+    open_session = functools.partial(_open_session, path, providers=providers, threads=session_threads, notes=notes)
     if _needs_symbolic_dims(proto, model_input.name):
-        session = open_session(_symbolic_dims(proto, model_input.name), True)
+        session = open_session(_symbolic_dims(proto, model_input.name), from_file=False)
     else:
-        session = open_session(proto, False)
+        session = open_session(proto, from_file=not external)
     reopen = None
     if dims[0] is not None:
         size = dims[0]
-        reopen = lambda: open_session(_symbolic_dims(proto, model_input.name, size), True)  # noqa: E731
+        reopen = lambda: open_session(_symbolic_dims(proto, model_input.name, size), from_file=False)  # noqa: E731
 
     model = OnnxModel(
         path=path,
-        sha256=file_sha256(path, *(path.parent / name for name in data_files)),
+        sha256=sha256,
         metadata=metadata,
         input_name=model_input.name,
         input_dims=dims[1:],
-        input_dtype=np.dtype(_NUMPY_TYPES[elem]),
+        input_dtype=dtype,
         output=output,
         providers=session.get_providers(),
         device_note=note,

@@ -16,8 +16,10 @@ from onnx import TensorProto, helper
 import certifier
 from certifier import CertifyError
 from certifier import model as model_module
+from certifier import onnx_file, outputs
 from certifier.cli import cli
-from certifier.model import MAX_CLASSES, UNDECLARED_LABEL_CLASSES, load_model
+from certifier.metadata import MAX_CLASSES
+from certifier.model import UNDECLARED_LABEL_CLASSES, load_model
 
 from onnx_models import (
     chain_model,
@@ -278,7 +280,7 @@ def test_a_feature_map_is_not_a_classifier_output(tmp_path):
     with pytest.raises(CertifyError, match="found no classifier output"):
         load_model(declared, device="cpu")
     hidden = save(odd_output_model(w, b, (4,), "map", declared=[]), tmp_path / "hidden.onnx")
-    hidden_model = model_module.read_model(hidden)[0]
+    hidden_model = onnx_file.read_model(hidden)[0]
     hidden_model.graph.output[0].type.tensor_type.ClearField("shape")
     hidden = write(hidden_model, tmp_path / "hidden.onnx")
     with pytest.raises(CertifyError, match=r"values of shape \(2, 3\), not one row of class scores"):
@@ -451,7 +453,7 @@ def test_external_data_larger_than_memory_is_refused(tmp_path, monkeypatch):
     model, data = with_external_weights(linear_model(w, b, (4,)), "W.bin")
     (folder / "W.bin").write_bytes(data)
     path = write(model, folder / "m.onnx")
-    monkeypatch.setattr(model_module, "memory_budget", lambda: len(data) - 1)
+    monkeypatch.setattr(onnx_file, "memory_budget", lambda: len(data) - 1)
     with pytest.raises(CertifyError, match="external data files hold"):
         load_model(path, device="cpu")
 
@@ -466,13 +468,13 @@ def test_the_walk_back_to_a_sigmoid_is_linear(tmp_path, monkeypatch):
             lookups[0] += 1
             return super().get(key, default)
 
-    real = model_module._producers
+    real = outputs._producers
 
     def counted(graph):
         maps[0] += 1
         return CountingMap(real(graph))
 
-    monkeypatch.setattr(model_module, "_producers", counted)
+    monkeypatch.setattr(outputs, "_producers", counted)
     length = 6000
     path = write(chain_model(length), tmp_path / "m.onnx")
     model = load_model(path, device="cpu")
@@ -498,9 +500,9 @@ def test_graph_walks_do_not_recurse(tmp_path):
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(depth + 20)
     try:
-        graphs = list(model_module._graphs(nested.graph))
-        tensors = list(model_module._all_tensors(nested))
-        model_module._check_domains(nested)
+        graphs = list(onnx_file.graphs(nested.graph))
+        tensors = list(onnx_file.all_tensors(nested))
+        onnx_file.check_domains(nested)
     finally:
         sys.setrecursionlimit(limit)
     assert len(graphs) == 1 + 2 * 25

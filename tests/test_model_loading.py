@@ -92,7 +92,7 @@ def spy_on_runs(model) -> list[int]:
 
 @pytest.mark.parametrize("threads", [None, 1, 3])
 def test_cpu_runs_batches_side_by_side(tmp_path, threads):
-    from certifier.model import usable_cores
+    from certifier.resources import usable_cores
 
     w, b = weights(64)
     path = save(linear_model(w, b, (1, 8, 8)), tmp_path / "m.onnx")
@@ -106,7 +106,7 @@ def test_cpu_runs_batches_side_by_side(tmp_path, threads):
 
 @pytest.mark.parametrize("threads,expected", [(1, (1, 1)), (2, (2, 1)), (8, (8, 1)), (16, (8, 2)), (20, (8, 2))])
 def test_cpu_threads_split_into_runs_and_threads_per_run(threads, expected):
-    from certifier.model import cpu_runs
+    from certifier.resources import cpu_runs
 
     assert cpu_runs(threads) == expected
 
