@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from certifier.results import read_results, summarize
+from certifier import summarize
+from certifier.results import read_results
 from certifier.stats import round_down
 
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5]

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import certifier
-from certifier.results import read_results, summarize
+from certifier import summarize
+from certifier.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"

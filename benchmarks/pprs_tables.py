@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from certifier.results import load_any_results, summarize
+from certifier import summarize
+from certifier.results import load_any_results
 from certifier.stats import round_down
 
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0]

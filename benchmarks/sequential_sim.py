@@ -76,7 +76,7 @@ IMAGENET_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 FINE_GRID_05 = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 #: MACER (Zhai et al. 2020) reports MNIST in steps of 0.25 up to 2.5
 MNIST_GRID = tuple(np.round(np.arange(0, 2.51, 0.25), 2))
-#: certify's default --radii (certifier.results.DEFAULT_RADII), what a user of the bundled models gets
+#: certify's default --radii (certifier.summaries.DEFAULT_RADII), what a user of the bundled models gets
 DEFAULT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 PUBLISHED = [

@@ -35,10 +35,11 @@ from .methods import (  # noqa: E402
 )
 from .noise import gaussian_views, standard_normal  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
+from .summaries import format_summary, summarize  # noqa: E402
 
 __all__ = [
     # running certifications
-    "load", "certify", "Run", "Job", "Result",
+    "load", "certify", "Run", "Job", "Result", "summarize", "format_summary",
     # writing a plugin
     "hookimpl", "SmoothingMethod", "Options", "Votes", "Certificate", "CertifyError",
     "lower_bound_certificate", "gaussian_certificate", "is_broadcast", "gaussian_views", "standard_normal",

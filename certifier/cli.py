@@ -23,9 +23,8 @@ from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .job import check_job_settings
 from .outputs import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
-from .results import (
-    DEFAULT_RADII, FORMATS, describe_problems, format_summary, load_any_results, plot_summaries, summarize,
-)
+from .results import FORMATS, load_any_results
+from .summaries import DEFAULT_RADII, describe_problems, format_summary, plot_summaries, summarize
 from .space import LAYOUTS
 
 

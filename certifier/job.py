@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from . import __version__
 from .engine import Engine, InputResult, check_settings
 from .errors import CertifyError
-from .results import DEFAULT_RADII, ResultsFile, prediction_summary, summarize
+from .results import ResultsFile
+from .summaries import DEFAULT_RADII, prediction_summary, summarize
 
 if TYPE_CHECKING:
     from .api import Run

@@ -14,7 +14,7 @@ import certifier
 from certifier.cli import cli
 from certifier.methods import Votes
 from certifier.plugins import get_method
-from certifier.results import format_summary, summarize
+from certifier import format_summary, summarize
 from certifier.stats import clopper_pearson_lower
 from certifier_plugins import superpixels
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from certifier.errors import CertifyError
-from certifier.results import COHEN_COLUMNS, ResultsFile, format_summary, load_any_results, read_results, summarize
+from certifier import format_summary, summarize
+from certifier.results import COHEN_COLUMNS, ResultsFile, load_any_results, read_results
 
 from onnx_models import linear_model, save
 from test_cli import (  # noqa: F401  (case and finished are fixtures)

@@ -1,0 +1,284 @@
+"""What results say: records checked before they are counted, certified accuracy, ACR and the
+rest of ``certify report``'s table, and its plot."""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import statistics
+from typing import Any, Iterable, Sequence
+
+from .errors import CertifyError
+from .results import is_index, is_number
+from .stats import round_down
+
+#: Radii of the summary table unless others are asked for.
+DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+#: A radius this close above the recorded ceiling is float noise between versions, not a claim.
+CEILING_SLACK = 1e-12
+
+#: How a warning names each problem a summary found: (one, many, what the summary did about it).
+NOTHING = "counted as certifying nothing"
+PROBLEMS = {
+    "radius_above_ceiling": ("radius above the recorded ceiling {ceiling}", "radii above the recorded ceiling {ceiling}",
+                             NOTHING),
+    "negative_or_non_finite_radius": ("negative or non-finite radius", "negative or non-finite radii", NOTHING),
+    "invalid_index": ("index that is not a non-negative integer", "indices that are not non-negative integers",
+                      NOTHING),
+    "duplicate_index": ("repeated index", "repeated indices", "each input counted once"),
+    "conflicting_duplicates": ("input written more than once with different results",
+                               "inputs written more than once with different results", NOTHING),
+    "abstain_with_radius": ("abstain with a non-zero radius", "abstains with a non-zero radius", "counted as radius 0"),
+    "correct_disagrees": ("'correct' that disagrees with its label and prediction",
+                          "'correct' values that disagree with their label and prediction", "recomputed"),
+    "non_finite_ceiling": ("non-finite radius ceiling in the header", "non-finite radius ceilings in the header",
+                           "radii not checked against it"),
+}
+
+
+def audit(records: Sequence[dict], header: dict | None = None) -> tuple[list[dict], dict[str, int]]:
+    """The records a summary counts, one per input, and how many of each problem were found.
+
+    A radius the method cannot produce with the recorded settings (above the
+    header's ceiling, negative, not finite) means the record was not made by this
+    run as recorded: nothing in it is trusted. Such an input still counts (dropping
+    it would raise every rate) but certifies nothing: radius 0, not correct. The same
+    goes for a record whose index names no input, and for an input written twice
+    with different results. An input written twice alike counts once. ``correct`` is
+    recomputed from label and prediction, never taken on trust.
+    """
+    header = header or {}
+    problems: collections.Counter = collections.Counter()
+    ceiling = header.get("radius_ceiling")
+    if ceiling is not None and not (is_number(ceiling) and math.isfinite(ceiling)):
+        problems["non_finite_ceiling"] += 1
+        ceiling = None
+    by_index: dict[int, list[dict]] = {}
+    counted = []
+    for record in records:
+        if is_index(record.get("index")):
+            by_index.setdefault(record["index"], []).append(record)
+        else:
+            problems["invalid_index"] += 1
+            counted.append(_certifies_nothing(record))
+    for group in by_index.values():
+        record = group[-1]
+        if len(group) > 1:
+            problems["duplicate_index"] += len(group) - 1
+            claims = {(r.get("label"), r.get("prediction"), repr(float(r["radius"]))) for r in group}
+            if len(claims) > 1:
+                problems["conflicting_duplicates"] += 1
+                counted.append(_certifies_nothing(record))
+                continue
+        counted.append(_checked(record, ceiling, problems))
+    return counted, dict(problems)
+
+
+def _certifies_nothing(record: dict) -> dict:
+    label = record.get("label")
+    return {"label": label, "prediction": record.get("prediction"), "radius": 0.0,
+            "correct": None if label is None else False, "valid": False, "source": record}
+
+
+def _checked(record: dict, ceiling: float | None, problems: collections.Counter) -> dict:
+    label, prediction, radius = record.get("label"), record.get("prediction"), float(record["radius"])
+    if not (math.isfinite(radius) and radius >= 0):
+        problems["negative_or_non_finite_radius"] += 1
+        return _certifies_nothing(record)
+    if ceiling is not None and radius > ceiling * (1 + CEILING_SLACK):
+        problems["radius_above_ceiling"] += 1
+        return _certifies_nothing(record)
+    if prediction is None and radius != 0:
+        problems["abstain_with_radius"] += 1
+        radius = 0.0
+    correct = None if label is None else (prediction is not None and prediction == label)
+    stated = record.get("correct")
+    if correct is not None and stated is not None and bool(stated) != correct:
+        problems["correct_disagrees"] += 1
+    return {"label": label, "prediction": prediction, "radius": radius, "correct": correct, "valid": True,
+            "source": record}
+
+
+def describe_problems(summary: dict) -> str | None:
+    """One line naming each problem a summary found and how many, or None."""
+    problems = summary.get("problems") or {}
+    if not problems:
+        return None
+    ceiling = summary.get("radius_ceiling")
+    shown = f"{ceiling:.6g}" if is_number(ceiling) else "?"
+    parts = []
+    for key, (one, many, consequence) in PROBLEMS.items():
+        count = problems.get(key, 0)
+        if count:
+            parts.append(f"{count} {(one if count == 1 else many).format(ceiling=shown)} ({consequence})")
+    return "; ".join(parts)
+
+
+def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, header: dict | None = None) -> dict:
+    """Certified accuracy at each radius and ACR (labeled inputs); certified fraction, radius
+    statistics and predicted classes (all inputs); abstain rate, cost per input, problems found."""
+    header = header or {}
+    radii = list(radii)
+    counted, problems = audit(records, header)
+    count = len(counted)
+    labeled = [r for r in counted if r["label"] is not None]
+    certified = [r for r in counted if r["valid"] and r["prediction"] is not None]
+    abstained = sum(1 for r in counted if r["prediction"] is None)
+    timed = [r["source"]["seconds"] for r in counted if is_number(r["source"].get("seconds"))]
+    passes = [r["source"]["forward_passes"] for r in counted if is_number(r["source"].get("forward_passes"))]
+    classes = collections.Counter(r["prediction"] for r in certified)
+
+    def share(part: int | float, whole: int) -> float | None:
+        return part / whole if whole else None
+
+    summary: dict[str, Any] = {
+        "plugin": header.get("plugin"),
+        "norm": header.get("norm") or (records[0].get("norm") if records else None),
+        "sigma": (header.get("settings") or {}).get("sigma"),
+        "inputs": count,
+        "labeled": len(labeled),
+        "abstain_rate": share(abstained, count),
+        "seconds_per_input": share(sum(timed), len(timed)),
+        "forward_passes_per_input": share(sum(passes), len(passes)),
+        "radius_ceiling": header.get("radius_ceiling"),
+        "exact": bool(header.get("exact", False)),
+        "conditional": sorted({r["conditional"] for r in records if r.get("conditional")}),
+        # About the smoothed prediction, right or wrong: what there is to say without labels.
+        "certified_fraction": {str(r): share(sum(1 for x in certified if x["radius"] >= r), count) for r in radii},
+        "mean_radius": share(sum(r["radius"] for r in certified), count),
+        "median_radius": statistics.median(r["radius"] if r["valid"] else 0.0 for r in counted) if count else None,
+        "predicted_classes": {str(c): n for c, n in sorted(classes.items())},
+        "problems": problems,
+    }
+    if labeled:
+        good = [r for r in labeled if r["correct"] and r["valid"]]
+        summary["certified_accuracy"] = {str(r): sum(1 for x in good if x["radius"] >= r) / len(labeled) for r in radii}
+        summary["acr"] = sum(r["radius"] for r in good) / len(labeled)
+        summary["accuracy"] = len(good) / len(labeled)
+    return summary
+
+
+def prediction_summary(records: Sequence[dict]) -> dict:
+    """What PREDICT answered: inputs, abstentions, and the accuracy on labeled inputs (None without labels)."""
+    labeled = [r for r in records if r["label"] is not None]
+    return {
+        "inputs": len(records),
+        "abstained": sum(r["prediction"] is None for r in records),
+        "labeled": len(labeled),
+        "accuracy": sum(bool(r["correct"]) for r in labeled) / len(labeled) if labeled else None,
+    }
+
+
+def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
+    """A side-by-side table of one or more summaries.
+
+    Certified accuracy and ACR need labels: a run without them shows "-" there,
+    and the table adds rows about its predictions instead (certified fraction,
+    radius statistics, predicted classes), never an accuracy.
+    """
+    width = max(12, *(len(n) for n in names)) + 2
+    lines = ["".ljust(30) + "".join(n.rjust(width) for n in names)]
+
+    def row(label: str, values: Sequence[str]) -> None:
+        lines.append(label.ljust(30) + "".join(v.rjust(width) for v in values))
+
+    def pct(value) -> str:
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+    def number(value, digits: int = 4) -> str:
+        return "-" if not is_number(value) or not math.isfinite(value) else f"{round_down(value, digits):.{digits}f}"
+
+    def radius_keys(key: str) -> list[str]:
+        keys = []
+        for s in summaries:
+            for radius in s.get(key) or {}:
+                if radius not in keys:
+                    keys.append(radius)
+        return sorted(keys, key=float)
+
+    row("plugin", [str(s.get("plugin")) for s in summaries])
+    row("norm", [str(s.get("norm")) for s in summaries])
+    row("sigma", [str(s.get("sigma")) for s in summaries])
+    row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
+    if any("certified_accuracy" in s for s in summaries):
+        for key in radius_keys("certified_accuracy"):
+            row(f"certified accuracy r >= {key}", [pct((s.get("certified_accuracy") or {}).get(key)) for s in summaries])
+        row("ACR", [number(s.get("acr")) if "acr" in s else "-" for s in summaries])
+    unlabeled = any(s["inputs"] > s["labeled"] for s in summaries)
+    if unlabeled:
+        for key in radius_keys("certified_fraction"):
+            row(f"certified fraction r >= {key}", [pct((s.get("certified_fraction") or {}).get(key)) for s in summaries])
+        row("mean radius (abstain 0)", [number(s.get("mean_radius")) for s in summaries])
+        row("median radius (abstain 0)", [number(s.get("median_radius")) for s in summaries])
+        row("classes predicted", [str(len(s.get("predicted_classes") or {})) for s in summaries])
+        row("most predicted class", [_most_predicted(s) for s in summaries])
+    row("abstain rate", [pct(s["abstain_rate"]) for s in summaries])
+    row("radius ceiling", [number(s.get("radius_ceiling")) for s in summaries])
+    row("seconds per input", [number(s.get("seconds_per_input"), 3) for s in summaries])
+    row("forward passes per input", [
+        "-" if s.get("forward_passes_per_input") is None else f"{s['forward_passes_per_input']:.0f}" for s in summaries
+    ])
+    if unlabeled:
+        lines.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
+                     "(no labels: not an accuracy)")
+    for s, name in zip(summaries, names):
+        if s.get("exact"):
+            lines.append(f"{name}: certificates are exact (no sampling, no alpha)")
+        if s.get("conditional"):
+            lines.append(f"{name}: radii are CONDITIONAL on: {', '.join(s['conditional'])}")
+    return "\n".join(lines)
+
+
+def _most_predicted(summary: dict) -> str:
+    classes = summary.get("predicted_classes") or {}
+    if not classes or not summary["inputs"]:
+        return "-"
+    top = max(classes, key=lambda c: (classes[c], -int(c)))
+    return f"{top} ({100 * classes[top] / summary['inputs']:.1f}%)"
+
+
+def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.PathLike) -> None:
+    """Certified accuracy against radius, one curve per run (certified fraction for a run without labels)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CertifyError("--plot needs matplotlib: pip install 'onnx-certifier[plot]'") from None
+    figure, axes = plt.subplots(figsize=(6, 4))
+    any_labeled = any_unlabeled = False
+    for name, header, records in runs:
+        counted, _ = audit(records, header)
+        labeled = [r for r in counted if r["label"] is not None]
+        if labeled:
+            any_labeled = True
+            counted, good = labeled, [r for r in labeled if r["correct"] and r["valid"]]
+        else:
+            any_unlabeled = True
+            good = [r for r in counted if r["valid"] and r["prediction"] is not None]
+            name += " (no labels: certified fraction)"
+        if not counted:
+            continue
+        radii = sorted({0.0} | {r["radius"] for r in good})
+        top = max(radii) * 1.05 + 1e-9
+        grid = [i * top / 400 for i in range(401)]
+        values = [sum(1 for r in good if r["radius"] >= g) / len(counted) for g in grid]
+        axes.plot(grid, values, label=name, drawstyle="steps-post")
+    axes.set_xlabel("radius")
+    axes.set_ylabel(
+        "certified accuracy / certified fraction" if any_labeled and any_unlabeled
+        else "certified fraction" if any_unlabeled else "certified accuracy"
+    )
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    if axes.lines:
+        axes.legend()
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise CertifyError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        plt.close(figure)
