@@ -47,6 +47,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return metadata_props(proto)
 
 
+def _json(raw: str | None) -> Any:
+    """The value a JSON text holds; None when there is no text or it is not JSON."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
 def recorded_plugin(metadata: Mapping[str, str]) -> str | None:
     """The smoothing method the model was trained for."""
     return metadata.get(PLUGIN) or None
@@ -69,25 +79,15 @@ def recorded_sigma(metadata: Mapping[str, str]) -> float | None:
 
 def recorded_options(metadata: Mapping[str, str], plugin: str) -> dict[str, Any]:
     """The options the model was trained with, when it was trained for ``plugin`` (else none)."""
-    raw = metadata.get(OPTIONS)
-    if metadata.get(PLUGIN) != plugin or not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return {}
+    value = _json(metadata.get(OPTIONS)) if metadata.get(PLUGIN) == plugin else None
     return value if isinstance(value, dict) else {}
 
 
 def recorded_classes(metadata: Mapping[str, str]) -> list[str] | None:
     """The class names, in class order."""
-    raw = metadata.get(CLASSES)
-    if not raw:
+    if not metadata.get(CLASSES):
         return None
-    try:
-        names = json.loads(raw)
-    except (ValueError, RecursionError):
-        names = None
+    names = _json(metadata[CLASSES])
     if (not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES
             or not all(isinstance(n, (str, int, float)) for n in names)):
         raise CertifyError(
@@ -123,13 +123,9 @@ def recorded_group(metadata: Mapping[str, str], plugin: str) -> str | None:
 def recorded_json(metadata: Mapping[str, str], key: str) -> dict[str, Any] | None:
     """The JSON object a plugin recorded under ``key`` (None when there is none); anything
     else there is refused in one line."""
-    raw = metadata.get(key)
-    if not raw:
+    if not metadata.get(key):
         return None
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        value = None
+    value = _json(metadata[key])
     if not isinstance(value, dict):
         raise CertifyError(f"the model's {key} metadata is not a JSON object; retrain it or remove that entry")
     return value
