@@ -30,6 +30,7 @@ from .model import OnnxModel, load_model
 from .plugins import get_method
 from .space import InputSpace, ModelAdapter, prefers_channels_last
 
+
 def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
                   defaults: Mapping[str, Any] | None = None):
     """Validate ``-o NAME VALUE`` pairs against the method's Options model."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
 def available_memory() -> int:
     """Bytes of memory this process may still take (a cgroup limit counts)."""
     found = []
