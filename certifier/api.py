@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .data import Dataset, check_resize, load_data
+from .denoiser import Denoiser, check_denoiser, load_denoiser, open_denoised
 from .engine import Engine, Group, plugin_call
 from .errors import CertifyError
 from .job import Job, Result, check_job_settings, select
@@ -72,8 +73,12 @@ class Run:
         overrides: Mapping[str, Any] | None = None,
         resize: Sequence[int] | None = None,
         output_name: str | None = None,
+        denoiser: Denoiser | None = None,
     ):
         self.model = model
+        #: the denoiser every view goes through before the model (None: none)
+        self.denoiser = denoiser
+        self._denoised: dict[tuple, OnnxModel] = {}
         #: the model output the user chose (None: certify chose it)
         self.output_name = output_name
         #: (H, W) images are resized to when read, before any noise; None: as they are
@@ -126,8 +131,17 @@ class Run:
                     f"plugin {self.method.name} makes views of shape {'x'.join(map(str, view_shape))} "
                     f"(group {name!r}) but {model.path.name} takes {declared}; check the plugin's options"
                 ) from None
-            groups[name] = Group(name, model, adapter)
+            groups[name] = Group(name, model, adapter, self._denoised_model(model, adapter))
         return groups
+
+    def _denoised_model(self, model: OnnxModel, adapter: ModelAdapter) -> OnnxModel | None:
+        """The denoiser, the adapter's mapping and ``model`` as one graph (None without a denoiser)."""
+        if self.denoiser is None:
+            return None
+        key = (id(model), adapter.view_shape, adapter.space, adapter.dtype.str)
+        if key not in self._denoised:
+            self._denoised[key] = open_denoised(self.denoiser, model, adapter, self.method.name, threads=self.threads)
+        return self._denoised[key]
 
     def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
                workers=None) -> Engine:
@@ -215,27 +229,47 @@ def load(
     std: Sequence[float] | None = None,
     layout: str | None = None,
     resize: Sequence[int] | None = None,
+    denoiser: str | os.PathLike | None = None,
+    allow_denoiser_sigma_mismatch: bool = False,
 ) -> Run:
     """Open an ONNX model and configure a smoothing method for it.
 
     ``resize`` (H, W) resizes images to H x W when they are read, before any noise:
-    radii are then in the resized images' pixel space.
+    radii are then in the resized images' pixel space. ``denoiser`` (an ONNX file) cleans
+    every noisy view before the model (denoised smoothing; the certificate is the method's
+    own); one trained for another sigma than the method's is refused unless
+    ``allow_denoiser_sigma_mismatch``. Without a sigma from the caller or the model, the
+    denoiser's is used.
     """
     resize = check_resize(resize)
     onnx_model = load_model(Path(model), output_name=output_name, output_kind=output_kind, device=device,
                             threads=threads)
+    cleaner = load_denoiser(denoiser) if denoiser is not None else None
+    if sigma is None and cleaner is not None and recorded_sigma(onnx_model.metadata) is None:
+        sigma = _trained_sigma(cleaner)
     method = make_method(plugin, sigma, options, onnx_model.metadata)
+    if cleaner is not None:
+        check_denoiser(cleaner, method, allow_sigma_mismatch=allow_denoiser_sigma_mismatch)
     overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
                  "std": tuple(std) if std is not None else None, "layout": layout}
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
     return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize,
-               output_name=output_name)
+               output_name=output_name, denoiser=cleaner)
+
+
+def _trained_sigma(denoiser: Denoiser) -> float | None:
+    """The denoiser's sigma as a default for --sigma; None when it records no usable one."""
+    try:
+        return denoiser.sigma
+    except CertifyError:
+        return None
 
 
 def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
             options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
     """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
-    load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize"}
+    load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize",
+                 "denoiser", "allow_denoiser_sigma_mismatch"}
     run = load(model, plugin=plugin, sigma=sigma, options=options,
                **{k: settings.pop(k) for k in list(settings) if k in load_keys})
     return run.certify(data, labels, **settings)

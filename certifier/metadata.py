@@ -31,6 +31,12 @@ INPUT_SPACE = "certifier.input_space"
 GROUP = "certifier.group"
 DATASET = "certifier.dataset"
 TRAINING = "certifier.training"
+#: A denoiser's keys (``certify train-denoiser``): every one starts with this.
+DENOISER = "certifier.denoiser."
+#: the sigma a denoiser was trained for
+DENOISER_SIGMA = "certifier.denoiser.sigma"
+#: A results header keeps at most this many characters of each denoiser metadata value.
+MAX_RECORDED_VALUE = 4096
 
 #: Refused above this many classes: every input keeps arrays of votes this long.
 MAX_CLASSES = 1 << 20
@@ -129,6 +135,38 @@ def recorded_json(metadata: Mapping[str, str], key: str) -> dict[str, Any] | Non
     if not isinstance(value, dict):
         raise CertifyError(f"the model's {key} metadata is not a JSON object; retrain it or remove that entry")
     return value
+
+
+def is_denoiser(metadata: Mapping[str, str]) -> bool:
+    """Whether the metadata is a denoiser's (``certify train-denoiser`` wrote it)."""
+    return any(key.startswith(DENOISER) for key in metadata)
+
+
+def recorded_denoiser_sigma(metadata: Mapping[str, str]) -> float | None:
+    """The sigma a denoiser was trained for (None when it records none); a recorded value
+    that is not a usable sigma is refused."""
+    raw = metadata.get(DENOISER_SIGMA)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        sigma = float(raw)
+    except ValueError:
+        sigma = math.nan
+    if not (0 < sigma <= MAX_SIGMA):
+        raise CertifyError(f"the denoiser's {DENOISER_SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
+                           f"pass --allow-denoiser-sigma-mismatch to use the denoiser without that check")
+    return sigma
+
+
+def denoiser_description(metadata: Mapping[str, str]) -> dict[str, str]:
+    """What a results header records of a denoiser's metadata: its ``certifier.denoiser.*``
+    keys and the data set, as recorded (a very long value is cut short)."""
+    keys = sorted(k for k in metadata if (k.startswith(DENOISER) or k == DATASET) and len(k) <= 200)
+    return {key: _shortened(metadata[key]) for key in keys[:64]}
+
+
+def _shortened(value: str) -> str:
+    return value if len(value) <= MAX_RECORDED_VALUE else value[: MAX_RECORDED_VALUE - 3] + "..."
 
 
 def model_metadata(method: SmoothingMethod, *, input_shape: Sequence[int], view_shape: Sequence[int],

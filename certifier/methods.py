@@ -142,6 +142,9 @@ class SmoothingMethod:
     deterministic: ClassVar[bool] = False
     #: Whether the method reads ``--sigma``.
     uses_sigma: ClassVar[bool] = True
+    #: Whether ``--denoiser`` may clean the views: True for views that are Gaussian-noisy
+    #: images; False refuses a denoiser (the views are not what a denoiser is made for).
+    denoisable: ClassVar[bool] = True
 
     class Options(Options):
         pass

@@ -14,14 +14,14 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
 
 from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError, first_line
-from .metadata import CLASSES, metadata_props, recorded_classes
+from .metadata import CLASSES, DENOISER, is_denoiser, metadata_props, recorded_classes
 from .onnx_file import (
     classifier_input, external_data_files, file_sha256, load_external_data, read_model,
 )
@@ -390,18 +390,24 @@ def load_model(
     device: str = "auto",
     threads: int | None = None,
     cuda_probe=probe_cuda,
+    transform: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
 ) -> OnnxModel:
     """Vet, inspect and open an ONNX classifier.
 
     ``output_kind`` (one of OUTPUT_KINDS) says what the output holds where the graph
-    does not show it (a single score: probability or logit).
+    does not show it (a single score: probability or logit). ``transform`` makes the graph
+    to run from the vetted classifier's (with its external data): a denoiser in front of
+    it (``certifier.denoiser``); the model keeps the file's hash and metadata.
     """
     import onnxruntime as ort
 
     path = Path(path)
     proto, external = read_model(path)
-    model_input, dims, dtype = classifier_input(proto.graph)
     metadata = metadata_props(proto)
+    if is_denoiser(metadata):
+        raise CertifyError(f"{path.name} is a denoiser (its metadata has {DENOISER}* keys), not a classifier; "
+                           f"give it with --denoiser and the classifier as the model")
+    model_input, dims, dtype = classifier_input(proto.graph)
     names = recorded_classes(metadata)
     output = choose_output(proto, output_name, output_kind, names)
     providers, note = choose_providers(device, ort.get_available_providers(), cuda_probe)
@@ -410,6 +416,10 @@ def load_model(
     sha256 = file_sha256(path, *(path.parent / name for name in external_data_files(proto)))
     if external:
         load_external_data(proto, path)  # safe now: every location was checked to lie inside the model's folder
+    if transform is not None:
+        proto, external = transform(proto), True  # opened from memory, not from the file
+        model_input, dims, dtype = classifier_input(proto.graph)
+        output = choose_output(proto, output_name, output_kind, names)
     notes: list[str] = []
     open_session = functools.partial(_open_session, path, providers=providers, threads=session_threads, notes=notes)
     if _needs_symbolic_dims(proto, model_input.name):

@@ -136,6 +136,7 @@ def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, h
         "plugin": header.get("plugin"),
         "norm": header.get("norm") or (records[0].get("norm") if records else None),
         "sigma": (header.get("settings") or {}).get("sigma"),
+        "denoiser": _denoiser_name(header),
         "inputs": count,
         "labeled": len(labeled),
         "abstain_rate": share(abstained, count),
@@ -159,6 +160,14 @@ def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, h
     return summary
 
 
+def _denoiser_name(header: dict) -> str | None:
+    """The file name of the denoiser a run used (None: none)."""
+    path = header.get("denoiser")
+    if not path:
+        return None
+    return os.path.basename(str(path)) or str(path)
+
+
 def prediction_summary(records: Sequence[dict]) -> dict:
     """What PREDICT answered: inputs, abstentions, and the accuracy on labeled inputs (None without labels)."""
     labeled = [r for r in records if r["label"] is not None]
@@ -177,7 +186,7 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     and the table adds rows about its predictions instead (certified fraction,
     radius statistics, predicted classes), never an accuracy.
     """
-    width = max(12, *(len(n) for n in names)) + 2
+    width = max(12, *(len(n) for n in names), *(len(s.get("denoiser") or "") for s in summaries)) + 2
     lines = ["".ljust(30) + "".join(n.rjust(width) for n in names)]
 
     def row(label: str, values: Sequence[str]) -> None:
@@ -200,6 +209,8 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     row("plugin", [str(s.get("plugin")) for s in summaries])
     row("norm", [str(s.get("norm")) for s in summaries])
     row("sigma", [str(s.get("sigma")) for s in summaries])
+    if any(s.get("denoiser") for s in summaries):
+        row("denoiser", [s.get("denoiser") or "none" for s in summaries])
     row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
     if any("certified_accuracy" in s for s in summaries):
         for key in radius_keys("certified_accuracy"):
