@@ -223,9 +223,11 @@ def test_drs_denoises_each_side(tmp_path):
     target = int(next(c for c in classes if c not in {r.prediction for r in plain}))
     fixed = candidates[list(classes).index(target)]
     denoiser = save(constant_denoiser(fixed, shape), tmp_path / "constant.onnx")
-    results = certifier.load(model, plugin="drs", sigma=0.25, denoiser=denoiser).certify(x, **SETTINGS)
+    run = certifier.load(model, plugin="drs", sigma=0.25, denoiser=denoiser)
+    results = run.certify(x, **SETTINGS)
     assert {r.prediction for r in results} == {target}
     assert all(r.details["top_votes_left"] == r.details["top_votes_right"] == SETTINGS["n"] for r in results)
+    assert {r.prediction for r in run.certify(x, mode="predict", **SETTINGS)} == {target}
 
 
 def test_drs_identity_denoiser_on_each_side_and_a_right_model(tmp_path):
