@@ -587,3 +587,16 @@ def test_the_array_form_is_the_scalar_bound_element_by_element():
     fractional = clopper_pearson_lower_array(np.array([2.5, 13687.3]), np.array([10.0, 50_000.0]), 1e-120)
     assert (special.betainc([2.5, 13687.3], [8.5, 36313.7], fractional) <= 1e-120).all()
     assert (special.betainc([2.5, 13687.3], [8.5, 36313.7], fractional) >= 0.999e-120).all()
+
+
+def test_the_command_line_accepts_a_coupled_model_only_with_batch_size_one(tmp_path):
+    model = save(batch_mean_model(), tmp_path / "m.onnx")
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(9).random((2, 16)).astype(np.float32))
+    common = [str(model), "--plugin", "rs", "--sigma", "0.5", "--data", str(data), "-n", "50", "--n0", "10", "-q"]
+    refused = CliRunner().invoke(cli, common)
+    assert refused.exit_code == 1 and "--batch-size 1" in refused.output
+    assert "Traceback" not in refused.output
+    allowed = CliRunner().invoke(cli, [*common, "--batch-size", "1"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "inputs (labeled)" in allowed.output
