@@ -29,7 +29,7 @@ from .metadata import recorded_options, recorded_plugin, recorded_sigma
 from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
 from .plugins import get_method
-from .space import InputSpace, ModelAdapter, prefers_channels_last
+from .space import InputSpace, ModelAdapter, prefers_channels_last, resolve_layout
 
 
 def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
@@ -73,9 +73,12 @@ class Run:
         overrides: Mapping[str, Any] | None = None,
         resize: Sequence[int] | None = None,
         output_name: str | None = None,
+        allow_batch_coupling: bool = False,
         denoiser: Denoiser | None = None,
     ):
         self.model = model
+        #: whether models whose rows depend on their batch are run one input per call
+        self.allow_batch_coupling = allow_batch_coupling
         #: the denoiser every view goes through before the model (None: none)
         self.denoiser = denoiser
         self._denoised: dict[tuple, OnnxModel] = {}
@@ -103,7 +106,8 @@ class Run:
             return self.model
         if group not in self._group_models:
             self._group_models[group] = load_model(
-                path, device=self.device, threads=self.threads, output_name=None
+                path, device=self.device, threads=self.threads, output_name=None,
+                allow_batch_coupling=self.allow_batch_coupling,
             )
         return self._group_models[group]
 
@@ -123,8 +127,8 @@ class Run:
             try:
                 adapter = ModelAdapter(view_shape, model.input_dims, model.input_dtype, space)
             except CertifyError:
-                if view_shape == tuple(input_shape):
-                    raise
+                if view_shape == tuple(input_shape) or _fits(view_shape, model.input_dims):
+                    raise  # not a shape problem: the adapter's own message says what is wrong
                 # the data is fine; the plugin's views do not fit this model
                 declared = "x".join("?" if d is None else str(d) for d in model.input_dims)
                 raise CertifyError(
@@ -140,7 +144,8 @@ class Run:
             return None
         key = (id(model), adapter.view_shape, adapter.space, adapter.dtype.str)
         if key not in self._denoised:
-            self._denoised[key] = open_denoised(self.denoiser, model, adapter, self.method.name, threads=self.threads)
+            self._denoised[key] = open_denoised(self.denoiser, model, adapter, self.method.name, threads=self.threads,
+                                                allow_batch_coupling=self.allow_batch_coupling)
         return self._denoised[key]
 
     def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
@@ -200,6 +205,15 @@ def _view_shape(method: SmoothingMethod, shape) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
+def _fits(view_shape: tuple[int, ...], declared) -> bool:
+    """Whether views of this shape fit the model's declared input in some layout."""
+    try:
+        resolve_layout(declared, view_shape, "auto")
+    except CertifyError:
+        return False
+    return True
+
+
 def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, Any] | None,
                 metadata: Mapping[str, str]) -> SmoothingMethod:
     """The configured smoothing method, with defaults from the model's metadata."""
@@ -229,21 +243,24 @@ def load(
     std: Sequence[float] | None = None,
     layout: str | None = None,
     resize: Sequence[int] | None = None,
+    allow_batch_coupling: bool = False,
     denoiser: str | os.PathLike | None = None,
     allow_denoiser_sigma_mismatch: bool = False,
 ) -> Run:
     """Open an ONNX model and configure a smoothing method for it.
 
     ``resize`` (H, W) resizes images to H x W when they are read, before any noise:
-    radii are then in the resized images' pixel space. ``denoiser`` (an ONNX file) cleans
-    every noisy view before the model (denoised smoothing; the certificate is the method's
-    own); one trained for another sigma than the method's is refused unless
+    radii are then in the resized images' pixel space. ``allow_batch_coupling`` accepts
+    a model whose output for an input depends on the rest of its batch by running it one
+    input per call (the CLI sets it for ``--batch-size 1``). ``denoiser`` (an ONNX file)
+    cleans every noisy view before the model (denoised smoothing; the certificate is the
+    method's own); one trained for another sigma than the method's is refused unless
     ``allow_denoiser_sigma_mismatch``. Without a sigma from the caller or the model, the
     denoiser's is used.
     """
     resize = check_resize(resize)
     onnx_model = load_model(Path(model), output_name=output_name, output_kind=output_kind, device=device,
-                            threads=threads)
+                            threads=threads, allow_batch_coupling=allow_batch_coupling)
     cleaner = load_denoiser(denoiser) if denoiser is not None else None
     if sigma is None and cleaner is not None and recorded_sigma(onnx_model.metadata) is None:
         sigma = _trained_sigma(cleaner)
@@ -254,7 +271,7 @@ def load(
                  "std": tuple(std) if std is not None else None, "layout": layout}
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
     return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize,
-               output_name=output_name, denoiser=cleaner)
+               output_name=output_name, allow_batch_coupling=allow_batch_coupling, denoiser=cleaner)
 
 
 def _trained_sigma(denoiser: Denoiser) -> float | None:
@@ -269,7 +286,7 @@ def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float
             options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
     """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
     load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize",
-                 "denoiser", "allow_denoiser_sigma_mismatch"}
+                 "allow_batch_coupling", "denoiser", "allow_denoiser_sigma_mismatch"}
     run = load(model, plugin=plugin, sigma=sigma, options=options,
                **{k: settings.pop(k) for k in list(settings) if k in load_keys})
     return run.certify(data, labels, **settings)

@@ -386,7 +386,7 @@ def denoise(denoiser: Denoiser, images: np.ndarray, layout: str, providers: list
 
 
 def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, plugin: str, *,
-                  threads: int | None = None) -> OnnxModel:
+                  threads: int | None = None, allow_batch_coupling: bool = False) -> OnnxModel:
     """The denoiser, ``adapter`` and ``model`` as one onnxruntime model reading pixel-space views
     of the adapter's view shape, checked against running them one after the other."""
     from .model import load_model
@@ -399,7 +399,8 @@ def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, p
     notes: list[str] = []
     composed = load_model(
         model.path, output_name=model.output.name, output_kind=model.output.requested, device=model.device,
-        threads=threads, transform=lambda proto: compose(denoiser, proto, adapter, layout, view_shape, notes),
+        threads=threads, allow_batch_coupling=allow_batch_coupling,
+        transform=lambda proto: compose(denoiser, proto, adapter, layout, view_shape, notes),
     )
     if composed.sha256 != model.sha256:
         raise CertifyError(f"{model.path.name} changed on disk while certify was loading it; rerun the command")

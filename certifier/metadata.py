@@ -103,23 +103,6 @@ def recorded_classes(metadata: Mapping[str, str]) -> list[str] | None:
     return [str(n) for n in names]
 
 
-def recorded_input_space(metadata: Mapping[str, str]) -> dict[str, Any]:
-    """What the model reads (scale, mean, std, layout), as far as it says."""
-    raw = metadata.get(INPUT_SPACE)
-    if not raw:
-        return {}
-    try:
-        values = json.loads(raw)
-        return {
-            "scale": values.get("scale"),
-            "mean": tuple(values["mean"]) if values.get("mean") is not None else None,
-            "std": tuple(values["std"]) if values.get("std") is not None else None,
-            "layout": values.get("layout", "auto"),
-        }
-    except (json.JSONDecodeError, AttributeError, TypeError) as error:
-        raise CertifyError(f"the model's {INPUT_SPACE} metadata is not valid JSON settings: {error}") from None
-
-
 def recorded_group(metadata: Mapping[str, str], plugin: str) -> str | None:
     """The vote group(s) the model was trained on, when it was trained for ``plugin``
     (one name, or several joined by commas)."""

@@ -20,6 +20,10 @@ import numpy as np
 from certifier import CertifyError, hookimpl, load_data, make_method, method_options, model_metadata
 
 CHECKPOINT_VERSION = 1
+#: Channels of the first layer at most (the last conv layer has four times as many).
+MAX_WIDTH = 512
+#: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
+MAX_CLASSES = 1 << 20
 
 
 def _torch():
@@ -67,8 +71,34 @@ def _pick_device(device: str):
     return torch.device("cpu")
 
 
+def _check_settings(*, epochs, batch_size, lr, width, validation_fraction) -> None:
+    """Refuse training settings that cannot work, each in one line, before any data is read."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CertifyError(f"--{name.replace('_', '-')} must be at least 1 (a whole number), got {value!r}")
+    if width > MAX_WIDTH:
+        raise CertifyError(f"--width must be at most {MAX_WIDTH} (channels of the first layer), got {width}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise CertifyError(f"--lr must be a positive number, got {lr!r}")
+    _check_fraction(validation_fraction)
+
+
+def _check_replaceable(**paths: Path) -> None:
+    """Refuse to replace what is not a regular file (run as root, /dev/null would be replaced)."""
+    for name, path in paths.items():
+        if path.exists() and not path.is_file():
+            raise CertifyError(f"--{name} {path} exists and is not a regular file; choose a file path")
+
+
+def _check_fraction(validation_fraction) -> None:
+    if not (isinstance(validation_fraction, (int, float)) and 0 < validation_fraction < 1):
+        raise CertifyError(f"--validation-fraction must be above 0 and below 1, got {validation_fraction!r}")
+
+
 def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int):
     """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32."""
+    _check_fraction(validation_fraction)
+
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -78,9 +108,11 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         else:
             train, validation = load_data(path), None
     else:
-        train, validation = load_data(path), None
+        train, validation = load_data(path, folders_name_classes=True), None
     if train.labels is None:
         raise CertifyError(f"{path} has no labels (y, y_train or class folders); training needs them")
+    if len(train) == 0:
+        raise CertifyError(f"{path} holds no inputs to train on")
     x = train.batch(range(len(train)))
     y = train.labels
     if validation is not None and validation.labels is not None:
@@ -88,7 +120,15 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
     else:
         order = np.random.default_rng(seed).permutation(len(x))
         cut = int(len(x) * validation_fraction)
+        if cut == 0:
+            raise CertifyError(f"--validation-fraction {validation_fraction} of {path}'s {len(x)} inputs holds out none "
+                               f"for validation; raise it, or give an .npz with x_test and y_test")
         x_val, y_val, x, y = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+    if len(x_val) == 0:
+        raise CertifyError(f"the test split of {path} holds no inputs to validate on; add some, or drop x_test")
+    if max(int(y.max()), int(y_val.max())) >= MAX_CLASSES:
+        raise CertifyError(f"{path}'s labels go up to {max(int(y.max()), int(y_val.max()))}; a classifier here has at "
+                           f"most {MAX_CLASSES} classes (labels are class indices 0, 1, ...)")
     if classes_option:
         names = [n.strip() for n in classes_option.split(",")]
     elif train.class_names:
@@ -178,6 +218,7 @@ def train(
     (view_shape,) = view_shapes
     x = method.check_inputs(x)
     x_val = method.check_inputs(x_val)
+    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, width=width, validation_fraction=validation_fraction)
 
     torch.manual_seed(seed)
     torch_device = _pick_device(device)
@@ -190,6 +231,7 @@ def train(
         "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
     }
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
+    _check_replaceable(out=out, checkpoint=checkpoint)
     start_epoch = 0
     if checkpoint.exists() and not restart:
         state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
@@ -226,6 +268,9 @@ def train(
             optimizer.step()
             scheduler.step()
             total_loss += loss.item()
+            if not math.isfinite(loss.item()):
+                raise CertifyError(f"training diverged (loss {loss.item()} at epoch {epoch + 1}, step {step + 1}); "
+                                   f"lower --lr (now {lr:g})")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}")
         clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000,
@@ -285,11 +330,13 @@ def register_commands(cli):
         \b
             certify train --plugin rs --sigma 0.25 --data train.npz --epochs 10 --out model.onnx
         """
-        for name in ("epochs", "batch_size", "width"):
-            if kwargs[name] < 1:
-                raise CertifyError(f"--{name.replace('_', '-')} must be at least 1")
+        _check_settings(**{k: kwargs[k] for k in ("epochs", "batch_size", "lr", "width", "validation_fraction")})
         try:
             train(options=dict(options), **kwargs)
+        except (MemoryError, RuntimeError) as error:
+            if isinstance(error, RuntimeError) and "memory" not in str(error):
+                raise
+            raise CertifyError("out of memory while training; lower --batch-size or --width") from None
         except KeyboardInterrupt:
             click.echo("\ncertify: interrupted; rerun the same command to resume from the last checkpoint", err=True)
             sys.exit(130)
