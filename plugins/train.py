@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from certifier import CertifyError, hookimpl
+from certifier import CertifyError, SmoothingMethod, hookimpl
 
 CHECKPOINT_VERSION = 1
 
@@ -103,6 +103,21 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
     return x, y, x_val, y_val, names
 
 
+class CleanImages(SmoothingMethod):
+    """What ``--no-noise`` trains on: every view is the image itself.
+
+    A stand-in for a third-party classifier that never saw noise; it is not a
+    smoothing method and is never registered.
+    """
+
+    name = "none"
+    norm = "l2"
+    uses_sigma = False
+
+    def sample(self, x: np.ndarray, rng: np.random.Generator, group: str) -> np.ndarray:
+        return x
+
+
 def _noisy_views(method, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, groups):
     views, labels = [], []
     for group in groups:
@@ -135,7 +150,11 @@ def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tu
     return (clean_correct / clean_total if clean_total else math.nan), noisy_correct / max(noisy_total, 1)
 
 
-def export_onnx(network, view_shape, path: Path, metadata: dict[str, str]) -> None:
+def _accuracies(clean: float, noisy: float, no_noise: bool) -> str:
+    return f"{100 * clean:.2f}%" if no_noise else f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%"
+
+
+def export_onnx(network, view_shape, path: Path, metadata: dict[str, str], output_name: str = "logits") -> None:
     """Export with a dynamic batch axis, IR version onnxruntime reads, and our metadata."""
     torch = _torch()
     import onnx
@@ -147,8 +166,8 @@ def export_onnx(network, view_shape, path: Path, metadata: dict[str, str]) -> No
         # The TorchScript exporter is deprecated but needs no onnxscript; it exports these networks exactly.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            network, (example,), str(temporary), input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+            network, (example,), str(temporary), input_names=["input"], output_names=[output_name],
+            dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}}, opset_version=17, dynamo=False,
         )
     model = onnx.load(str(temporary))
     model.ir_version = min(model.ir_version, 8)
@@ -162,15 +181,29 @@ def export_onnx(network, view_shape, path: Path, metadata: dict[str, str]) -> No
 
 
 def train(
-    *, plugin: str, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
+    *, plugin: str | None, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
     lr: float, width: int, seed: int, device: str, group: str | None, classes: str | None, dataset_name: str | None,
     checkpoint: Path | None, restart: bool, validation_fraction: float = 0.1, quiet: bool = False,
+    no_noise: bool = False,
 ) -> dict:
-    """Train and export; returns the final metrics."""
+    """Train and export; returns the final metrics.
+
+    ``no_noise`` trains a plain classifier on the clean images (no plugin); its model
+    records no plugin or sigma, so certify applies no smoothing defaults to it.
+    """
     torch = _torch()
     from certifier.api import make_method
 
-    method = make_method(plugin, sigma, options, {})
+    if no_noise:
+        given = [name for name, value in (("--plugin", plugin), ("--sigma", sigma), ("--option", options),
+                                          ("--group", group)) if value]
+        if given:
+            raise CertifyError(f"--no-noise trains on the clean images; drop {', '.join(given)}")
+        method = CleanImages()
+    elif plugin is None:
+        raise CertifyError("certify train needs --plugin (the noise to train with), or --no-noise for a plain model")
+    else:
+        method = make_method(plugin, sigma, options, {})
     if group is not None and group not in method.groups:
         raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
     groups = [group] if group else list(method.groups)
@@ -191,7 +224,7 @@ def train(
     steps_per_epoch = math.ceil(len(x) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     settings = {
-        "plugin": plugin, "settings": method.settings(), "data": str(data), "epochs": epochs,
+        "plugin": plugin, "noise": not no_noise, "settings": method.settings(), "data": str(data), "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
     }
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
@@ -240,7 +273,7 @@ def train(
         if not quiet:
             click.echo(
                 f"certify: epoch {epoch + 1}/{epochs}: loss {total_loss / steps_per_epoch:.4f}, validation accuracy "
-                f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}% ({time.perf_counter() - started:.0f} s)",
+                f"{_accuracies(clean, noisy, no_noise)} ({time.perf_counter() - started:.0f} s)",
                 err=True,
             )
         temporary = checkpoint.with_name(checkpoint.name + ".tmp")
@@ -251,24 +284,28 @@ def train(
 
     clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
     extra = {str(k): str(v) for k, v in method.training_metadata(input_shape).items()}
-    metadata = {
+    smoothing = {} if no_noise else {
         **extra,
         "certifier.plugin": plugin,
         "certifier.sigma": "" if method.sigma is None else repr(method.sigma),
         "certifier.options": json.dumps(method.options.model_dump(mode="json")),
-        "certifier.dataset": dataset_name or data.name,
-        "certifier.classes": json.dumps(names),
         "certifier.input_space": json.dumps({"scale": 1.0, "mean": None, "std": None,
                                              "layout": "flat" if len(view_shape) == 1 else "nchw"}),
         "certifier.group": group or ",".join(groups),
+    }
+    # A plain model carries no smoothing defaults, like a third-party model: certify
+    # asks for --plugin and --sigma instead of smoothing it silently.
+    metadata = {
+        **smoothing,
+        "certifier.dataset": dataset_name or data.name,
+        "certifier.classes": json.dumps(names),
         "certifier.training": json.dumps({**settings, "validation_clean_accuracy": clean,
-                                          "validation_noisy_accuracy": noisy}),
+                                          **({} if no_noise else {"validation_noisy_accuracy": noisy})}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(network, view_shape, out, metadata)
     if not quiet:
-        click.echo(f"certify: wrote {out} (validation accuracy clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%)",
-                   err=True)
+        click.echo(f"certify: wrote {out} (validation accuracy {_accuracies(clean, noisy, no_noise)})", err=True)
     return {"clean_accuracy": clean, "noisy_accuracy": noisy, "history": history}
 
 
@@ -277,7 +314,7 @@ def register_commands(cli):
     from certifier.cli import friendly_errors
 
     @cli.command(name="train")
-    @click.option("-p", "--plugin", required=True, help="Smoothing method whose noise to train with.")
+    @click.option("-p", "--plugin", help="Smoothing method whose noise to train with.")
     @click.option("-s", "--sigma", type=float, help="Noise level in pixel space.")
     @click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE",
                   help="A plugin option, repeatable.")
@@ -298,6 +335,8 @@ def register_commands(cli):
     @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
     @click.option("--validation-fraction", type=float, default=0.1, show_default=True,
                   help="Held out when the data has no test split.")
+    @click.option("--no-noise", is_flag=True,
+                  help="Train a plain classifier on the clean images (no plugin, no smoothing defaults recorded).")
     @click.option("-q", "--quiet", is_flag=True)
     @friendly_errors
     def train_command(options, **kwargs):
