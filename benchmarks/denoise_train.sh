@@ -32,7 +32,7 @@ denoisers() {
         --dataset-name fashion-mnist --out "models/fmnist-denoiser-mse-$sigma.onnx"
     run "models/fmnist-denoiser-stab-$sigma.onnx" "denoiser-stab-$sigma" \
         certify train-denoiser --data "$DATA" --sigma "$sigma" --loss mse+stability \
-        --classifier models/fmnist-plain.onnx --epochs "${STAB_EPOCHS:-10}" --mse-epochs "${STAB_MSE_EPOCHS:-4}" \
+        --classifier models/fmnist-plain.onnx --epochs "${STAB_EPOCHS:-10}" --mse-epochs "${STAB_MSE_EPOCHS:-3}" \
         --stability-lr "${STABILITY_LR:-1e-3}" --dataset-name fashion-mnist \
         --out "models/fmnist-denoiser-stab-$sigma.onnx"
 }

@@ -302,6 +302,8 @@ def load_images(path: Path, validation_fraction: float, seed: int):
 def _phases(loss: str, epochs: int, mse_epochs: int | None) -> list[str]:
     """The loss of each epoch."""
     if loss == "mse+stability":
+        if epochs < 2:
+            raise CertifyError("--loss mse+stability needs at least 2 epochs (MSE first, then stability)")
         first = epochs // 2 if mse_epochs is None else mse_epochs
         if not 1 <= first < epochs:
             raise CertifyError(f"--mse-epochs must be between 1 and {epochs - 1} (--epochs {epochs})")
@@ -396,6 +398,8 @@ def train_denoiser(
     if not needs_classifier and (classifier is not None or output_name is not None
                                  or any(v is not None for v in space_options.values())):
         raise CertifyError("--loss mse never calls the classifier; drop --classifier and its input-space options")
+    if not needs_classifier and stability_lr is not None:
+        raise CertifyError("--stability-lr applies only to --loss stability and mse+stability")
 
     train_images, val_images, val_labels = load_images(data, validation_fraction, seed)
     image_shape = tuple(train_images.shape[1:])

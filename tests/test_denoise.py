@@ -213,6 +213,13 @@ def test_mse_training_lowers_its_loss_and_writes_metadata(tiny, tmp_path):
     noisy = np.random.default_rng(0).normal(0.5, 0.5, (3, 1, 28, 28)).astype(np.float32)
     denoised = session.run(None, {session.get_inputs()[0].name: noisy})[0]
     assert denoised.shape == noisy.shape and denoised.min() >= 0 and denoised.max() <= 1
+    # the exported graph computes what the trained torch network computes
+    network = build_denoiser(1, 3, 8)
+    network.load_state_dict(torch.load(tmp_path / "mse.onnx.ckpt", weights_only=False)["network"])
+    with torch.no_grad():
+        expected = network.eval()(torch.from_numpy(noisy)).numpy()
+    np.testing.assert_allclose(denoised, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(denoised, noisy.clip(0, 1), atol=1e-3)  # it changes the images
 
 
 def test_stability_training_lowers_its_loss_through_the_classifier(tiny, classifier, tmp_path):
@@ -319,6 +326,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tiny, classifier, tmp_pa
      (["--sigma", "0"], "--sigma must be a positive number"),
      (["--epochs", "0"], "--epochs must be at least 1"),
      (["--mse-epochs", "1"], "--mse-epochs applies only to --loss mse+stability"),
+     (["--stability-lr", "1e-4"], "--stability-lr applies only to"),
+     (["--loss", "mse+stability", "--classifier", "{classifier}"], "needs at least 2 epochs"),
      (["--loss", "mse+stability", "--classifier", "{classifier}", "--epochs", "2", "--mse-epochs", "2"],
       "--mse-epochs must be between 1 and 1"),
      (["--loss", "stability", "--classifier", "{classifier}", "--mean", "0.1,0.2"], "--mean needs 1 value"),
