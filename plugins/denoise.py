@@ -235,7 +235,7 @@ def load_classifier(path: Path, image_shape: tuple[int, ...], space_options: dic
 
 def denoiser_size(height: int, width: int) -> tuple[int, int]:
     """(depth, features) for an image size: cheap for 28x28 (certification runs the
-    denoiser on every noisy sample), DnCNN's 17 x 64 from about 128 pixels up."""
+    denoiser on every noisy sample), DnCNN's 17 x 64 above 96 pixels."""
     side = min(height, width)
     if side <= 32:
         return 6, 16
@@ -277,8 +277,15 @@ def load_images(path: Path, validation_fraction: float, seed: int):
 
     split = None
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            split = "train" if "x_train" in archive.files else None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = set(archive.files)
+        except Exception as error:
+            raise CertifyError(f"cannot read {path} as a numpy file: {_first_line(error)}") from None
+        if "x_train" in keys:
+            split = "train"
+        elif "x" not in keys:
+            raise CertifyError(f"{path} has no x_train or x array; a denoiser never trains on test images (x_test)")
     data = load_data(path, split=split)
     if len(data.shape) != 3:
         raise CertifyError(

@@ -350,6 +350,23 @@ def test_bad_arguments_are_one_line_errors(tiny, classifier, tmp_path, extra, me
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_images_come_from_the_training_split_only(tiny, fashion):
+    from certifier_plugins.denoise import load_images
+
+    train, validation, labels = load_images(tiny, 0.05, seed=0)
+    assert len(train) + len(validation) == 400 and len(validation) == 20
+    assert train.dtype == np.float32 and train.shape[1:] == (1, 28, 28) and 0 <= train.min() and train.max() <= 1
+    pool = {image.tobytes() for image in (fashion["x_train"][:400].astype(np.float32) / 255)}
+    assert all(image[0].tobytes() in pool for image in np.concatenate([train, validation]))
+    assert labels is not None and len(labels) == 20
+
+
+def test_test_split_is_never_trained_on(tmp_path, fashion):
+    np.savez(tmp_path / "test-only.npz", x_test=fashion["x_test"][:20], y_test=fashion["y_test"][:20])
+    result = run(["--data", str(tmp_path / "test-only.npz"), "--sigma", "0.5", "--out", str(tmp_path / "d.onnx")])
+    assert result.exit_code == 1 and "never trains on test images" in result.output
+
+
 def test_feature_vectors_are_refused(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 50), dtype=np.float32))
     result = run(["--data", str(tmp_path / "x.npy"), "--sigma", "0.5", "--out", str(tmp_path / "d.onnx")])
