@@ -94,8 +94,9 @@ def _torchvision_stand_in():
 def import_onnx2torch():
     """onnx2torch, imported beside a stand-in torchvision when the real one cannot load."""
     global _uses_torchvision_stand_in
-    if "onnx2torch" in sys.modules:
-        return sys.modules["onnx2torch"]
+    loaded = sys.modules.get("onnx2torch")
+    if loaded is not None:
+        return loaded
     try:
         import torchvision  # noqa: F401
         real_torchvision = True

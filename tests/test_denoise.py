@@ -411,3 +411,31 @@ def test_label_output_is_refused(tiny, tmp_path):
     result = run(["--data", str(tiny), "--sigma", "0.5", "--loss", "stability", "--classifier",
                   str(tmp_path / "labels.onnx"), "--out", str(tmp_path / "d.onnx")])
     assert result.exit_code == 1 and "not class scores" in result.output
+
+
+def test_float16_classifier_is_refused(tiny, tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["wide"], to=TensorProto.FLOAT),
+         helper.make_node("Flatten", ["wide"], ["scores"])],
+        "half", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 784])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "half.onnx")
+    result = run(["--data", str(tiny), "--sigma", "0.5", "--loss", "stability", "--classifier",
+                  str(tmp_path / "half.onnx"), "--out", str(tmp_path / "d.onnx")])
+    assert result.exit_code == 1 and "float16 inputs" in result.output and "--loss mse" in result.output
+
+
+def test_missing_torch_or_converter_is_a_one_line_error(monkeypatch, tmp_path, tiny, classifier):
+    import certifier_plugins.denoise as denoise
+
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)
+    result = run(["--data", str(tiny), "--sigma", "0.5", "--loss", "stability", "--classifier", str(classifier),
+                  "--epochs", "1", "--out", str(tmp_path / "d.onnx")])
+    assert result.exit_code == 1 and "needs onnx2torch" in result.output and "[denoise]" in result.output
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(denoise.CertifyError, match="needs torch"):
+        denoise._torch()
+    result = run(["--data", str(tiny), "--sigma", "0.5", "--out", str(tmp_path / "d.onnx")])
+    assert result.exit_code == 1 and "needs torch" in result.output and "Traceback" not in result.output
