@@ -31,6 +31,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: per-image outcomes besides a (positive) certified radius of a correct prediction
+ABSTAIN, WRONG = -1.0, -2.0
 
 
 class Pipeline:
@@ -98,21 +100,22 @@ def main(argv=None) -> None:
         estimation = counts(pipeline, x[index], args.n, args.sigma, rng, 2000, classes)
         hits = int(estimation[top])
         p_lower = float(beta.ppf(args.alpha, hits, args.n - hits + 1)) if hits > 0 else 0.0
-        if p_lower <= 0.5 or top != y[index]:
-            radii.append(-1.0 if p_lower <= 0.5 else 0.0)  # abstain (-1) or wrong (0, not counted)
-            if top != y[index] and p_lower > 0.5:
-                radii[-1] = -2.0
+        if p_lower <= 0.5:
+            radii.append(ABSTAIN)
+        elif top != y[index]:
+            radii.append(WRONG)
         else:
-            radii.append(args.sigma * float(norm.ppf(p_lower)))
+            radii.append(args.sigma * float(norm.ppf(p_lower)))  # > 0
     radii = np.array(radii)
-    certified = {r: float(np.mean(radii >= r)) if r > 0 else float(np.mean(radii >= 0)) for r in RADII}
+    certified = {r: float(np.mean(radii >= r)) for r in RADII}
     acr = float(np.where(radii > 0, radii, 0.0).mean())
     figures = {
         "classifier": args.classifier.name, "denoiser": args.denoiser.name if args.denoiser else None,
         "sigma": args.sigma, "test_images": len(x), "clean_accuracy": clean_correct / len(x),
         "noisy_accuracy": noisy_correct / len(x), "certified_images": args.images, "n0": args.n0, "n": args.n,
         "alpha": args.alpha, "certified_accuracy": {str(r): certified[r] for r in RADII}, "acr": acr,
-        "abstain": float(np.mean(radii == -1.0)), "seconds": time.perf_counter() - started,
+        "abstain": float(np.mean(radii == ABSTAIN)), "seconds": time.perf_counter() - started,
+        "radii": radii.tolist(),  # per image: the radius, -1 abstain, -2 wrong
     }
     denoiser = args.denoiser.name if args.denoiser else "no denoiser"
     table = " ".join(f"{100 * certified[r]:5.1f}" for r in RADII)
