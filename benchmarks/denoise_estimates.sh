@@ -2,8 +2,8 @@
 # Development estimates for the bundled denoisers (not the certified evidence): for each
 # classifier / denoiser / sigma, accuracy of f(D(x + Z)) on one noisy view of every
 # Fashion-MNIST test image and a Monte-Carlo CERTIFY on the first IMAGES test images
-# (n0 = 100, n = 10,000, alpha = 0.001): 100 for the rows the goal is judged on, 50 for
-# the others (the machine was shared). Appends JSON lines to runs/estimates.jsonl and
+# (n0 = 100, n = 10,000, alpha = 0.001): 100 with fmnist-plain.onnx and the RS models, 50
+# for the transfer rows (the machine was shared). Appends JSON lines to runs/estimates.jsonl and
 # prints one line per run. One onnxruntime thread per run, niced. The transfer rows need
 # runs/fmnist-plain-seed1-w24.onnx from benchmarks/denoise_train.sh.
 set -euo pipefail
@@ -16,9 +16,9 @@ for sigma in 0.25 0.5; do
     estimate 100 models/fmnist-plain.onnx "$sigma"
     estimate 100 "models/fmnist-rs-$sigma.onnx" "$sigma"
     estimate 100 models/fmnist-plain.onnx "$sigma" "models/fmnist-denoiser-stab-$sigma.onnx"
-    estimate 50 models/fmnist-plain.onnx "$sigma" "models/fmnist-denoiser-mse-$sigma.onnx"
+    estimate 100 models/fmnist-plain.onnx "$sigma" "models/fmnist-denoiser-mse-$sigma.onnx"
+    # transfer: a plain classifier the denoisers never saw (other seed and width)
+    estimate 50 runs/fmnist-plain-seed1-w24.onnx "$sigma"
+    estimate 50 runs/fmnist-plain-seed1-w24.onnx "$sigma" "models/fmnist-denoiser-mse-$sigma.onnx"
+    estimate 50 runs/fmnist-plain-seed1-w24.onnx "$sigma" "models/fmnist-denoiser-stab-$sigma.onnx"
 done
-# transfer: a plain classifier the denoisers never saw (other seed and width), sigma 0.25
-estimate 50 runs/fmnist-plain-seed1-w24.onnx 0.25
-estimate 50 runs/fmnist-plain-seed1-w24.onnx 0.25 models/fmnist-denoiser-mse-0.25.onnx
-estimate 50 runs/fmnist-plain-seed1-w24.onnx 0.25 models/fmnist-denoiser-stab-0.25.onnx
