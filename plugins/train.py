@@ -11,13 +11,13 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import click
 import numpy as np
 
-from certifier import CertifyError, hookimpl, load_data, make_method, method_options, model_metadata
+from certifier import CertifyError, SmoothingMethod, hookimpl, load_data, make_method, method_options, model_metadata
+from certifier_plugins._torch import export_onnx, pick_device, require_torch
 
 CHECKPOINT_VERSION = 1
 #: Channels of the first layer at most (the last conv layer has four times as many).
@@ -27,13 +27,7 @@ MAX_CLASSES = 1 << 20
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise CertifyError(
-            "certify train needs torch: pip install torch, then pip install 'onnx-certifier[train]'"
-        ) from None
-    return torch
+    return require_torch("certify train", "pip install 'onnx-certifier[train]'")
 
 
 def build_network(input_shape: tuple[int, ...], classes: int, width: int = 16):
@@ -60,15 +54,6 @@ def build_network(input_shape: tuple[int, ...], classes: int, width: int = 16):
         features = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1]
     layers += [nn.Linear(features, 8 * width), nn.ReLU(), nn.Linear(8 * width, classes)]
     return nn.Sequential(*layers)
-
-
-def _pick_device(device: str):
-    torch = _torch()
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise CertifyError("--device cuda: torch sees no usable GPU; use --device cpu")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _check_settings(*, epochs, batch_size, lr, width, validation_fraction) -> None:
@@ -140,6 +125,21 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
     return x, y, x_val, y_val, names
 
 
+class CleanImages(SmoothingMethod):
+    """What ``--no-noise`` trains on: every view is the image itself.
+
+    A stand-in for a third-party classifier that never saw noise; it is not a
+    smoothing method and is never registered.
+    """
+
+    name = "none"
+    norm = "l2"
+    uses_sigma = False
+
+    def sample(self, x: np.ndarray, rng: np.random.Generator, group: str) -> np.ndarray:
+        return x
+
+
 def _noisy_views(method, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, groups):
     views, labels = [], []
     for group in groups:
@@ -172,40 +172,32 @@ def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tu
     return (clean_correct / clean_total if clean_total else math.nan), noisy_correct / max(noisy_total, 1)
 
 
-def export_onnx(network, view_shape, path: Path, metadata: dict[str, str]) -> None:
-    """Export with a dynamic batch axis, IR version onnxruntime reads, and our metadata."""
-    torch = _torch()
-    import onnx
-
-    network = network.cpu().eval()
-    example = torch.zeros(1, *view_shape)
-    temporary = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but needs no onnxscript; it exports these networks exactly.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            network, (example,), str(temporary), input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
-        )
-    model = onnx.load(str(temporary))
-    model.ir_version = min(model.ir_version, 8)
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(temporary))
-    os.replace(temporary, path)
+def _accuracies(clean: float, noisy: float, no_noise: bool) -> str:
+    return f"{100 * clean:.2f}%" if no_noise else f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%"
 
 
 def train(
-    *, plugin: str, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
+    *, plugin: str | None, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
     lr: float, width: int, seed: int, device: str, group: str | None, classes: str | None, dataset_name: str | None,
     checkpoint: Path | None, restart: bool, validation_fraction: float = 0.1, quiet: bool = False,
+    no_noise: bool = False,
 ) -> dict:
-    """Train and export; returns the final metrics."""
+    """Train and export; returns the final metrics.
+
+    ``no_noise`` trains a plain classifier on the clean images (no plugin); its model
+    records no plugin or sigma, so certify applies no smoothing defaults to it.
+    """
     torch = _torch()
-    method = make_method(plugin, sigma, options, {})
+    if no_noise:
+        given = [name for name, value in (("--plugin", plugin), ("--sigma", sigma), ("--option", options),
+                                          ("--group", group)) if value]
+        if given:
+            raise CertifyError(f"--no-noise trains on the clean images; drop {', '.join(given)}")
+        method = CleanImages()
+    elif plugin is None:
+        raise CertifyError("certify train needs --plugin (the noise to train with), or --no-noise for a plain model")
+    else:
+        method = make_method(plugin, sigma, options, {})
     if group is not None and group not in method.groups:
         raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
     groups = [group] if group else list(method.groups)
@@ -221,13 +213,13 @@ def train(
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, width=width, validation_fraction=validation_fraction)
 
     torch.manual_seed(seed)
-    torch_device = _pick_device(device)
+    torch_device = pick_device(device)
     network = build_network(view_shape, len(names), width).to(torch_device)
     optimizer = torch.optim.SGD(network.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     settings = {
-        "plugin": plugin, "settings": method.settings(), "data": str(data), "epochs": epochs,
+        "plugin": plugin, "noise": not no_noise, "settings": method.settings(), "data": str(data), "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
     }
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
@@ -280,7 +272,7 @@ def train(
         if not quiet:
             click.echo(
                 f"certify: epoch {epoch + 1}/{epochs}: loss {total_loss / steps_per_epoch:.4f}, validation accuracy "
-                f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}% ({time.perf_counter() - started:.0f} s)",
+                f"{_accuracies(clean, noisy, no_noise)} ({time.perf_counter() - started:.0f} s)",
                 err=True,
             )
         temporary = checkpoint.with_name(checkpoint.name + ".tmp")
@@ -290,22 +282,26 @@ def train(
         os.replace(temporary, checkpoint)
 
     clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
+    # A plain model carries no smoothing defaults, like a third-party model: certify
+    # asks for --plugin and --sigma instead of smoothing it silently.
     metadata = model_metadata(
-        method, input_shape=input_shape, view_shape=view_shape, dataset=dataset_name or data.name, classes=names,
-        groups=groups, training={**settings, "validation_clean_accuracy": clean, "validation_noisy_accuracy": noisy},
+        None if no_noise else method, input_shape=input_shape, view_shape=view_shape,
+        dataset=dataset_name or data.name, classes=names, groups=groups,
+        training={**settings, "validation_clean_accuracy": clean,
+                  **({} if no_noise else {"validation_noisy_accuracy": noisy})},
     )
+
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(network, view_shape, out, metadata)
     if not quiet:
-        click.echo(f"certify: wrote {out} (validation accuracy clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%)",
-                   err=True)
+        click.echo(f"certify: wrote {out} (validation accuracy {_accuracies(clean, noisy, no_noise)})", err=True)
     return {"clean_accuracy": clean, "noisy_accuracy": noisy, "history": history}
 
 
 @hookimpl
 def register_commands(cli):
     @cli.command(name="train")
-    @method_options(defaults=None)
+    @method_options(defaults=None, required=False)
     @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
                   help=".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.")
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
@@ -323,6 +319,8 @@ def register_commands(cli):
     @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
     @click.option("--validation-fraction", type=float, default=0.1, show_default=True,
                   help="Held out when the data has no test split.")
+    @click.option("--no-noise", is_flag=True,
+                  help="Train a plain classifier on the clean images (no plugin, no smoothing defaults recorded).")
     @click.option("-q", "--quiet", is_flag=True)
     def train_command(options, **kwargs):
         """Train a noise-robust classifier with a plugin's noise and export it as ONNX.
