@@ -164,6 +164,23 @@ def test_denoisers_in_other_layouts(tmp_path, layout):
     assert same_records(plain, certifier.load(model, plugin="rs", sigma=0.5, denoiser=denoiser).certify(x, **SETTINGS))
 
 
+@pytest.mark.parametrize("options", [{"input_type": TensorProto.FLOAT16}, {"input_type": TensorProto.DOUBLE},
+                                     {"batch": 1}])
+def test_denoisers_of_other_dtypes_and_a_fixed_batch(tmp_path, options):
+    """Views are cast to the denoiser's float type and back; a denoiser exported for batches
+    of one runs on whole batches when its graph allows (checked as for any model)."""
+    model = save(random_classifier(), tmp_path / "model.onnx")
+    denoiser = save(identity_denoiser(**options), tmp_path / "identity.onnx")
+    x = images(4)
+    plain = certifier.load(model, plugin="rs", sigma=0.5).certify(x, **SETTINGS)
+    denoised = certifier.load(model, plugin="rs", sigma=0.5, denoiser=denoiser).certify(x, **SETTINGS)
+    if options.get("input_type") == TensorProto.FLOAT16:  # views rounded to float16: a few votes may move
+        assert [r.prediction for r in plain] == [r.prediction for r in denoised]
+        assert all(abs(a.details["top_votes"] - b.details["top_votes"]) <= 5 for a, b in zip(plain, denoised))
+    else:
+        assert same_records(plain, denoised)
+
+
 def test_identity_denoiser_with_the_bundled_rs_model(tmp_path):
     model = MODELS / "fmnist-rs-0.25.onnx"
     with np.load(MODELS / "fmnist-samples.npz") as data:
