@@ -37,7 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import CertifyError, first_line
-from .metadata import denoiser_description, metadata_props, recorded_denoiser_sigma
+from .metadata import DENOISER_CLASSIFIER_SHA256, denoiser_description, metadata_props, recorded_denoiser_sigma
 from .onnx_file import (
     _real_inputs, classifier_input, declared_dims, external_data_files, file_sha256, graphs, load_external_data,
     read_model,
@@ -88,6 +88,15 @@ class Denoiser:
     def sigma(self) -> float | None:
         """The sigma it was trained for, as its metadata records (None: not recorded)."""
         return recorded_denoiser_sigma(self.metadata)
+
+    def trained_through_another(self, classifier_sha256: str) -> str | None:
+        """A note when the denoiser was trained through a classifier (stability loss) other than
+        the one it is used with: still sound, usually less accurate (None otherwise)."""
+        recorded = self.metadata.get(DENOISER_CLASSIFIER_SHA256, "").strip().lower()
+        if not recorded or recorded == classifier_sha256:
+            return None
+        return (f"the denoiser {self.name} was trained through another classifier (sha256 {recorded[:12]}...), not "
+                f"this one ({classifier_sha256[:12]}...): the certificates hold, accuracy is usually lower")
 
     def description(self) -> dict[str, str]:
         """What a results header records of its metadata."""
@@ -405,6 +414,8 @@ def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, p
     if composed.sha256 != model.sha256:
         raise CertifyError(f"{model.path.name} changed on disk while certify was loading it; rerun the command")
     composed.notes.extend(notes)
+    if (other := denoiser.trained_through_another(model.sha256)) is not None:
+        composed.notes.append(other)
     expected, got = model.raw_outputs(adapter(denoised)), composed.raw_outputs(probe)
     if expected.dtype.kind == "f":
         scale = float(np.nanmax(np.abs(expected), initial=1.0))

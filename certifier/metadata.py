@@ -35,6 +35,8 @@ TRAINING = "certifier.training"
 DENOISER = "certifier.denoiser."
 #: the sigma a denoiser was trained for
 DENOISER_SIGMA = DENOISER + "sigma"
+#: the hash of the classifier a denoiser was trained through (stability loss)
+DENOISER_CLASSIFIER_SHA256 = DENOISER + "classifier_sha256"
 #: A results header keeps at most this many characters of each denoiser metadata value.
 MAX_RECORDED_VALUE = 4096
 
@@ -193,6 +195,6 @@ def denoiser_metadata(*, sigma: float, loss: str, input_shape: Sequence[int], ar
         DATASET: dataset,
     }
     if classifier_sha256 is not None:
-        written[DENOISER + "classifier_sha256"] = classifier_sha256
+        written[DENOISER_CLASSIFIER_SHA256] = classifier_sha256
         written[DENOISER + "classifier"] = classifier or ""
     return written

@@ -216,15 +216,46 @@ def test_linear_model_soundness_through_a_linear_denoiser(tmp_path):
     distance = np.abs(flat @ direction + offset) / np.linalg.norm(direction)
     run = certifier.load(model, plugin="rs", sigma=sigma, denoiser=denoiser)
     results = run.certify(points, n0=50, n=400, alpha=alpha, batch_size=500, seed=3)
-    violations = sum(1 for r in results if r.prediction is not None
-                     and (r.prediction != side[r.index] or r.radius > distance[r.index]))
-    assert violations <= stats.binom.ppf(0.999, len(points), alpha)
+    assert _violations(results, side, distance) <= stats.binom.ppf(0.999, len(points), alpha)
     far = [r for r in results if distance[r.index] > 0.3 and r.prediction is not None]
     assert len(far) > 50
     assert np.mean([r.radius / distance[r.index] for r in far]) > 0.5
     # and the denoiser really is in the way: without it the same classifier decides otherwise
     plain = certifier.load(model, plugin="rs", sigma=sigma).certify(points, n0=50, n=400, alpha=alpha, seed=3)
     assert sum(a.prediction != b.prediction for a, b in zip(results, plain)) > 20
+
+
+def _violations(results, side, distance) -> int:
+    """Certificates that are wrong: another side than the smoothed classifier's, or a radius
+    beyond the boundary."""
+    return sum(1 for r in results if r.prediction is not None
+               and (r.prediction != side[r.index] or r.radius > distance[r.index]))
+
+
+def test_mutation_noise_after_the_denoiser_fails(tmp_path):
+    """The check above can fail: with D(u) = 1.5 u - 0.25 (it stretches distances by 1.5), adding
+    the noise after the denoiser (certifying f at D(x), the wrong order) claims radii 1.5 times
+    too large, and far more than alpha of them exceed the true distance; the right order,
+    f(D(x + Z)), stays within alpha on the same points."""
+    rng = np.random.default_rng(12)
+    size = int(np.prod(IMAGE))
+    w = rng.normal(size=size)
+    w /= np.linalg.norm(w)
+    stretch, shift = 1.5, -0.25
+    c = -float(w @ np.full(size, 0.5))  # f's boundary passes through D(0.5) = 0.5
+    model = save(hyperplane_model(w, c, IMAGE), tmp_path / "plane.onnx")
+    denoiser = save(linear_denoiser(np.eye(size) * stretch, np.full(size, shift)), tmp_path / "stretch.onnx")
+    points = rng.uniform(0.17, 0.83, size=(300, *IMAGE)).astype(np.float32)  # D(points) stays in [0, 1]
+    denoised = np.clip(points * np.float32(stretch) + np.float32(shift), 0, 1)
+    margin = denoised.reshape(len(points), -1).astype(np.float64) @ w + c
+    side, distance = (margin > 0).astype(int), np.abs(margin) / stretch  # |w| = 1; the input moves 1/1.5 as far
+    sigma, alpha = 0.25, 0.05
+    settings = dict(n0=50, n=1000, alpha=alpha, batch_size=1000, seed=4)
+    bound = stats.binom.ppf(0.999, len(points), alpha)
+    right = certifier.load(model, plugin="rs", sigma=sigma, denoiser=denoiser).certify(points, **settings)
+    assert _violations(right, side, distance) <= bound
+    wrong_order = certifier.load(model, plugin="rs", sigma=sigma).certify(denoised, **settings)
+    assert _violations(wrong_order, side, distance) > 3 * bound
 
 
 def test_drs_denoises_each_side(tmp_path):
@@ -484,3 +515,44 @@ def test_header_resume_and_report(setup):
     assert row.split()[1:] == ["first.onnx", "none"]
     alone = CliRunner().invoke(cli, ["report", str(plain)])
     assert not any(line.startswith("denoiser") for line in alone.output.splitlines())
+
+
+# -- the bundled denoisers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["mse", "stab"])
+@pytest.mark.parametrize("sigma", [0.25, 0.5])
+def test_bundled_denoisers_record_what_they_were_trained_for(loss, sigma):
+    denoiser = load_denoiser(MODELS / f"fmnist-denoiser-{loss}-{sigma}.onnx")
+    assert denoiser.sigma == sigma
+    plain = certifier.load(MODELS / "fmnist-plain.onnx", plugin="rs", sigma=sigma).model
+    assert denoiser.trained_through_another(plain.sha256) is None
+    if loss == "stab":  # trained through the plain classifier: the noise-trained model is another one
+        rs_model = certifier.load(MODELS / f"fmnist-rs-{sigma}.onnx").model
+        assert "trained through another classifier" in denoiser.trained_through_another(rs_model.sha256)
+    else:  # an MSE denoiser never saw a classifier
+        assert denoiser.trained_through_another("0" * 64) is None
+
+
+def test_the_bundled_stability_denoiser_helps_the_plain_classifier():
+    """At sigma 0.5 the plain classifier's smoothed predictions are mostly wrong or abstain;
+    through the stability denoiser most are right (same seed, same noise)."""
+    with np.load(MODELS / "fmnist-samples.npz") as data:
+        x, y = data["x"][:30], data["y"][:30]
+    settings = dict(n0=20, n=100, alpha=0.001, seed=0)
+    model = MODELS / "fmnist-plain.onnx"
+    bare = certifier.load(model, plugin="rs", sigma=0.5).certify(x, y, **settings)
+    denoised = certifier.load(model, plugin="rs", sigma=0.5,
+                              denoiser=MODELS / "fmnist-denoiser-stab-0.5.onnx").certify(x, y, **settings)
+    assert sum(r.correct for r in denoised) >= sum(r.correct for r in bare) + 6
+
+
+def test_a_stability_denoiser_used_with_another_classifier_is_noted(tmp_path):
+    data = tmp_path / "x.npz"
+    with np.load(MODELS / "fmnist-samples.npz") as samples:
+        np.savez(data, x=samples["x"][:1], y=samples["y"][:1])
+    denoiser = str(MODELS / "fmnist-denoiser-stab-0.25.onnx")
+    for model, noted in (("fmnist-rs-0.25.onnx", True), ("fmnist-plain.onnx", False)):
+        result = CliRunner().invoke(cli, run_args(MODELS / model, data, "--plugin", "rs", "--denoiser", denoiser))
+        assert result.exit_code == 0, result.output
+        assert ("was trained through another classifier" in result.output) is noted, result.output
