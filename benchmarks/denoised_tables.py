@@ -5,7 +5,8 @@
 Certified accuracy at r = share of images classified correctly, not abstained, with radius
 >= r; ACR = mean radius, 0 for wrong or abstained images (certify's own summary). "Gap
 recovered" at r = 0.5 is (denoised - plain) / (noise-trained - plain), with a 95% interval
-from a paired bootstrap over the images (every run certifies the same images).
+from a paired bootstrap over the images. Runs of one sigma are compared on the images they
+all have certified (a run still going has fewer): the "images" column says how many.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def load(folder: Path, name: str):
     return header, sorted(records, key=lambda r: r["index"])
 
 
+def shared_images(folder: Path, runs: list[tuple[str, str]], sigma: str) -> set[int] | None:
+    """The images every run of a sigma has certified (runs still going have fewer): the tables
+    compare runs on the same images only."""
+    found = [load(folder, pattern.format(s=sigma)) for pattern, _ in runs]
+    sets = [{r["index"] for r in records} for header, records in filter(None, found)]
+    return set.intersection(*sets) if sets else None
+
+
 def pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -52,12 +61,14 @@ def table(folder: Path, runs: list[tuple[str, str]]) -> tuple[list[str], dict]:
              "|---|---|---:|" + "---:|" * len(RADII) + "---:|---:|"]
     loaded = {}
     for sigma in SIGMAS:
+        shared = shared_images(folder, runs, sigma)
         for pattern, what in runs:
             name = pattern.format(s=sigma)
             found = load(folder, name)
             if found is None:
                 continue
             header, records = found
+            records = [r for r in records if r["index"] in shared]
             loaded[name] = records
             s = summarize(records, RADII, header)
             cells = " | ".join(pct(s["certified_accuracy"][str(r)]) for r in RADII)
