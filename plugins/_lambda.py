@@ -51,9 +51,6 @@ class LambdaSmoothing(SmoothingMethod):
     """
 
     norm = "l1"
-    # Uniform noise, or none at all (dssn's views are deterministic): not what a Gaussian denoiser cleans.
-    denoisable = False
-
     def __init__(self, sigma: float | None = None, options=None):
         options = options if options is not None else self.Options()
         lam = resolve_lambda(self.name, sigma, getattr(options, "lambda"))

@@ -388,6 +388,31 @@ def test_methods_whose_views_are_not_noisy_images_refuse_a_denoiser(setup, plugi
     assert f"plugin {plugin} does not take a denoiser" in line and "drs, pprs, rs" in line
 
 
+def test_a_plugin_takes_a_denoiser_only_when_it_says_so(tmp_path):
+    """denoisable is opt-in: a new method whose views may be anything refuses a denoiser."""
+    from certifier import Certificate, SmoothingMethod
+    from certifier.denoiser import check_denoiser
+    from certifier.plugins import get_methods
+
+    class Shifted(SmoothingMethod):
+        name = "shifted"
+        norm = "l2"
+
+        def sample(self, x, rng, group):
+            return x
+
+        def certify(self, selection, estimation, alpha):
+            return Certificate(selection.top(), 0.0)
+
+    denoiser = load_denoiser(save(identity_denoiser(), tmp_path / "identity.onnx"))
+    with pytest.raises(CertifyError, match="plugin shifted does not take a denoiser"):
+        check_denoiser(denoiser, Shifted(sigma=0.5))
+    Shifted.denoisable = True
+    check_denoiser(denoiser, Shifted(sigma=0.5))
+    assert [m for m in ("rs", "pprs", "drs", "uniform", "dssn", "ssn")
+            if get_methods()[m].denoisable] == ["rs", "pprs", "drs"]
+
+
 def test_a_denoiser_trained_for_another_sigma_is_refused_unless_allowed(setup):
     tmp_path, model, data = setup
     denoiser = save(identity_denoiser(metadata=sigma_metadata(0.25)), tmp_path / "d25.onnx")
