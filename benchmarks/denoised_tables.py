@@ -91,12 +91,17 @@ def gap_recovered(loaded: dict, sigma: str, loss: str) -> str | None:
     if len({tuple(r["index"] for r in records) for records in runs}) != 1:
         return f"sigma {sigma}, {loss}: the runs certify different images"
     none, denoised, trained = (certified_at(records, GAP_RADIUS) for records in runs)
+    if trained.mean() <= none.mean():
+        return (f"sigma {sigma}, {loss} denoiser: no gap to recover at r = {GAP_RADIUS:g} on these "
+                f"{len(none)} images ({pct(none.mean())} without a denoiser, {pct(trained.mean())} noise-trained)")
     point = (denoised.mean() - none.mean()) / (trained.mean() - none.mean())
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(none), size=(BOOTSTRAP, len(none)))
     gaps = trained[picks].mean(1) - none[picks].mean(1)
     ok = gaps > 0
     ratios = (denoised[picks].mean(1)[ok] - none[picks].mean(1)[ok]) / gaps[ok]
+    if len(ratios) < 0.9 * BOOTSTRAP:  # too few images for the interval to mean anything
+        return f"sigma {sigma}, {loss} denoiser: {pct(point)}% of the gap at r = {GAP_RADIUS:g} ({len(none)} images)"
     low, high = np.percentile(ratios, [2.5, 97.5])
     return (f"sigma {sigma}, {loss} denoiser: {pct(point)}% of the gap at r = {GAP_RADIUS:g} "
             f"({pct(denoised.mean())} - {pct(none.mean())}) / ({pct(trained.mean())} - {pct(none.mean())}); "
