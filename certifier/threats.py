@@ -126,8 +126,9 @@ class ThreatModel:
         name = norm if isinstance(norm, str) and norm else "?"
         if name in STANDARD:
             return STANDARD[name]
-        return cls(name if NAME.match(name) else "unknown", f"{name} (not described in the results file)",
-                   "r", "units of the method")
+        recorded = "" if name == "?" else f" (norm {name!r})"
+        return cls(name if NAME.match(name) else "unknown", f"not described in the results file{recorded}",
+                   "r", "the method's units")
 
 
 def _round(value: float, digits: int, *, up: bool) -> float:
