@@ -61,7 +61,7 @@ def certified_table(prefix: str, radii: list[float]) -> str:
         lines.append(f"| {name} ({Path(header['model']).name}) | " + " | ".join(accuracy)
                      + f" | {round_down(summary['acr'], 4):.4f} | {pct(summary['abstain_rate'])} |"
                      + f" {threat.show(summary['radius_ceiling'])} |")
-    columns = [threat.certified_set(r) for r in radii]
+    columns = [threat.certified_set(r).replace("|", "\\|") for r in radii]  # | inside a markdown cell
     head = "| model | " + " | ".join(columns) + " | ACR | abstain | radius ceiling |\n"
     head += "| --- " * (len(columns) + 4) + "|\n"
     return head + "\n".join(lines) + "\n"
