@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the models in models/semantic.md and the figures in docs/results-semantic.md.
 # From the repository root, in an environment with the project and torch installed:
-#     bash benchmarks/semantic_evidence.sh [train] [certify] [tables] [show]
-# (no argument: certify tables show; certify is certify-brightness certify-contrast certify-gamma
+#     bash benchmarks/semantic_evidence.sh [train] [certify] [tables] [speed] [show]
+# (no argument: certify tables speed show; certify is certify-brightness certify-contrast certify-gamma
 # certify-translation). Results go to runs/ (git-ignored) and resume when a run is interrupted. On 2
 # busy cores, training takes about half an hour per model, a randomized certify run of 500 images about
 # ten minutes of a core, a translation run seconds.
@@ -22,7 +22,7 @@ N=10000       # samples per input for the randomized methods (n0 = 100), alpha =
 LIMIT=500     # the first 500 test images
 THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS
-STEPS=${*:-certify tables show}
+STEPS=${*:-certify tables speed show}
 mkdir -p runs
 
 heavy() {  # heavy COMMAND...: run it niced, holding $LOCK (if set) for this one command only
@@ -81,6 +81,10 @@ tables)
     heavy python benchmarks/semantic_tables.py --plain "$PLAIN" > runs/semantic-tables.md
     cat runs/semantic-tables.md
     ;;
+speed)
+    # time per forward pass of each plugin against rs and bare onnxruntime, one process
+    heavy python benchmarks/semantic_speed.py | tee runs/semantic-speed.txt
+    ;;
 show)
     # pictures of the views for the README and docs
     certify show --plugin brightness --sigma $SIGMA $DATA --index 0 --samples 3 --out docs/show-brightness.png
@@ -89,7 +93,7 @@ show)
     certify show --plugin translation -o k $K $DATA --index 0 --samples 3 --out docs/show-translation.png
     ;;
 *)
-    echo "unknown step $step (train, certify[-brightness|-contrast|-gamma|-translation], tables, show)" >&2
+    echo "unknown step $step (train, certify[-brightness|-contrast|-gamma|-translation], tables, speed, show)" >&2
     exit 1 ;;
 esac
 done
