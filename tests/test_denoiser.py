@@ -380,7 +380,7 @@ def run_args(model, data, *extra):
     return ["run", str(model), "--data", str(data), "-n", "50", "--n0", "10", *extra]
 
 
-@pytest.mark.parametrize("plugin", ["uniform", "dssn", "ssn"])
+@pytest.mark.parametrize("plugin", ["uniform", "dssn", "ssn", "brightness", "contrast", "gamma", "translation"])
 def test_methods_whose_views_are_not_noisy_images_refuse_a_denoiser(setup, plugin):
     tmp_path, model, data = setup
     denoiser = save(identity_denoiser(), tmp_path / "identity.onnx")
