@@ -1,0 +1,101 @@
+"""Ray without a cluster: how actors are chosen for a cluster's resources (fake resource
+tables, as certifier.device is tested with fake CUDA probes), the engine's recipe rebuilt
+in this process, and --ray where Ray is missing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import certifier
+from certifier import ray_executor
+from certifier.cli import cli
+from certifier.errors import CertifyError
+from certifier.ray_executor import ActorPlan, plan_actors
+from certifier.remote import ModelFiles, ShippedInputs, _write_files, build_engine, certify_one, read_parts
+
+MODELS = certifier.__file__.rsplit("/", 2)[0] + "/models"
+GPU_NODE = {"CPU": 16.0, "GPU": 4.0, "memory": 1e11}
+CPU_ONLY = {"CPU": 6.0, "memory": 1e10}
+
+
+def test_auto_takes_one_gpu_per_actor_when_the_cluster_has_gpus():
+    assert plan_actors("auto", GPU_NODE) == ActorPlan(4, 1.0, 1.0, "cuda")
+    assert plan_actors("cuda", GPU_NODE, threads=4) == ActorPlan(4, 4.0, 1.0, "cuda")
+    # CPUs for making views can limit GPU actors too
+    assert plan_actors("cuda", GPU_NODE, threads=8) == ActorPlan(2, 8.0, 1.0, "cuda")
+
+
+def test_fractional_gpus_pack_several_actors_on_a_gpu():
+    assert plan_actors("auto", GPU_NODE, gpus_per_actor=0.5) == ActorPlan(8, 1.0, 0.5, "cuda")
+
+
+def test_cpu_actors_are_sized_by_threads():
+    assert plan_actors("auto", CPU_ONLY) == ActorPlan(6, 1.0, 0.0, "cpu")
+    assert plan_actors("cpu", CPU_ONLY, threads=2) == ActorPlan(3, 2.0, 0.0, "cpu")
+    assert plan_actors("cpu", CPU_ONLY, threads=4) == ActorPlan(1, 4.0, 0.0, "cpu")
+    # --device cpu on a GPU cluster: CPU actors only
+    assert plan_actors("cpu", GPU_NODE) == ActorPlan(16, 1.0, 0.0, "cpu")
+
+
+def test_at_most_max_actors():
+    assert plan_actors("auto", GPU_NODE, max_actors=3).actors == 3
+    assert plan_actors("auto", CPU_ONLY, max_actors=100).actors == 6
+
+
+@pytest.mark.parametrize("device, resources, settings, words", [
+    ("cuda", CPU_ONLY, {}, ["--device cuda", "0 GPUs"]),
+    ("cpu", CPU_ONLY, {"threads": 8}, ["6 CPUs", "--threads"]),
+    ("auto", CPU_ONLY, {"max_actors": 0}, ["--ray-actors"]),
+    ("auto", GPU_NODE, {"gpus_per_actor": 0.0}, ["--ray-gpus"]),
+    ("tpu", CPU_ONLY, {}, ["--device"]),
+])
+def test_clusters_that_cannot_hold_an_actor_are_refused_in_one_line(device, resources, settings, words):
+    with pytest.raises(CertifyError) as error:
+        plan_actors(device, resources, **settings)
+    assert "\n" not in str(error.value) and all(w in str(error.value) for w in words)
+
+
+def test_without_ray_installed_ray_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(ray_executor, "ray", None)
+    result = CliRunner().invoke(cli, ["--plugin", "rs", f"{MODELS}/fmnist-rs-0.25.onnx", "--data",
+                                      f"{MODELS}/fmnist-samples.npz", "-n", "100", "--ray"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "pip install 'onnx-certifier[ray]'" in result.output.strip().splitlines()[-1]
+
+
+def test_a_model_taken_for_the_address_is_named(tmp_path):
+    result = CliRunner().invoke(cli, ["--plugin", "rs", "--ray", f"{MODELS}/fmnist-rs-0.25.onnx", "--data",
+                                      f"{MODELS}/fmnist-samples.npz"])
+    assert result.exit_code != 0 and "put --ray after the model" in result.output
+
+
+def test_model_bytes_are_checked_by_sha256(tmp_path):
+    data = np.frombuffer(b"not really a model", dtype=np.uint8)
+    files = ModelFiles(("m.onnx",), "0" * 64)
+    with pytest.raises(CertifyError, match="SHA-256.*corrupted"):
+        _write_files(tmp_path, files, [data])
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_recipe_rebuilds_an_engine_that_gives_the_same_records(tmp_path):
+    """worker_spec and build_engine in one process: the rebuilt engine certifies every input
+    (plan, batch size, seed and input space the driver's) exactly as the driver's engine."""
+    from certifier.remote import worker_spec
+
+    run = certifier.load(f"{MODELS}/fmnist-rs-0.25.onnx", plugin="rs", sigma=0.25, scale=1.0)
+    with run.job(f"{MODELS}/fmnist-samples.npz", n0=20, n=300, seed=5, limit=3, batch_size=64) as job:
+        local = list(job)
+        spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
+        engine = build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
+        inputs = ShippedInputs(job.dataset.shape)
+        for result in local:
+            shipped, messages = certify_one(engine, inputs, result.index, job.dataset.batch([result.index])[0],
+                                            "certify")
+            assert (shipped.prediction, shipped.certificate.radius, shipped.certificate.details,
+                    shipped.forward_passes) == (result.prediction, result.radius, result.details,
+                                                result.forward_passes)
+    assert engine.batch_size == 64 and json.dumps(spec.identity, default=str)
