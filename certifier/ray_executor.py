@@ -95,6 +95,19 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     return plan
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse, in one line, a HOST:PORT nobody listens on (Ray itself would retry for
+    minutes, logging to the terminal)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as error:
+        raise CertifyError(f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check the "
+                           f"address, or start the cluster with `ray start --head` (see docs/scale-out.md)") from None
+
+
 def _node() -> str:
     """This machine as messages name it: host name and IP address."""
     try:
@@ -175,6 +188,9 @@ class RayExecutor:
                  in_flight: int = IN_FLIGHT, num_cpus: int | None = None,
                  note: Callable[[str], None] = lambda message: None):
         require_ray()
+        #: the actors, started below so they import their libraries while the driver opens the model
+        #: (tests kill one to see a run survive)
+        self.actors: list[_Actor] = []
         self.note = note
         self.threads, self.workers, self.in_flight = threads, workers, max(1, in_flight)
         self._owned = False
@@ -186,6 +202,8 @@ class RayExecutor:
             if address == "local":
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 settings.update(include_dashboard=False, num_cpus=num_cpus)
+            else:
+                _check_reachable(address)
             try:
                 ray.init(address=address, **settings)
             except ConnectionError as error:
@@ -195,8 +213,12 @@ class RayExecutor:
             self._owned = True
             where = "a Ray instance started here" if address == "local" else "the Ray cluster"
         resources = ray.cluster_resources()
-        self.plan = plan_actors(device, resources, threads=threads, max_actors=max_actors,
-                                gpus_per_actor=gpus_per_actor)
+        try:
+            self.plan = plan_actors(device, resources, threads=threads, max_actors=max_actors,
+                                    gpus_per_actor=gpus_per_actor)
+        except CertifyError:
+            self.close()
+            raise
         #: what the results header records as the device
         self.device = f"{self.plan.device} (ray, {self.plan.actors} actors)"
         self.address = ray.get_runtime_context().gcs_address
@@ -205,9 +227,6 @@ class RayExecutor:
         self.note(f"running on {where} at {self.address}: {self.plan.actors} actors ({each} each, "
                   f"{self.plan.device}) on a cluster of {nodes} node{'s' * (nodes != 1)}, "
                   f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
-        #: the actors, started now so they import their libraries while the driver opens the model
-        #: (tests kill one to see a run survive)
-        self.actors: list[_Actor] = []
         for _ in range(self.plan.actors):
             self._start()
         #: seconds the last job waited until its first actors had opened the model (for benchmarks)
@@ -226,6 +245,14 @@ class RayExecutor:
         actor.where_ref = actor.handle.where.remote()
         self.actors.append(actor)
         return actor
+
+    def wait_started(self, timeout: float | None = None) -> int:
+        """Wait until the actors have started and imported their libraries (at most ``timeout``
+        seconds); returns how many have. Jobs need not wait: they deal inputs to actors as they come."""
+        refs = [a.where_ref for a in self.actors if a.where_ref is not None]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        return sum(1 for a in self.actors if a.where_ref is None or ray.wait([a.where_ref], timeout=0)[0])
 
     def _load(self, actor: _Actor, spec, files) -> None:
         actor.ready = False

@@ -212,3 +212,11 @@ def test_the_command_line_says_where_it_runs_in_one_quiet_line(cluster, referenc
     assert notes[0].startswith("certify: running on this process's Ray at ")
     assert "ray" not in "".join(notes[1:]).lower()  # nothing else from Ray
     assert comparable(records(output)) == reference["rs"][:4]
+
+
+def test_predict_on_ray_writes_what_predict_writes_locally(cluster, tmp_path):
+    arguments = ["predict", "--plugin", "rs", str(RS), "--data", str(DATA), "--limit", "4", *FLAGS, "-q"]
+    for name, extra in (("local", []), ("ray", ["--ray"])):
+        result = CliRunner().invoke(cli, [*arguments, *extra, "--output", str(tmp_path / f"{name}.jsonl")])
+        assert result.exit_code == 0, result.output
+    assert comparable(records(tmp_path / "ray.jsonl")) == comparable(records(tmp_path / "local.jsonl"))

@@ -99,3 +99,12 @@ def test_the_recipe_rebuilds_an_engine_that_gives_the_same_records(tmp_path):
                     shipped.forward_passes) == (result.prediction, result.radius, result.details,
                                                 result.forward_passes)
     assert engine.batch_size == 64 and json.dumps(spec.identity, default=str)
+
+
+def test_an_address_nobody_listens_on_is_one_line_at_once():
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("Ray is running in this process: it would be used instead")
+    with pytest.raises(CertifyError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 \("):
+        ray_executor.RayExecutor("127.0.0.1:1")
+    assert not ray.is_initialized()
