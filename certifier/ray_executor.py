@@ -332,7 +332,8 @@ class _Dispatch:
                         executor.note(f"waiting for Ray to place actors ({executor.plan.num_cpus:g} CPU, "
                                       f"{executor.plan.num_gpus:g} GPU each); the cluster is busy or too small")
                     continue
-                rest = [r for r in refs if r not in set(ready)]
+                seen = set(ready)
+                rest = [r for r in refs if r not in seen]
                 if rest:
                     ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
                 for ref in ready:

@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__
 from .engine import Engine, InputResult
 from .errors import CertifyError
-from .onnx_file import external_data_files, read_model
+from .onnx_file import external_data_files, file_sha256, read_model
 from .sampling import ESTIMATION, SELECTION
 
 
@@ -70,12 +70,7 @@ def model_files(path: str | Path) -> tuple[ModelFiles, list[Path]]:
     proto, _ = read_model(path)
     externals = external_data_files(proto)
     paths = [path, *(path.parent / name for name in externals)]
-    digest = hashlib.sha256()
-    for part in paths:
-        with open(part, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return ModelFiles((path.name, *externals), digest.hexdigest()), paths
+    return ModelFiles((path.name, *externals), file_sha256(*paths)), paths
 
 
 def read_parts(paths: Sequence[Path]) -> list[np.ndarray]:

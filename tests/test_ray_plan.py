@@ -108,3 +108,28 @@ def test_an_address_nobody_listens_on_is_one_line_at_once():
     with pytest.raises(CertifyError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 \("):
         ray_executor.RayExecutor("127.0.0.1:1")
     assert not ray.is_initialized()
+
+
+def test_external_data_files_travel_with_the_model(tmp_path):
+    """A model whose weights live in a file beside it (in a sub-folder) is sent as both files
+    and hashed as the driver hashes it; the worker's folder is gone once the model is open."""
+    from onnx_models import linear_model, with_external_weights, write
+
+    from certifier.remote import worker_spec
+
+    rng = np.random.default_rng(0)
+    model, data = with_external_weights(linear_model(rng.normal(size=(4, 3)), np.zeros(3), (4,)), "w/W.bin")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "W.bin").write_bytes(data)
+    path = write(model, tmp_path / "m.onnx")
+    run = certifier.load(path, plugin="rs", sigma=0.2, device="cpu")
+    x = rng.random((3, 4)).astype(np.float32)
+    with run.job(x, n0=10, n=200, seed=1) as job:
+        local = list(job)
+        spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
+    assert spec.model.names == ("m.onnx", "w/W.bin") and spec.model.sha256 == run.model.sha256
+    engine = build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
+    assert not engine.groups[0].model.path.exists()
+    inputs = ShippedInputs((4,))
+    assert [certify_one(engine, inputs, r.index, x[r.index], "certify")[0].certificate.details for r in local] == \
+        [r.details for r in local]
