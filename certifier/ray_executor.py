@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import socket
+import statistics
 import time
 import warnings
 from collections import deque
@@ -39,6 +40,8 @@ INSTALL_HINT = "--ray needs Ray on this machine and every node: pip install 'onn
 IN_FLIGHT = 2
 #: An input whose workers died this many times stops the run (it may not fit in a worker's memory).
 MAX_DEATHS_PER_INPUT = 3
+#: An input running this much longer than twice the usual time is copied to an idle actor.
+STRAGGLER_SLACK_SECONDS = 1.0
 #: How long to wait for actors before saying so (a busy cluster places them when resources free up).
 PLACEMENT_NOTE_SECONDS = 30.0
 
@@ -171,6 +174,8 @@ class _Actor:
     ready: bool = False
     #: (task reference, position) of the inputs sent to it, oldest (the one it runs) first
     tasks: deque = field(default_factory=deque)
+    #: when it started the input it runs (its tasks run one after another, in order)
+    running_since: float = 0.0
 
 
 class RayExecutor:
@@ -312,6 +317,8 @@ class _Dispatch:
         self.replacements = executor.plan.actors
         self.window = max(16, 4 * executor.plan.actors * executor.in_flight)
         self.shown_warnings: set[str] = set()
+        #: seconds each input took on its actor, to tell a straggler
+        self.durations: list[float] = []
 
     def results(self) -> Iterator[InputResult]:
         executor = self.executor
@@ -407,7 +414,11 @@ class _Dispatch:
         except ray.exceptions.RayError as error:
             self._lost(actor, error)
             return
+        now = time.monotonic()
+        if actor.tasks[0][0] is ref:
+            self.durations.append(now - actor.running_since)
         actor.tasks = deque((r, p) for r, p in actor.tasks if r is not ref)
+        actor.running_since = now
         self.copies[position] -= 1
         for message in messages:
             if message not in self.shown_warnings:
@@ -468,8 +479,8 @@ class _Dispatch:
 
     def _deal(self) -> None:
         """Send inputs to ready actors with room, oldest first, at most ``window`` ahead of the
-        oldest unfinished input; an idle actor with nothing new to take runs a copy of the
-        oldest input still running elsewhere (a slow or stuck worker then delays nothing)."""
+        oldest unfinished input; an idle actor with nothing new to take runs a copy of an
+        input a straggling actor holds (a slow or stuck worker then delays nothing)."""
         for actor in self.executor.actors:
             if not actor.ready:
                 continue
@@ -485,15 +496,24 @@ class _Dispatch:
             heapq.heappop(self.todo)  # finished or already running again
         if self.todo and self.todo[0] < self.next_out + self.window:
             return heapq.heappop(self.todo)
-        if actor.tasks:
+        return None if actor.tasks else self._straggling()
+
+    def _straggling(self) -> int | None:
+        """The oldest input held by an actor whose current input has run more than twice as long
+        as inputs usually take (a slow or stuck worker): an idle actor runs a copy of it."""
+        if not self.durations:
             return None
-        mine = {p for _, p in actor.tasks}
-        for position in range(self.next_out, min(self.next_out + self.window, len(self.indices))):
-            if self.copies.get(position) == 1 and position not in self.finished and position not in mine:
-                return position
-        return None
+        typical = statistics.median(self.durations[-100:])
+        now = time.monotonic()
+        held = [position for other in self.executor.actors
+                if other.tasks and now - other.running_since > 2 * typical + STRAGGLER_SLACK_SECONDS
+                for _, position in other.tasks
+                if self.copies.get(position) == 1 and position not in self.finished]
+        return min(held, default=None)
 
     def _send(self, actor: _Actor, position: int) -> None:
+        if not actor.tasks:
+            actor.running_since = time.monotonic()
         index = self.indices[position]
         x = self.job.dataset.batch([index])[0]
         actor.tasks.append((actor.handle.certify.remote(index, x), position))

@@ -133,3 +133,34 @@ def test_external_data_files_travel_with_the_model(tmp_path):
     inputs = ShippedInputs((4,))
     assert [certify_one(engine, inputs, r.index, x[r.index], "certify")[0].certificate.details for r in local] == \
         [r.details for r in local]
+
+
+def test_an_idle_actor_copies_the_oldest_input_a_straggler_holds(monkeypatch):
+    """Dealing, with fake actors: new inputs first, then (nothing new within the window)
+    a copy of the oldest input held by an actor whose input has run more than twice the
+    usual time; never an input already copied or finished, never while the actor is busy."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from certifier.ray_executor import _Actor, _Dispatch
+
+    now = [1000.0]
+    monkeypatch.setattr(ray_executor.time, "monotonic", lambda: now[0])
+    slow, fast, idle = _Actor("slow"), _Actor("fast"), _Actor("idle")
+    executor = SimpleNamespace(actors=[slow, fast, idle], plan=ActorPlan(3, 1.0, 0.0, "cpu"), in_flight=2)
+    dispatch = _Dispatch(executor, job=None, indices=list(range(40)), spec=None, files=None)
+    dispatch.todo = [30]  # beyond the window (16 + 4 * 3 * 2 = 24 from input 0)
+    dispatch.copies = {0: 1, 1: 1, 2: 1, 30: 0}
+    slow.tasks, slow.running_since = deque([("r0", 0), ("r1", 1)]), now[0] - 2.5
+    fast.tasks, fast.running_since = deque([("r2", 2)]), now[0] - 1.0
+    dispatch.durations = [1.0, 1.2, 0.8]
+    assert dispatch._next_for(idle) is None  # 2.5 s is within 2 x 1 s (the median) + 1 s of slack
+    now[0] += 1.0
+    assert dispatch._next_for(idle) == 0
+    assert dispatch._next_for(fast) is None  # busy actors take no copies
+    dispatch.copies[0] = 2  # copied already: the next input the straggler holds
+    assert dispatch._next_for(idle) == 1
+    dispatch.finished[1] = object()
+    assert dispatch._next_for(idle) is None
+    dispatch.next_out = 10  # the window moved on: new inputs come first again
+    assert dispatch._next_for(idle) == 30
