@@ -195,17 +195,24 @@ class Job:
             finished = self.executor(self, left)
         else:
             finished = self.engine.run(self.dataset, left, labels=self.dataset.label, mode=self.mode)
-        for position, done in enumerate(finished):
-            if position >= len(left) or done.index != left[position]:
-                raise CertifyError(f"internal error: input {done.index} came back where input "
-                                   f"{left[position] if position < len(left) else 'none'} was due; nothing was written "
-                                   f"for it")
-            result = Result.of(done, norm)
-            record = result.record()
-            if self._file is not None:
-                self._file.write(record)
-            self.records.append(record)
-            yield result
+        try:
+            for position, done in enumerate(finished):
+                if position >= len(left) or done.index != left[position]:
+                    due = left[position] if position < len(left) else "none"
+                    raise CertifyError(f"internal error: input {done.index} came back where input {due} was due; "
+                                       f"nothing was written for it")
+                result = Result.of(done, norm)
+                record = result.record()
+                if self._file is not None:
+                    self._file.write(record)
+                self.records.append(record)
+                yield result
+        finally:
+            # Stopped early (Ctrl-C, an error): finish the engine's or executor's run now, not
+            # when the garbage collector gets to it in the middle of another run.
+            close = getattr(finished, "close", None)
+            if close is not None:
+                close()
 
     def summary(self, radii: Iterable[float] = DEFAULT_RADII) -> dict[str, Any]:
         """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy)."""
