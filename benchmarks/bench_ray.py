@@ -138,7 +138,7 @@ def main(argv=None) -> int:
                     seconds["local"], local = timed_job(local_run, args.data, **settings)
                 else:
                     seconds["ray"], remote = timed_job(ray_run, args.data, executor=executor, **settings)
-                    seconds["actors_start"] = executor.startup_seconds
+                    seconds["actors_start"] = executor.startup_seconds or float("nan")
             if not same_records(local, remote):
                 say("  records differ between the local and the Ray run")
                 return 1

@@ -40,6 +40,8 @@ INSTALL_HINT = "--ray needs Ray on this machine and every node: pip install 'onn
 IN_FLIGHT = 2
 #: An input whose workers died this many times stops the run (it may not fit in a worker's memory).
 MAX_DEATHS_PER_INPUT = 3
+#: CPUs a GPU actor reserves without --threads: one per batch the engine keeps in flight on CUDA.
+GPU_ACTOR_CPUS = 2
 #: An input running this much longer than twice the usual time is copied to an idle actor.
 STRAGGLER_SLACK_SECONDS = 1.0
 #: How long to wait for actors before saying so (a busy cluster places them when resources free up).
@@ -67,9 +69,10 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
                 max_actors: int | None = None, gpus_per_actor: float = 1.0) -> ActorPlan:
     """Actors for ``device`` (auto, cuda, cpu) on a cluster with ``resources`` (Ray's totals).
 
-    GPU actors (``gpus_per_actor`` GPUs each, ``--threads`` or one CPU for making views)
-    when CUDA is asked for, or with auto when the cluster has GPUs; otherwise CPU actors of
-    ``--threads`` CPUs each (default one: single-threaded actors keep every core busy, as
+    GPU actors (``gpus_per_actor`` GPUs each, and ``--threads`` CPUs, default 2: the engine
+    keeps two batches in flight on CUDA, each making its noisy views on a CPU thread) when
+    CUDA is asked for, or with auto when the cluster has GPUs; otherwise CPU actors of
+    ``--threads`` CPUs each (default 1: single-threaded actors keep every core busy, as
     the local engine's one batch per thread does). As many as the cluster holds, at most
     ``max_actors``.
     """
@@ -80,8 +83,8 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     if not (gpus_per_actor > 0 and math.isfinite(gpus_per_actor)):
         raise CertifyError(f"--ray-gpus must be a positive number of GPUs per actor, got {gpus_per_actor}")
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-    per_cpu = float(threads or 1)
     use_gpu = device == "cuda" or (device == "auto" and gpus >= gpus_per_actor)
+    per_cpu = float(threads or (GPU_ACTOR_CPUS if use_gpu else 1))
     if device == "cuda" and gpus < gpus_per_actor:
         raise CertifyError(f"--device cuda: the Ray cluster has {gpus:g} GPUs, and each actor needs {gpus_per_actor:g}; "
                            f"add GPU nodes or use --device cpu")

@@ -23,14 +23,15 @@ CPU_ONLY = {"CPU": 6.0, "memory": 1e10}
 
 
 def test_auto_takes_one_gpu_per_actor_when_the_cluster_has_gpus():
-    assert plan_actors("auto", GPU_NODE) == ActorPlan(4, 1.0, 1.0, "cuda")
+    assert plan_actors("auto", GPU_NODE) == ActorPlan(4, 2.0, 1.0, "cuda")  # 2 CPUs make views
     assert plan_actors("cuda", GPU_NODE, threads=4) == ActorPlan(4, 4.0, 1.0, "cuda")
     # CPUs for making views can limit GPU actors too
     assert plan_actors("cuda", GPU_NODE, threads=8) == ActorPlan(2, 8.0, 1.0, "cuda")
 
 
 def test_fractional_gpus_pack_several_actors_on_a_gpu():
-    assert plan_actors("auto", GPU_NODE, gpus_per_actor=0.5) == ActorPlan(8, 1.0, 0.5, "cuda")
+    assert plan_actors("auto", GPU_NODE, gpus_per_actor=0.5) == ActorPlan(8, 2.0, 0.5, "cuda")
+    assert plan_actors("auto", GPU_NODE, gpus_per_actor=0.25).actors == 8  # 16 CPUs, 2 each
 
 
 def test_cpu_actors_are_sized_by_threads():
