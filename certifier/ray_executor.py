@@ -137,6 +137,7 @@ class CertifyWorker:
         libraries now, while the driver is still opening the model and the data."""
         try:
             import onnxruntime  # noqa: F401
+            import scipy.stats  # noqa: F401  (the confidence bounds: a second or two to import)
 
             from .plugins import get_methods
 
