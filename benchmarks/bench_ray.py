@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-n", type=int, default=100_000, help="estimation samples (default: %(default)s)")
     parser.add_argument("--n0", type=int, default=100, help="selection samples (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of local and Ray runs (default: %(default)s)")
-    parser.add_argument("--tiny-inputs", type=int, default=300, help="inputs of the dispatch run (default: %(default)s)")
+    parser.add_argument("--tiny-inputs", type=int, default=300,
+                        help="inputs of the dispatch run (default: %(default)s)")
     parser.add_argument("--cpus", type=int, default=2, help="cores for both contenders (default: %(default)s)")
     parser.add_argument("--seconds-per-input", type=float, default=110.0,
                         help="one GPU worker's seconds per input, for the projection (default: %(default)s, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -12,8 +13,6 @@ import threading
 import time
 import warnings
 from pathlib import Path
-
-import contextlib
 
 import click
 from click_default_group import DefaultGroup

@@ -86,8 +86,8 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     use_gpu = device == "cuda" or (device == "auto" and gpus >= gpus_per_actor)
     per_cpu = float(threads or (GPU_ACTOR_CPUS if use_gpu else 1))
     if device == "cuda" and gpus < gpus_per_actor:
-        raise CertifyError(f"--device cuda: the Ray cluster has {gpus:g} GPUs, and each actor needs {gpus_per_actor:g}; "
-                           f"add GPU nodes or use --device cpu")
+        raise CertifyError(f"--device cuda: the Ray cluster has {gpus:g} GPUs, and each actor needs "
+                           f"{gpus_per_actor:g}; add GPU nodes or use --device cpu")
     if use_gpu:
         count = min(math.floor(gpus / gpus_per_actor + 1e-9), math.floor(cpus / per_cpu + 1e-9))
         plan = ActorPlan(count, per_cpu, gpus_per_actor, "cuda")

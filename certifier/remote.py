@@ -116,7 +116,8 @@ def method_origin(name: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def worker_spec(job, *, device: str, threads: int | None, workers: int | None) -> tuple[WorkerSpec, dict[str, list[Path]]]:
+def worker_spec(job, *, device: str, threads: int | None,
+                workers: int | None) -> tuple[WorkerSpec, dict[str, list[Path]]]:
     """The recipe of ``job``'s engine for workers running on ``device`` with ``threads`` CPU
     threads, and the files to send, by SHA-256."""
     run, engine = job.run, job.engine

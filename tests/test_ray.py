@@ -197,7 +197,8 @@ def test_a_stopped_driver_leaves_a_file_that_a_rerun_resumes(cluster, reference,
         assert "interrupted" in last and "rerun the same command to resume" in last
     else:
         assert code == -signal.SIGKILL
-    again = CliRunner().invoke(cli, [*map(str, command), "--output", str(output), *(["--ray"] if resume_with_ray else [])])
+    rerun = [*map(str, command), "--output", str(output), *(["--ray"] if resume_with_ray else [])]
+    again = CliRunner().invoke(cli, rerun)
     assert again.exit_code == 0, again.output
     assert f"resuming {output}" in again.output
     assert comparable(records(output)) == reference["rs"]
