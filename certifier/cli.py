@@ -295,7 +295,9 @@ def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, 
 
 def _certify(mode: str, *, model, data_path, split, output, fmt, options, mean, std, radii_list, quiet, settings,
              executor, **rest):
-    run = load(model, options=dict(options), mean=_floats(mean), std=_floats(std), **rest)
+    # With one view per call a model whose rows depend on their batch is a per-input function again.
+    run = load(model, options=dict(options), mean=_floats(mean), std=_floats(std),
+               allow_batch_coupling=settings["batch_size"] == 1, **rest)
     if executor is None:
         _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
     elif run.model.notes:
