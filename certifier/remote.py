@@ -11,6 +11,7 @@ record equals the one a local run writes. Nothing here needs Ray.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 import warnings
@@ -62,6 +63,10 @@ class WorkerSpec:
     mode: str
     #: what the driver's engine is, checked against the worker's (see :func:`engine_identity`)
     identity: dict[str, Any] = field(default_factory=dict)
+    #: a model whose rows depend on their batch, run one input per call (``--batch-size 1``)
+    allow_batch_coupling: bool = False
+    #: the denoiser every view goes through before the model (``--denoiser``), or None
+    denoiser: ModelFiles | None = None
 
 
 def model_files(path: str | Path) -> tuple[ModelFiles, list[Path]]:
@@ -78,18 +83,41 @@ def read_parts(paths: Sequence[Path]) -> list[np.ndarray]:
     return [np.fromfile(p, dtype=np.uint8) for p in paths]
 
 
-def engine_identity(engine: Engine, method_origin: Any = None) -> dict[str, Any]:
-    """What makes an engine's results: equal identities give equal records for equal inputs."""
-    method = engine.method
-    return {
-        "certifier_version": __version__,
-        "plugin": method.name,
+#: Results-header entries that say where a job runs and what it reads, not what its engine
+#: computes: every other entry must be the same on a worker as on the driver.
+WHERE_NOT_WHAT = ("model", "denoiser", "data", "data_sha256", "device", "started")
+
+
+class _NoData:
+    """Stands in for a job's data set when a worker computes its engine's header entries."""
+
+    source = None
+
+    @staticmethod
+    def fingerprint() -> None:
+        return None
+
+
+def engine_identity(run, engine: Engine, mode: str, method_origin: Any = None) -> dict[str, Any]:
+    """What makes an engine's records: equal identities give equal records for equal inputs.
+
+    It holds every entry of the results header the job writes (computed by the job's own
+    code, so a setting added to the header later is compared without a change here) but
+    the paths, the data and the device, and what the header leaves out: the plugin's
+    origin, the batch size, each vote group's model and input mapping.
+    """
+    from types import SimpleNamespace
+
+    from .job import Job
+
+    stand_in = SimpleNamespace(run=run, engine=engine, mode=mode, dataset=_NoData(), executor=None)
+    header = Job.header.func(stand_in)
+    identity = {key: value for key, value in header.items() if key not in WHERE_NOT_WHAT}
+    identity.update({
         "plugin_origin": method_origin,
-        "settings": method.settings(),
-        "batch_size": engine.batch_size,
-        "alpha": engine.alpha,
-        "seed": engine.seed,
         "plan": [engine.plan.name, engine.plan.settings()],
+        "batch_size": engine.batch_size,
+        "allow_batch_coupling": bool(getattr(run, "allow_batch_coupling", False)),
         "groups": [
             {
                 "name": g.name,
@@ -99,11 +127,13 @@ def engine_identity(engine: Engine, method_origin: Any = None) -> dict[str, Any]
                 "layout": g.adapter.layout,
                 "input_dtype": str(g.model.input_dtype),
                 "output": [g.model.output.name, g.model.output.kind, g.model.num_classes],
+                "denoised": getattr(g, "denoised", None) is not None,
             }
             for g in engine.groups
         ],
-        "radius_ceiling": engine.radius_ceiling(),
-    }
+    })
+    # as JSON has it: the driver's copy travels pickled, the worker's is computed there
+    return json.loads(json.dumps(identity, default=str))
 
 
 def method_origin(name: str) -> tuple[str | None, str | None]:
@@ -135,6 +165,13 @@ def worker_spec(job, *, device: str, threads: int | None,
             raise CertifyError(f"{group.model.path} changed since it was loaded; rerun the command")
         group_models[group.name] = found
         files[found.sha256] = paths
+    denoiser = getattr(run, "denoiser", None)
+    denoiser_files = None
+    if denoiser is not None:
+        denoiser_files, paths = model_files(denoiser.path)
+        if denoiser_files.sha256 != denoiser.sha256:
+            raise CertifyError(f"{denoiser.path} changed since it was loaded; rerun the command")
+        files[denoiser_files.sha256] = paths
     options = method.options.model_dump()
     spec = WorkerSpec(
         model=main,
@@ -155,8 +192,10 @@ def worker_spec(job, *, device: str, threads: int | None,
         plan=engine.plan,
         input_shape=tuple(job.dataset.shape),
         mode=job.mode,
+        allow_batch_coupling=bool(getattr(run, "allow_batch_coupling", False)),
+        denoiser=denoiser_files,
     )
-    spec.identity = engine_identity(engine, method_origin(method.name))
+    spec.identity = engine_identity(run, engine, job.mode, method_origin(method.name))
     return spec, files
 
 
@@ -192,27 +231,42 @@ def build_engine(spec: WorkerSpec, parts: Mapping[str, Sequence[np.ndarray]]) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             path = _write_files(folder / "main", spec.model, parts[spec.model.sha256])
+            settings = {}
+            if spec.allow_batch_coupling:
+                settings["allow_batch_coupling"] = True
+            if spec.denoiser is not None:
+                # the driver has checked the denoiser against sigma; the identity check below
+                # refuses any difference that would remain
+                settings["denoiser"] = _write_files(folder / "denoiser", spec.denoiser, parts[spec.denoiser.sha256])
+                settings["allow_denoiser_sigma_mismatch"] = True
             run = load(path, plugin=spec.plugin, sigma=spec.sigma, options=spec.options,
                        output_name=spec.output_name, output_kind=spec.output_kind, device=spec.device,
-                       threads=spec.threads, resize=spec.resize, **spec.overrides)
+                       threads=spec.threads, resize=spec.resize, **spec.overrides, **settings)
             opened = {}
             for group, files in spec.group_models.items():
                 if files.sha256 not in opened:
                     group_path = _write_files(folder / files.sha256[:16], files, parts[files.sha256])
-                    opened[files.sha256] = load_model(group_path, device=spec.device, threads=spec.threads)
+                    opened[files.sha256] = load_model(group_path, device=spec.device, threads=spec.threads,
+                                                      allow_batch_coupling=spec.allow_batch_coupling)
                 run.use_group_model(group, opened[files.sha256])
             engine = Engine(run.method, run.groups(spec.input_shape), n0=spec.plan.budget(SELECTION),
                             n=spec.plan.budget(ESTIMATION), alpha=spec.alpha, batch_size=spec.batch_size,
                             seed=spec.seed, workers=spec.workers, plan=spec.plan, input_shape=spec.input_shape)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    mine = engine_identity(engine, method_origin(spec.plugin))
-    differ = [key for key in spec.identity if spec.identity[key] != mine.get(key)]
+    mine = engine_identity(run, engine, spec.mode, method_origin(spec.plugin))
+    differ = [key for key in {**spec.identity, **mine} if spec.identity.get(key) != mine.get(key)]
     if differ:
         key = differ[0]
-        raise CertifyError(f"this worker's engine differs from the driver's in {key} ({mine.get(key)!r} here, "
-                           f"{spec.identity[key]!r} there); install the same certifier and plugins on every node")
+        raise CertifyError(f"refusing to run: this worker's engine differs from the driver's in {key} "
+                           f"({_short(mine.get(key))} here, {_short(spec.identity.get(key))} on the driver); "
+                           f"install the same certifier and plugins on every node")
     return engine
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class ShippedInputs:

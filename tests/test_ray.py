@@ -1,11 +1,10 @@
-"""Certifying on a local Ray instance (one for the module, 2 CPUs): the same records as a
+"""Certifying on a local Ray instance (one for the test session, 2 CPUs: tests/conftest.py): the same records as a
 local run, actors killed mid-run, drivers interrupted and resumed, two models shipped,
 workers that cannot load the model."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -34,16 +33,9 @@ SETTINGS = {"n0": 20, "n": 1500, "seed": 7}
 FLAGS = ["--n0", "20", "-n", "1500", "--seed", "7"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """One local Ray instance for the module; the runs below join it."""
-    if ray.is_initialized():
-        ray.shutdown()
-    context = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        yield context.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
+@pytest.fixture
+def cluster(ray_cluster):
+    return ray_cluster
 
 
 def records(path: Path) -> list[dict]:

@@ -102,13 +102,20 @@ def test_the_recipe_rebuilds_an_engine_that_gives_the_same_records(tmp_path):
     assert engine.batch_size == 64 and json.dumps(spec.identity, default=str)
 
 
-def test_an_address_nobody_listens_on_is_one_line_at_once():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        pytest.skip("Ray is running in this process: it would be used instead")
-    with pytest.raises(CertifyError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 \("):
-        ray_executor.RayExecutor("127.0.0.1:1")
-    assert not ray.is_initialized()
+def test_an_address_nobody_listens_on_is_one_line_at_once(tmp_path):
+    """In a process of its own: Ray already running in this one would be used instead."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    command = [sys.executable, "-c", "from certifier.cli import cli; cli(prog_name='certify')", "--plugin", "rs",
+               f"{MODELS}/fmnist-rs-0.25.onnx", "--data", f"{MODELS}/fmnist-samples.npz", "-n", "100",
+               "--ray", "127.0.0.1:1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("Error: cannot reach the Ray cluster at 127.0.0.1:1 ("), line
+    assert not (tmp_path / "results.jsonl").exists()
 
 
 def test_external_data_files_travel_with_the_model(tmp_path):
@@ -165,3 +172,67 @@ def test_an_idle_actor_copies_the_oldest_input_a_straggler_holds(monkeypatch):
     assert dispatch._next_for(idle) is None
     dispatch.next_out = 10  # the window moved on: new inputs come first again
     assert dispatch._next_for(idle) == 30
+
+
+def _driver_job(tmp_path, **load_settings):
+    from certifier.remote import worker_spec
+
+    run = certifier.load(f"{MODELS}/fmnist-drs-0.25.onnx", plugin="drs", **load_settings)
+    job = run.job(f"{MODELS}/fmnist-samples.npz", n0=20, n=300, seed=5, limit=2, batch_size=64)
+    spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
+    return job, spec, {sha: read_parts(p) for sha, p in paths.items()}
+
+
+@pytest.mark.parametrize("key, tamper", [
+    ("seed", lambda spec: setattr(spec, "seed", 6)),
+    ("n", lambda spec: setattr(spec, "plan", type(spec.plan)(20, 301))),
+    ("settings", lambda spec: setattr(spec, "sigma", 0.3)),
+    ("input_space", lambda spec: spec.overrides.update(scale=255.0)),
+    ("batch_size", lambda spec: setattr(spec, "batch_size", 32)),
+    ("plugin_origin", lambda spec: spec.identity.update(plugin_origin=["onnx-certifier", "0.0.1"])),
+])
+def test_a_worker_refuses_an_engine_that_differs_from_the_drivers(tmp_path, key, tamper):
+    """A recipe that does not carry a setting (here: one changed after the identity was taken,
+    as a recipe that dropped it would rebuild another engine) is refused in one line naming
+    the setting, never run."""
+    job, spec, parts = _driver_job(tmp_path)
+    assert build_engine(spec, parts).seed == 5  # untouched, it builds
+    tamper(spec)
+    with pytest.raises(CertifyError) as error:
+        build_engine(spec, parts)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"refusing to run: this worker's engine differs from the "
+                                                      f"driver's in {key} (")
+
+
+def test_the_identity_covers_every_header_entry_but_paths_data_and_device(tmp_path):
+    from certifier.remote import WHERE_NOT_WHAT
+
+    job, spec, _ = _driver_job(tmp_path)
+    assert set(WHERE_NOT_WHAT) - {"denoiser"} <= set(job.header)  # a path only with --denoiser
+    assert set(job.header) - set(WHERE_NOT_WHAT) <= set(spec.identity)
+    assert all(json.dumps(spec.identity[key]) == json.dumps(job.header[key])
+               for key in set(job.header) - set(WHERE_NOT_WHAT))
+
+
+def test_a_batch_coupled_model_allowed_at_batch_size_one_travels_so(tmp_path):
+    """--batch-size 1 lets a model whose rows depend on their batch run one input per call; the
+    worker opens it so too (without the setting it would refuse the model)."""
+    from onnx_models import batch_mixing_model, save
+
+    from certifier.remote import worker_spec
+
+    path = save(batch_mixing_model(16, 4, 4), tmp_path / "coupled.onnx")
+    x = np.random.default_rng(3).random((3, 16)).astype(np.float32)
+    run = certifier.load(path, plugin="rs", sigma=0.5, device="cpu", allow_batch_coupling=True)
+    with run.job(x, n0=10, n=100, seed=2, batch_size=1) as job:
+        local = list(job)
+        spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
+    assert spec.allow_batch_coupling and spec.identity["allow_batch_coupling"] is True
+    engine = build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
+    inputs = ShippedInputs((16,))
+    assert [certify_one(engine, inputs, r.index, x[r.index], "certify")[0].certificate.details for r in local] == \
+        [r.details for r in local]
+    spec.allow_batch_coupling = False
+    with pytest.raises(CertifyError):
+        build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
