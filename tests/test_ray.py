@@ -4,6 +4,7 @@ workers that cannot load the model."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -213,3 +214,86 @@ def test_predict_on_ray_writes_what_predict_writes_locally(cluster, tmp_path):
         result = CliRunner().invoke(cli, [*arguments, *extra, "--output", str(tmp_path / f"{name}.jsonl")])
         assert result.exit_code == 0, result.output
     assert comparable(records(tmp_path / "ray.jsonl")) == comparable(records(tmp_path / "local.jsonl"))
+
+
+# --denoiser (issue 11) and --sampling sequential (issue 12) land on their own branches: their
+# tests here run once both are on the branch under test.
+needs_denoiser = pytest.mark.skipif("denoiser" not in inspect.signature(certifier.load).parameters,
+                                    reason="--denoiser is not on this branch yet")
+needs_sequential = pytest.mark.skipif("sampling" not in inspect.signature(certifier.api.Run.job).parameters,
+                                      reason="--sampling sequential is not on this branch yet")
+PLAIN = MODELS / "fmnist-plain.onnx"
+DENOISER = MODELS / "fmnist-denoiser-mse-0.25.onnx"
+
+
+@needs_denoiser
+def test_a_denoiser_travels_by_hash_and_gives_the_local_records(cluster, tmp_path):
+    """--denoiser on Ray: the denoiser file is shipped beside the classifier (by SHA-256) and
+    every view goes through it on the actors, as locally; drs ships three files."""
+    base = ["--data", str(DATA), "--limit", "3", "--n0", "20", "-n", "300", "--seed", "7", "-q"]
+    for name, command in (("rs", ["--plugin", "rs", "--sigma", "0.25", str(PLAIN)]),
+                          ("drs", ["--plugin", "drs", "--sigma", "0.25", str(PLAIN), "-o", "model-r",
+                                   str(reference_right(tmp_path))])):
+        files = {}
+        for where, extra in (("local", []), ("ray", ["--ray"])):
+            files[where] = tmp_path / f"{name}-{where}.jsonl"
+            result = CliRunner().invoke(cli, [*command, "--denoiser", str(DENOISER), *base, *extra,
+                                              "--output", str(files[where])])
+            assert result.exit_code == 0, result.output
+        header = json.loads(files["ray"].read_text().splitlines()[0])
+        assert header["denoiser_sha256"] == certifier.remote.file_sha256(DENOISER)
+        assert comparable(records(files["ray"])) == comparable(records(files["local"]))
+
+
+def reference_right(tmp_path: Path) -> Path:
+    """The plain classifier in another file: a second model for drs's right side."""
+    right = tmp_path / "right.onnx"
+    if not right.exists():
+        proto = onnx.load(PLAIN)
+        proto.doc_string = "the right side's model"
+        onnx.save(proto, right)
+    return right
+
+
+@needs_denoiser
+def test_a_worker_without_the_denoiser_setting_refuses_to_run(cluster, tmp_path):
+    """A recipe that lost the denoiser (an older driver, a bug) builds an engine without it:
+    refused by the identity check, in one line naming the entry, never run without it."""
+    notes = []
+
+    class Forgetful(RayExecutor):
+        def spec(self, job):
+            spec, paths = super().spec(job)
+            paths.pop(spec.denoiser.sha256)
+            spec.denoiser = None
+            return spec, paths
+
+    run = certifier.load(PLAIN, plugin="rs", sigma=0.25, denoiser=DENOISER)
+    with Forgetful(note=notes.append) as executor:
+        with pytest.raises(CertifyError) as error:
+            with run.job(DATA, limit=2, executor=executor, **SETTINGS) as job:
+                list(job)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("no Ray worker can run the model: ")
+    assert "refusing to run" in message and "differs from the driver's in denoiser_" in message
+
+
+@needs_sequential
+@pytest.mark.parametrize("plan", [["--sampling", "sequential", "--radii", "0,0.25,0.5"], ["--radius", "0.25"]],
+                         ids=["levels", "radius"])
+def test_sequential_sampling_on_ray_gives_the_local_records(cluster, tmp_path, plan):
+    """The sequential plan travels in the recipe: each input's chunks, stopping point, votes and
+    level are the local run's; the header records the same plan."""
+    base = ["--plugin", "rs", str(RS), "--data", str(DATA), "--limit", "4", "--n0", "20", "-n", "4000",
+            "--seed", "7", "-q", *plan]
+    files = {}
+    for where, extra in (("local", []), ("ray", ["--ray"])):
+        files[where] = tmp_path / f"{where}.jsonl"
+        result = CliRunner().invoke(cli, [*base, *extra, "--output", str(files[where])])
+        assert result.exit_code == 0, result.output
+    headers = [json.loads(files[w].read_text().splitlines()[0]) for w in ("local", "ray")]
+    assert headers[0]["sampling"] == headers[1]["sampling"] == "sequential"
+    assert headers[0]["sampling_settings"] == headers[1]["sampling_settings"]
+    ray_records = comparable(records(files["ray"]))
+    assert ray_records == comparable(records(files["local"]))
+    assert any(r["forward_passes"] < 20 + 4000 for r in ray_records)  # some stopped early

@@ -236,3 +236,22 @@ def test_a_batch_coupled_model_allowed_at_batch_size_one_travels_so(tmp_path):
     spec.allow_batch_coupling = False
     with pytest.raises(CertifyError):
         build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
+
+
+def test_a_worker_refuses_a_recipe_that_lost_the_sequential_plan(tmp_path):
+    import inspect
+
+    if "sampling" not in inspect.signature(certifier.api.Run.job).parameters:
+        pytest.skip("--sampling sequential is not on this branch yet")
+    from certifier.remote import worker_spec
+    from certifier.sampling import FixedSampling
+
+    run = certifier.load(f"{MODELS}/fmnist-rs-0.25.onnx", plugin="rs")
+    with run.job(f"{MODELS}/fmnist-samples.npz", n0=20, n=2000, seed=5, limit=2, sampling="sequential",
+                 levels=(0.25, 0.5)) as job:
+        spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
+    parts = {sha: read_parts(p) for sha, p in paths.items()}
+    assert build_engine(spec, parts).plan.settings() == job.engine.plan.settings()
+    spec.plan = FixedSampling(20, 2000)
+    with pytest.raises(CertifyError, match=r"^refusing to run: .* differs from the driver's in sampling \("):
+        build_engine(spec, parts)
