@@ -27,6 +27,7 @@ from .plugins import add_commands, describe_plugins, load_plugins, plugin_module
 from .results import FORMATS, load_any_results
 from .summaries import DEFAULT_RADII, describe_problems, format_summary, plot_summaries, summarize
 from .space import LAYOUTS
+from .threats import ThreatModel
 
 
 class Interrupted(BaseException):
@@ -227,8 +228,8 @@ def engine_options(command):
                      help="CPU threads: batches run side by side, one thread each up to 8 (default: one per core)."),
         click.option("--workers", type=int,
                      help="Batches in flight at once (default: --threads on CPU, 2 on CUDA)."),
-        click.option("--radii", default=",".join(str(r) for r in DEFAULT_RADII), show_default=True,
-                     help="Radii for the summary table."),
+        click.option("--radii", help=f"Radii for the summary table (default: the threat model's; "
+                                     f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
         click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
                      callback=_ray_address,
@@ -249,8 +250,11 @@ def _note(quiet: bool, message: str) -> None:
         click.echo(f"certify: {message}", err=True)
 
 
-def _radii(text: str) -> list[float]:
-    radii = list(_floats(text) or DEFAULT_RADII)
+def _radii(text: str | None) -> list[float] | None:
+    """--radii as numbers; None: the threat model's own."""
+    if not text:
+        return None
+    radii = list(_floats(text))
     if not all(math.isfinite(r) and r >= 0 for r in radii):
         raise CertifyError(f"--radii must be finite numbers >= 0, got {text}")
     return radii
@@ -403,8 +407,10 @@ def plugins_command(as_json):
         for note in plugin["notes"]:
             click.echo(f"  note: {note}")
         for method in plugin["methods"]:
-            flags = ["exact" if method["deterministic"] else "randomized", f"norm {method['norm'].upper()}"]
+            threat = ThreatModel.from_record(method["threat_model"], method["norm"])
+            flags = ["exact" if method["deterministic"] else "randomized", f"threat model {threat.name}"]
             click.echo(f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]")
+            click.echo(f"      {threat.heading()}")
             for option in method["options"]:
                 default = "" if option["default"] is None else f" (default: {option['default']})"
                 text = f": {option['description']}" if option["description"] else ""
@@ -414,8 +420,8 @@ def plugins_command(as_json):
 
 @cli.command(name="report")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--radii", default=",".join(str(r) for r in DEFAULT_RADII), show_default=True,
-              help="Radii for the table.")
+@click.option("--radii", help=f"Radii for the table (default: each threat model's; "
+                             f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of certified accuracy against radius.")
@@ -429,7 +435,7 @@ def report_command(files, radii, as_json, plot, fmt):
     named in a warning and count as inputs that certify nothing.
     """
     loaded = [(path, *load_any_results(path)) for path in files]
-    radii_list = list(_floats(radii) or DEFAULT_RADII)
+    radii_list = _radii(radii)
     summaries = [summarize(records, radii_list, header) for _, header, records in loaded]
     for (path, _, _), summary in zip(loaded, summaries):
         _warn_problems(path.name, summary)

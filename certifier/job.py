@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from . import __version__
 from .engine import Engine, InputResult, check_settings
 from .errors import CertifyError
+from .methods import threat_of
 from .results import ResultsFile
-from .summaries import DEFAULT_RADII, prediction_summary, summarize
+from .summaries import prediction_summary, summarize
+from .threats import ThreatModel
 
 if TYPE_CHECKING:
     from .api import Run
@@ -78,9 +80,13 @@ class Result:
     exact: bool = False
     conditional: str | None = None
     details: dict = field(default_factory=dict)
+    #: the name of the threat model the radius is in (the header describes it)
+    threat_model: str | None = None
+    #: contrast-like threat models (a radius bounds a log factor): the factors certified, rounded inwards
+    factor_range: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, done: InputResult, norm: str) -> "Result":
+    def of(cls, done: InputResult, norm: str, threat: ThreatModel | None = None) -> "Result":
         """The record of one input the engine finished; the engine has already checked the plugin's
         answer (a class index or None, a finite radius within the ceiling, plain JSON details)."""
         certificate = done.certificate
@@ -96,10 +102,15 @@ class Result:
             exact=certificate.exact if certificate else False,
             conditional=certificate.conditional if certificate else None,
             details=dict(certificate.details) if certificate else {},
+            threat_model=threat.name if threat else None,
+            factor_range=(threat.factor_range(certificate.radius)
+                          if threat and threat.display == "factor" and done.prediction is not None else None),
         )
 
     def record(self) -> dict:
-        out = {"type": "result", **{k: v for k, v in self.__dict__.items() if k != "details"}}
+        out = {"type": "result", **{k: v for k, v in self.__dict__.items() if k not in ("details", "factor_range")}}
+        if self.factor_range is not None:
+            out["factor_range"] = list(self.factor_range)
         if self.details:
             out["details"] = self.details
         return out
@@ -155,6 +166,7 @@ class Job:
             "mode": self.mode,
             "plugin": method.name,
             "norm": method.norm,
+            "threat_model": threat_of(method).as_dict(),
             "settings": method.settings(),
             "exact": method.deterministic,
             "n0": None if self.mode == "predict" else plan["n0"],
@@ -190,7 +202,7 @@ class Job:
         left = self.todo[len(self.records) - len(self.done):]
         if left and self._file is not None and self._closed:
             raise CertifyError(f"the job writing {self.output} is closed; open another one to resume it")
-        norm = self.run.method.norm
+        norm, threat = self.run.method.norm, threat_of(self.run.method)
         if self.executor is not None:
             finished = self.executor(self, left)
         else:
@@ -201,7 +213,7 @@ class Job:
                     due = left[position] if position < len(left) else "none"
                     raise CertifyError(f"internal error: input {done.index} came back where input {due} was due; "
                                        f"nothing was written for it")
-                result = Result.of(done, norm)
+                result = Result.of(done, norm, threat)
                 record = result.record()
                 if self._file is not None:
                     self._file.write(record)
@@ -214,8 +226,9 @@ class Job:
             if close is not None:
                 close()
 
-    def summary(self, radii: Iterable[float] = DEFAULT_RADII) -> dict[str, Any]:
-        """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy)."""
+    def summary(self, radii: Iterable[float] | None = None) -> dict[str, Any]:
+        """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy);
+        ``radii`` default to the threat model's."""
         if not self.records:
             raise CertifyError("no inputs to certify (check --limit and --skip)")
         if self.mode == "predict":
