@@ -297,3 +297,18 @@ def test_sequential_sampling_on_ray_gives_the_local_records(cluster, tmp_path, p
     ray_records = comparable(records(files["ray"]))
     assert ray_records == comparable(records(files["local"]))
     assert any(r["forward_passes"] < 20 + 4000 for r in ray_records)  # some stopped early
+
+
+@pytest.mark.parametrize("model, flags", [("fmnist-brightness-0.25.onnx", ["-n", "500"]),
+                                          ("fmnist-translation-3.onnx", [])], ids=["brightness", "translation"])
+def test_semantic_methods_on_ray_give_the_local_records(cluster, tmp_path, model, flags):
+    """Methods with their own threat model (a parameter, exact shifts) travel as any other: the
+    same records, threat model and all."""
+    base = [str(MODELS / model), "--data", str(DATA), "--limit", "3", "--n0", "20", "--seed", "7", "-q", *flags]
+    files = {}
+    for where, extra in (("local", []), ("ray", ["--ray"])):
+        files[where] = tmp_path / f"{where}.jsonl"
+        result = CliRunner().invoke(cli, [*base, *extra, "--output", str(files[where])])
+        assert result.exit_code == 0, result.output
+    rows = comparable(records(files["ray"]))
+    assert rows == comparable(records(files["local"])) and all(r["threat_model"] for r in rows)
