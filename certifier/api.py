@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .data import Dataset, check_resize, load_data
+from .denoiser import Denoiser, check_denoiser, load_denoiser, open_denoised
 from .engine import Engine, Group, plugin_call
 from .errors import CertifyError
 from .job import Job, Result, check_job_settings, select
@@ -73,10 +74,14 @@ class Run:
         resize: Sequence[int] | None = None,
         output_name: str | None = None,
         allow_batch_coupling: bool = False,
+        denoiser: Denoiser | None = None,
     ):
         self.model = model
         #: whether models whose rows depend on their batch are run one input per call
         self.allow_batch_coupling = allow_batch_coupling
+        #: the denoiser every view goes through before the model (None: none)
+        self.denoiser = denoiser
+        self._denoised: dict[tuple, OnnxModel] = {}
         #: the model output the user chose (None: certify chose it)
         self.output_name = output_name
         #: (H, W) images are resized to when read, before any noise; None: as they are
@@ -135,8 +140,18 @@ class Run:
                     f"plugin {self.method.name} makes views of shape {'x'.join(map(str, view_shape))} "
                     f"(group {name!r}) but {model.path.name} takes {declared}; check the plugin's options"
                 ) from None
-            groups[name] = Group(name, model, adapter)
+            groups[name] = Group(name, model, adapter, self._denoised_model(model, adapter))
         return groups
+
+    def _denoised_model(self, model: OnnxModel, adapter: ModelAdapter) -> OnnxModel | None:
+        """The denoiser, the adapter's mapping and ``model`` as one graph (None without a denoiser)."""
+        if self.denoiser is None:
+            return None
+        key = (id(model), adapter.view_shape, adapter.space, adapter.dtype.str)
+        if key not in self._denoised:
+            self._denoised[key] = open_denoised(self.denoiser, model, adapter, self.method.name, threads=self.threads,
+                                                allow_batch_coupling=self.allow_batch_coupling)
+        return self._denoised[key]
 
     def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
                workers=None) -> Engine:
@@ -236,30 +251,49 @@ def load(
     layout: str | None = None,
     resize: Sequence[int] | None = None,
     allow_batch_coupling: bool = False,
+    denoiser: str | os.PathLike | None = None,
+    allow_denoiser_sigma_mismatch: bool = False,
 ) -> Run:
     """Open an ONNX model and configure a smoothing method for it.
 
     ``resize`` (H, W) resizes images to H x W when they are read, before any noise:
     radii are then in the resized images' pixel space. ``allow_batch_coupling`` accepts
     a model whose output for an input depends on the rest of its batch by running it one
-    input per call (the CLI sets it for ``--batch-size 1``).
+    input per call (the CLI sets it for ``--batch-size 1``). ``denoiser`` (an ONNX file)
+    cleans every noisy view before the model (denoised smoothing; the certificate is the
+    method's own); one trained for another sigma than the method's is refused unless
+    ``allow_denoiser_sigma_mismatch``. Without a sigma from the caller or the model, the
+    denoiser's is used.
     """
     resize = check_resize(resize)
     onnx_model = load_model(Path(model), output_name=output_name, output_kind=output_kind, device=device,
                             threads=threads, allow_batch_coupling=allow_batch_coupling)
+    cleaner = load_denoiser(denoiser) if denoiser is not None else None
+    if sigma is None and cleaner is not None and recorded_sigma(onnx_model.metadata) is None:
+        sigma = _trained_sigma(cleaner)
     method = make_method(plugin, sigma, options, onnx_model.metadata)
+    if cleaner is not None:
+        check_denoiser(cleaner, method, allow_sigma_mismatch=allow_denoiser_sigma_mismatch)
     overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
                  "std": tuple(std) if std is not None else None, "layout": layout}
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
     return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize,
-               output_name=output_name, allow_batch_coupling=allow_batch_coupling)
+               output_name=output_name, allow_batch_coupling=allow_batch_coupling, denoiser=cleaner)
+
+
+def _trained_sigma(denoiser: Denoiser) -> float | None:
+    """The denoiser's sigma as a default for --sigma; None when it records no usable one."""
+    try:
+        return denoiser.sigma
+    except CertifyError:
+        return None
 
 
 def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
             options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
     """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
     load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize",
-                 "allow_batch_coupling"}
+                 "allow_batch_coupling", "denoiser", "allow_denoiser_sigma_mismatch"}
     run = load(model, plugin=plugin, sigma=sigma, options=options,
                **{k: settings.pop(k) for k in list(settings) if k in load_keys})
     return run.certify(data, labels, **settings)

@@ -22,6 +22,7 @@ from .api import load
 from .command_options import method_options
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .job import check_job_settings
+from .metadata import recorded_sigma
 from .outputs import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import FORMATS, load_any_results
@@ -224,6 +225,11 @@ def engine_options(command):
                      help="How the model lays out images (default: auto); for a flat input, nhwc flattens H, W, C."),
         click.option("--resize", type=(int, int), metavar="H W",
                      help="Resize images to H x W before any noise (radii are then in the resized images' pixels)."),
+        click.option("--denoiser", type=click.Path(dir_okay=False, path_type=Path),
+                     help="ONNX denoiser applied to every noisy view before the model (denoised smoothing; rs, "
+                          "pprs, drs); default sigma: the one it was trained for."),
+        click.option("--allow-denoiser-sigma-mismatch", is_flag=True,
+                     help="Use a --denoiser trained for another sigma than --sigma (still sound, less accurate)."),
         click.option("--threads", type=int,
                      help="CPU threads: batches run side by side, one thread each up to 8 (default: one per core)."),
         click.option("--workers", type=int,
@@ -307,9 +313,14 @@ def _certify(mode: str, *, model, data_path, split, output, fmt, options, mean, 
     elif run.model.notes:
         _note(quiet, "; ".join(run.model.notes))
     if rest["sigma"] is None and run.method.uses_sigma:
-        _note(quiet, f"sigma {run.method.sigma} from the model's metadata")
+        from_denoiser = run.denoiser is not None and recorded_sigma(run.model.metadata) is None
+        _note(quiet, f"sigma {run.method.sigma} from the {'denoiser' if from_denoiser else 'model'}'s metadata")
+    if run.denoiser:
+        _note(quiet, f"views go through the denoiser {run.denoiser.name} before the model")
     with run.job(data_path, split=split, mode=mode, output=output, format=fmt, executor=executor,
                  **settings) as job:
+        for note in dict.fromkeys(n for g in job.engine.groups if g.denoised is not None for n in g.denoised.notes):
+            _note(quiet, note)
         if job.saved:
             _note(quiet, f"resuming {output}: {len(job.done)} of {len(job.indices)} inputs already done")
         started = time.perf_counter()
@@ -409,6 +420,8 @@ def plugins_command(as_json):
         for method in plugin["methods"]:
             threat = ThreatModel.from_record(method["threat_model"], method["norm"])
             flags = ["exact" if method["deterministic"] else "randomized", f"threat model {threat.name}"]
+            if method["denoisable"]:
+                flags.append("takes --denoiser")
             click.echo(f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]")
             click.echo(f"      {threat.heading()}")
             for option in method["options"]:

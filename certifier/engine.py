@@ -101,9 +101,14 @@ class Group:
     name: str
     model: OnnxModel
     adapter: ModelAdapter
+    #: with a denoiser: the denoiser, the adapter's mapping and the model as one graph that
+    #: reads pixel-space views (``certifier.denoiser``); None without one
+    denoised: OnnxModel | None = None
 
     def labels(self, views: np.ndarray) -> np.ndarray:
         """The class the model gives each view of a batch (pixel space)."""
+        if self.denoised is not None:
+            return self.denoised.labels(np.ascontiguousarray(views, dtype=np.float32))
         return self.model.labels(self.adapter(views))
 
     def settle(self) -> None:
@@ -111,6 +116,8 @@ class Group:
         settle = getattr(self.model, "settle", None)
         if settle is not None:
             settle(self.adapter(np.zeros((1, *self.adapter.view_shape), np.float32)).shape[1:])
+        if self.denoised is not None:
+            self.denoised.settle(self.adapter.view_shape)
 
 
 @dataclass

@@ -116,6 +116,15 @@ class Result:
         return out
 
 
+def _denoiser_fields(denoiser) -> dict[str, Any]:
+    """The header's record of a denoiser: its file, hash and metadata (nothing without one,
+    so headers of runs without a denoiser stay as they were)."""
+    if denoiser is None:
+        return {}
+    return {"denoiser": str(denoiser.path), "denoiser_sha256": denoiser.sha256,
+            "denoiser_metadata": denoiser.description()}
+
+
 class Job:
     """The certification of some inputs of a data set, written to ``output`` as it goes.
 
@@ -179,6 +188,7 @@ class Job:
             "model": str(run.model.path),
             "model_sha256": run.model.sha256,
             "group_models": {g.name: g.model.sha256 for g in engine.groups if g.model is not run.model},
+            **_denoiser_fields(run.denoiser),
             "output_name": run.model.output.name if run.output_name else None,
             "output_kind": run.model.output.requested,
             "input_space": engine.groups[0].adapter.space.as_dict(),

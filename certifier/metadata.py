@@ -33,6 +33,12 @@ DATASET = "certifier.dataset"
 TRAINING = "certifier.training"
 #: ``certify train-denoiser`` records what a denoiser was trained for under this prefix.
 DENOISER = "certifier.denoiser."
+#: the sigma a denoiser was trained for
+DENOISER_SIGMA = DENOISER + "sigma"
+#: the hash of the classifier a denoiser was trained through (stability loss)
+DENOISER_CLASSIFIER_SHA256 = DENOISER + "classifier_sha256"
+#: A results header keeps at most this many characters of each denoiser metadata value.
+MAX_RECORDED_VALUE = 4096
 
 #: Refused above this many classes: every input keeps arrays of votes this long.
 MAX_CLASSES = 1 << 20
@@ -116,6 +122,38 @@ def recorded_json(metadata: Mapping[str, str], key: str) -> dict[str, Any] | Non
     return value
 
 
+def is_denoiser(metadata: Mapping[str, str]) -> bool:
+    """Whether the metadata is a denoiser's (``certify train-denoiser`` wrote it)."""
+    return any(key.startswith(DENOISER) for key in metadata)
+
+
+def recorded_denoiser_sigma(metadata: Mapping[str, str]) -> float | None:
+    """The sigma a denoiser was trained for (None when it records none); a recorded value
+    that is not a usable sigma is refused."""
+    raw = metadata.get(DENOISER_SIGMA)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        sigma = float(raw)
+    except ValueError:
+        sigma = math.nan
+    if not (0 < sigma <= MAX_SIGMA):
+        raise CertifyError(f"the denoiser's {DENOISER_SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
+                           f"pass --allow-denoiser-sigma-mismatch to use the denoiser without that check")
+    return sigma
+
+
+def denoiser_description(metadata: Mapping[str, str]) -> dict[str, str]:
+    """What a results header records of a denoiser's metadata: its ``certifier.denoiser.*``
+    keys and the data set, as recorded (a very long value is cut short)."""
+    keys = sorted(k for k in metadata if (k.startswith(DENOISER) or k == DATASET) and len(k) <= 200)
+    return {key: _shortened(metadata[key]) for key in keys[:64]}
+
+
+def _shortened(value: str) -> str:
+    return value if len(value) <= MAX_RECORDED_VALUE else value[: MAX_RECORDED_VALUE - 3] + "..."
+
+
 def model_metadata(method: SmoothingMethod | None, *, input_shape: Sequence[int], view_shape: Sequence[int],
                    dataset: str, classes: Sequence[str], groups: Sequence[str],
                    training: Mapping[str, Any]) -> dict[str, str]:
@@ -149,7 +187,7 @@ def denoiser_metadata(*, sigma: float, loss: str, input_shape: Sequence[int], ar
     trained with, its image shape and network, and (for the stability loss) the
     classifier it was trained through."""
     written = {
-        DENOISER + "sigma": repr(float(sigma)),
+        DENOISER_SIGMA: repr(float(sigma)),
         DENOISER + "loss": loss,
         DENOISER + "input_shape": json.dumps(list(input_shape)),
         DENOISER + "architecture": json.dumps(dict(architecture)),
@@ -157,6 +195,6 @@ def denoiser_metadata(*, sigma: float, loss: str, input_shape: Sequence[int], ar
         DATASET: dataset,
     }
     if classifier_sha256 is not None:
-        written[DENOISER + "classifier_sha256"] = classifier_sha256
+        written[DENOISER_CLASSIFIER_SHA256] = classifier_sha256
         written[DENOISER + "classifier"] = classifier or ""
     return written

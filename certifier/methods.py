@@ -147,6 +147,10 @@ class SmoothingMethod:
     deterministic: ClassVar[bool] = False
     #: Whether the method reads ``--sigma``.
     uses_sigma: ClassVar[bool] = True
+    #: Whether ``--denoiser`` may clean the views: a method whose views are Gaussian-noisy
+    #: images says True. False (the default) refuses a denoiser: a plugin opts in, so a method
+    #: whose views are something else (uniform noise, shifts, none) never gets one by accident.
+    denoisable: ClassVar[bool] = False
 
     class Options(Options):
         pass

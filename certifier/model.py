@@ -14,14 +14,14 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
 
 from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError, first_line
-from .metadata import CLASSES, metadata_props, recorded_classes
+from .metadata import CLASSES, DENOISER, is_denoiser, metadata_props, recorded_classes
 from .onnx_file import (
     classifier_input, declared_dims, external_data_files, file_sha256, load_external_data, read_model,
 )
@@ -516,6 +516,7 @@ def load_model(
     threads: int | None = None,
     cuda_probe=probe_cuda,
     allow_batch_coupling: bool = False,
+    transform: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
 ) -> OnnxModel:
     """Vet, inspect and open an ONNX classifier.
 
@@ -523,13 +524,19 @@ def load_model(
     does not show it (a single score: probability or logit). A model whose output for an
     input depends on the rest of its batch is refused, unless ``allow_batch_coupling``:
     then it runs one input at a time (``batch_coupled`` records which it is).
+    ``transform`` makes the graph to run from the vetted classifier's (with its external
+    data): a denoiser in front of it (``certifier.denoiser``); the model keeps the file's
+    hash and metadata.
     """
     import onnxruntime as ort
 
     path = Path(path)
     proto, external = read_model(path)
-    model_input, dims, dtype = classifier_input(proto.graph)
     metadata = metadata_props(proto)
+    if is_denoiser(metadata):
+        raise CertifyError(f"{path.name} is a denoiser (its metadata has {DENOISER}* keys), not a classifier; "
+                           f"give it with --denoiser and the classifier as the model")
+    model_input, dims, dtype = classifier_input(proto.graph)
     names = recorded_classes(metadata)
     output = choose_output(proto, output_name, output_kind, names)
     if names is not None and output.width is None and not output.integer:
@@ -540,6 +547,10 @@ def load_model(
     sha256 = file_sha256(path, *(path.parent / name for name in external_data_files(proto)))
     if external:
         load_external_data(proto, path)  # safe now: every location was checked to lie inside the model's folder
+    if transform is not None:
+        proto, external = transform(proto), True  # opened from memory, not from the file
+        model_input, dims, dtype = classifier_input(proto.graph)
+        output = choose_output(proto, output_name, output_kind, names)
     notes: list[str] = []
     open_session = functools.partial(_open_session, path, providers=providers, threads=session_threads, notes=notes)
     if _needs_symbolic_dims(proto, model_input.name):

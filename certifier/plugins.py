@@ -241,6 +241,7 @@ def describe_plugins() -> list[dict[str, Any]]:
                         "description": method.description,
                         "deterministic": method.deterministic,
                         "uses_sigma": method.uses_sigma,
+                        "denoisable": method.denoisable,
                         "groups": list(method.groups),
                         "options": method.option_help(),
                     }

@@ -23,10 +23,10 @@ except ImportError:  # Windows: no advisory locks, results files are not guarded
 #: Header fields that must match for a rerun to add to an existing results file.
 IDENTITY_KEYS = (
     "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "sampling_settings", "model_sha256",
-    "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize",
+    "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize", "denoiser_sha256",
 )
 #: Header fields that legitimately differ between two runs with the same settings.
-INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started")
+INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started", "denoiser")
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 FORMATS = ("jsonl", "cohen")
 #: Headers are a few kilobytes; a first line longer than this is not one.

@@ -145,6 +145,7 @@ def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, hea
         "norm": header.get("norm") or (records[0].get("norm") if records else None),
         "threat_model": threat.as_dict(),
         "sigma": (header.get("settings") or {}).get("sigma"),
+        "denoiser": _denoiser_name(header),
         "inputs": count,
         "labeled": len(labeled),
         "abstain_rate": share(abstained, count),
@@ -168,6 +169,14 @@ def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, hea
         summary["acr"] = sum(r["radius"] for r in good) / len(labeled)
         summary["accuracy"] = len(good) / len(labeled)
     return summary
+
+
+def _denoiser_name(header: dict) -> str | None:
+    """The file name of the denoiser a run used (None: none)."""
+    path = header.get("denoiser")
+    if not path:
+        return None
+    return os.path.basename(str(path)) or str(path)
 
 
 def prediction_summary(records: Sequence[dict]) -> dict:
@@ -232,6 +241,8 @@ def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel)
     row("plugin", [str(s.get("plugin")) for s in summaries])
     row("norm", [str(s.get("norm")) for s in summaries])
     row("sigma", [str(s.get("sigma")) for s in summaries])
+    if any(s.get("denoiser") for s in summaries):
+        row("denoiser", [s.get("denoiser") or "none" for s in summaries])
     row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
     if any("certified_accuracy" in s for s in summaries):
         for key in radius_keys("certified_accuracy"):

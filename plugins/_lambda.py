@@ -51,7 +51,6 @@ class LambdaSmoothing(SmoothingMethod):
     """
 
     norm = "l1"
-
     def __init__(self, sigma: float | None = None, options=None):
         options = options if options is not None else self.Options()
         lam = resolve_lambda(self.name, sigma, getattr(options, "lambda"))

@@ -156,6 +156,7 @@ class DualSmoothing(SmoothingMethod):
 
     name = "drs"
     norm = "l2"
+    denoisable = True  # its views are Gaussian-noisy images
     description = (
         "Dual randomized smoothing (Xia et al. 2024): two diagonal sub-images; "
         "L2 radius sigma/sqrt(2) * (Phi^-1(pl) + Phi^-1(pr)), alpha/2 per side"

@@ -45,6 +45,7 @@ class PartitionSmoothing(SmoothingMethod):
 
     name = "pprs"
     norm = "l2"
+    denoisable = True  # its views are Gaussian-noisy images
     description = (
         "superpixel-mean smoothing (Goli & Farnia): partition of the noisy sample, "
         "L2 radius sigma * Phi^-1(pA_lower)"

@@ -12,6 +12,7 @@ class GaussianSmoothing(SmoothingMethod):
 
     name = "rs"
     norm = "l2"
+    denoisable = True  # its views are Gaussian-noisy images
     description = "Gaussian noise (Cohen et al. 2019): L2 radius sigma * Phi^-1(pA_lower)"
 
     def sample(self, x: np.ndarray, rng: np.random.Generator, group: str) -> np.ndarray:
