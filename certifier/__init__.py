@@ -32,6 +32,7 @@ from .hookspecs import hookimpl  # noqa: E402
 from .metadata import model_metadata, read_metadata, recorded_group, recorded_json  # noqa: E402
 from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
+    two_bound_gaussian_certificate,
 )
 from .noise import gaussian_views, standard_normal  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
@@ -42,7 +43,8 @@ __all__ = [
     "load", "certify", "Run", "Job", "Result", "summarize", "format_summary",
     # writing a plugin
     "hookimpl", "SmoothingMethod", "Options", "Votes", "Certificate", "CertifyError",
-    "lower_bound_certificate", "gaussian_certificate", "is_broadcast", "gaussian_views", "standard_normal",
+    "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
+    "gaussian_views", "standard_normal",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
     "model_metadata", "method_options",
 ]
