@@ -115,6 +115,16 @@ def describe_problems(summary: dict) -> str | None:
     return "; ".join(parts)
 
 
+def recorded_levels(header: dict | None) -> list[float]:
+    """The levels of a sequential run's header (the radii its records can take besides 0), else []."""
+    settings = (header or {}).get("sampling_settings")
+    levels = settings.get("levels") if isinstance(settings, dict) and (header or {}).get("sampling") == "sequential" \
+        else None
+    if not isinstance(levels, list) or not all(is_number(r) and math.isfinite(r) for r in levels):
+        return []
+    return [float(r) for r in levels]
+
+
 def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, header: dict | None = None) -> dict:
     """Certified accuracy at each radius and ACR (labeled inputs); certified fraction, radius
     statistics and predicted classes (all inputs); abstain rate, cost per input, problems found."""
@@ -141,6 +151,9 @@ def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, h
         "abstain_rate": share(abstained, count),
         "seconds_per_input": share(sum(timed), len(timed)),
         "forward_passes_per_input": share(sum(passes), len(passes)),
+        "sampling": header.get("sampling"),
+        "budget": header.get("n"),
+        "levels": recorded_levels(header) or None,
         "radius_ceiling": header.get("radius_ceiling"),
         "exact": bool(header.get("exact", False)),
         "conditional": sorted({r["conditional"] for r in records if r.get("conditional")}),
@@ -200,6 +213,9 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     row("plugin", [str(s.get("plugin")) for s in summaries])
     row("norm", [str(s.get("norm")) for s in summaries])
     row("sigma", [str(s.get("sigma")) for s in summaries])
+    sequential = [s.get("sampling") == "sequential" for s in summaries]
+    if any(sequential):
+        row("sampling", [str(s.get("sampling") or "-") for s in summaries])
     row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
     if any("certified_accuracy" in s for s in summaries):
         for key in radius_keys("certified_accuracy"):
@@ -223,6 +239,10 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
         lines.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
                      "(no labels: not an accuracy)")
     for s, name in zip(summaries, names):
+        if s.get("sampling") == "sequential" and s.get("levels"):
+            levels = ", ".join(f"{r:g}" for r in s["levels"])
+            lines.append(f"{name}: sequential, at most n = {s.get('budget')} views per input: each radius is the "
+                         f"largest level proved of {levels} (0 below the lowest)")
         if s.get("exact"):
             lines.append(f"{name}: certificates are exact (no sampling, no alpha)")
         if s.get("conditional"):
