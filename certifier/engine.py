@@ -25,7 +25,8 @@ from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, first_lin
 from .methods import Certificate, SmoothingMethod, Votes
 from .model import OnnxModel
 from .sampling import (
-    ENUMERATION, ESTIMATION, PREDICTION, SELECTION, SEQUENTIAL_BATCH, Enumeration, FixedSampling, make_plan,
+    ENUMERATION, ESTIMATION, PREDICTION, SAMPLINGS, SELECTION, SEQUENTIAL_BATCH, Enumeration, FixedSampling,
+    make_plan,
 )
 from .space import ModelAdapter
 
@@ -156,7 +157,6 @@ class _CheckedRule:
 
     def __init__(self, engine: "Engine", classes: int):
         self.method, self.classes = engine.method, classes
-        self.name = engine.method.name
 
     def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
         method = self.method
@@ -202,6 +202,8 @@ class Engine:
         self.groups = [groups[name] for name in method.groups]
         #: the shape of every input (C, H, W) or (D,); None: whatever the groups' views fit
         self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        if sampling not in SAMPLINGS:
+            raise CertifyError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         adaptive = sampling != "fixed" or bool(getattr(plan, "adaptive", False))
         if method.deterministic and adaptive:
             raise CertifyError(f"plugin {method.name} is exact (it runs every view once, no sampling): "
@@ -461,8 +463,8 @@ class Engine:
             while len(running) < in_flight:
                 state = next((s for s in window if s.queue), None)
                 if state is None:
-                    started = sum(s.certificate is None for s in window)
-                    if started >= in_flight or len(window) >= 4 * in_flight or not start_next():
+                    undecided = sum(s.certificate is None for s in window)
+                    if undecided >= in_flight or len(window) >= 4 * in_flight or not start_next():
                         return
                     continue
                 job = state.queue.popleft()

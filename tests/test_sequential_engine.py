@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -412,3 +414,38 @@ def test_two_bound_option_is_recorded_and_default_headers_are_unchanged(tmp_path
     with pytest.raises(certifier.CertifyError, match="partition-from noisy"):
         certifier.load(model, plugin="pprs", sigma=0.5, options={"bounds": "two", "partition-from": "clean",
                                                                   "rho": 0.1})
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_inside_the_model_stops_cleanly_and_the_rerun_completes_the_file(tmp_path, monkeypatch, signum):
+    """Several inputs are in flight at once: a signal from a worker thread finds a prefix of
+    the results on disk, one line, exit 130, and the rerun gives what an uninterrupted run gives."""
+    from certifier.model import OnnxModel
+
+    base = [MODELS / "fmnist-rs-0.25.onnx", "--data", MODELS / "fmnist-samples.npz", "--limit", "8", "--n0", "50",
+            "-n", "4000", "--batch-size", "64", "--radii", "0,0.25,0.5", "--sampling", "sequential", "-q"]
+    whole, partial = tmp_path / "whole.jsonl", tmp_path / "partial.jsonl"
+    invoke(*base, "--output", whole)
+    real_labels, calls = OnnxModel.labels, []
+
+    def labels(self, batch):
+        answer = real_labels(self, batch)
+        calls.append(len(batch))
+        if len(calls) == 40:
+            os.kill(os.getpid(), signum)
+        return answer
+
+    monkeypatch.setattr(OnnxModel, "labels", labels)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = invoke(*base, "--output", partial, expect_ok=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert "interrupted" in result.stderr and "rerun" in result.stderr
+    kept = [r["index"] for r in lines_of(partial)[1:]]
+    assert kept == list(range(len(kept))) and len(kept) < 8
+    monkeypatch.setattr(OnnxModel, "labels", real_labels)
+    invoke(*base, "--output", partial)
+    strip = lambda path: [{k: v for k, v in r.items() if k != "seconds"} for r in lines_of(path)[1:]]  # noqa: E731
+    assert strip(partial) == strip(whole)
