@@ -117,9 +117,11 @@ def describe_problems(summary: dict) -> str | None:
 
 def recorded_levels(header: dict | None) -> list[float]:
     """The levels of a sequential run's header (the radii its records can take besides 0), else []."""
-    settings = (header or {}).get("sampling_settings")
-    levels = settings.get("levels") if isinstance(settings, dict) and (header or {}).get("sampling") == "sequential" \
-        else None
+    header = header or {}
+    settings = header.get("sampling_settings")
+    if header.get("sampling") != "sequential" or not isinstance(settings, dict):
+        return []
+    levels = settings.get("levels")
     if not isinstance(levels, list) or not all(is_number(r) and math.isfinite(r) for r in levels):
         return []
     return [float(r) for r in levels]
