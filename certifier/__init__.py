@@ -29,12 +29,14 @@ from .command_options import method_options  # noqa: E402
 from .data import load_data  # noqa: E402
 from .errors import CertifyError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .metadata import model_metadata, read_metadata, recorded_group, recorded_json  # noqa: E402
+from .metadata import denoiser_metadata, model_metadata, read_metadata, recorded_group, recorded_json  # noqa: E402
+from .model import load_model  # noqa: E402
 from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
     two_bound_gaussian_certificate,
 )
 from .noise import gaussian_views, standard_normal  # noqa: E402
+from .space import LAYOUTS, InputSpace, ModelAdapter  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
 from .summaries import format_summary, summarize  # noqa: E402
 
@@ -47,4 +49,6 @@ __all__ = [
     "gaussian_views", "standard_normal",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
     "model_metadata", "method_options",
+    # opening a model as certify does (for plugins that train through a classifier)
+    "load_model", "InputSpace", "ModelAdapter", "LAYOUTS", "denoiser_metadata",
 ]

@@ -28,7 +28,7 @@ from .metadata import recorded_options, recorded_plugin, recorded_sigma
 from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
 from .plugins import get_method
-from .space import InputSpace, ModelAdapter, prefers_channels_last
+from .space import InputSpace, ModelAdapter, prefers_channels_last, resolve_layout
 
 
 def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
@@ -72,8 +72,11 @@ class Run:
         overrides: Mapping[str, Any] | None = None,
         resize: Sequence[int] | None = None,
         output_name: str | None = None,
+        allow_batch_coupling: bool = False,
     ):
         self.model = model
+        #: whether models whose rows depend on their batch are run one input per call
+        self.allow_batch_coupling = allow_batch_coupling
         #: the model output the user chose (None: certify chose it)
         self.output_name = output_name
         #: (H, W) images are resized to when read, before any noise; None: as they are
@@ -98,7 +101,8 @@ class Run:
             return self.model
         if group not in self._group_models:
             self._group_models[group] = load_model(
-                path, device=self.device, threads=self.threads, output_name=None
+                path, device=self.device, threads=self.threads, output_name=None,
+                allow_batch_coupling=self.allow_batch_coupling,
             )
         return self._group_models[group]
 
@@ -118,8 +122,8 @@ class Run:
             try:
                 adapter = ModelAdapter(view_shape, model.input_dims, model.input_dtype, space)
             except CertifyError:
-                if view_shape == tuple(input_shape):
-                    raise
+                if view_shape == tuple(input_shape) or _fits(view_shape, model.input_dims):
+                    raise  # not a shape problem: the adapter's own message says what is wrong
                 # the data is fine; the plugin's views do not fit this model
                 declared = "x".join("?" if d is None else str(d) for d in model.input_dims)
                 raise CertifyError(
@@ -192,6 +196,15 @@ def _view_shape(method: SmoothingMethod, shape) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
+def _fits(view_shape: tuple[int, ...], declared) -> bool:
+    """Whether views of this shape fit the model's declared input in some layout."""
+    try:
+        resolve_layout(declared, view_shape, "auto")
+    except CertifyError:
+        return False
+    return True
+
+
 def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, Any] | None,
                 metadata: Mapping[str, str]) -> SmoothingMethod:
     """The configured smoothing method, with defaults from the model's metadata."""
@@ -221,27 +234,31 @@ def load(
     std: Sequence[float] | None = None,
     layout: str | None = None,
     resize: Sequence[int] | None = None,
+    allow_batch_coupling: bool = False,
 ) -> Run:
     """Open an ONNX model and configure a smoothing method for it.
 
     ``resize`` (H, W) resizes images to H x W when they are read, before any noise:
-    radii are then in the resized images' pixel space.
+    radii are then in the resized images' pixel space. ``allow_batch_coupling`` accepts
+    a model whose output for an input depends on the rest of its batch by running it one
+    input per call (the CLI sets it for ``--batch-size 1``).
     """
     resize = check_resize(resize)
     onnx_model = load_model(Path(model), output_name=output_name, output_kind=output_kind, device=device,
-                            threads=threads)
+                            threads=threads, allow_batch_coupling=allow_batch_coupling)
     method = make_method(plugin, sigma, options, onnx_model.metadata)
     overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
                  "std": tuple(std) if std is not None else None, "layout": layout}
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
     return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize,
-               output_name=output_name)
+               output_name=output_name, allow_batch_coupling=allow_batch_coupling)
 
 
 def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
             options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
     """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
-    load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize"}
+    load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize",
+                 "allow_batch_coupling"}
     run = load(model, plugin=plugin, sigma=sigma, options=options,
                **{k: settings.pop(k) for k in list(settings) if k in load_keys})
     return run.certify(data, labels, **settings)

@@ -273,7 +273,9 @@ def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, 
     settings = {name: rest.pop(name) for name in JOB_OPTIONS}
     settings["sampling"], settings["levels"], radii_list = _sampling(rest.pop("sampling"), rest.pop("radius"), radii)
     check_job_settings(threads=rest["threads"], mode=mode, **settings)  # before the model loads
-    run = load(model, options=dict(options), mean=_floats(mean), std=_floats(std), **rest)
+    # With one view per call a model whose rows depend on their batch is a per-input function again.
+    run = load(model, options=dict(options), mean=_floats(mean), std=_floats(std),
+               allow_batch_coupling=settings["batch_size"] == 1, **rest)
     _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
     if rest["sigma"] is None and run.method.uses_sigma:
         _note(quiet, f"sigma {run.method.sigma} from the model's metadata")

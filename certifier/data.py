@@ -543,19 +543,22 @@ def _load_arrays(path: Path, split: str | None, resize, class_names, prefer_chan
 
 
 def load_data(path: str | Path, *, split: str | None = None, class_names: list[str] | None = None,
-              prefer_channels_last: bool = False, resize: Sequence[int] | None = None) -> Dataset:
+              prefer_channels_last: bool = False, resize: Sequence[int] | None = None,
+              folders_name_classes: bool = False) -> Dataset:
     """Open ``path``: an .npz (x, y; or x_test, y_test), an .npy, an image folder or one image.
 
     In a folder, sub-folders are classes: named after the model's class names when
-    it records them, else numbered in sorted order. ``resize`` (H, W) resizes images
-    when they are read.
+    it records them, or class numbers, else numbered in sorted order (with a warning:
+    that order is a guess, unless ``folders_name_classes`` says the folders define the
+    classes, as in training). A lone sub-folder that is neither gives unlabeled images.
+    ``resize`` (H, W) resizes images when they are read.
     """
     path = Path(path)
     if not path.exists():
         raise CertifyError(f"data not found: {path}")
     if path.is_dir():
         try:
-            return _load_folder(path, class_names, resize)
+            return _load_folder(path, class_names, resize, folders_name_classes)
         except OSError as error:
             raise CertifyError(f"cannot read {error.filename or path}: {error.strerror or error}") from None
     if path.suffix.lower() in (".npz", ".npy"):
@@ -568,7 +571,7 @@ def load_data(path: str | Path, *, split: str | None = None, class_names: list[s
     raise CertifyError(f"cannot read {path}: give an .npz or .npy file, a folder of images or an image file")
 
 
-def _load_folder(folder: Path, class_names: list[str] | None, resize) -> Dataset:
+def _load_folder(folder: Path, class_names: list[str] | None, resize, folders_name_classes: bool = False) -> Dataset:
     # Hidden entries are tool litter (.ipynb_checkpoints, macOS ._ files), not classes or images.
     def images_in(directory: Path) -> list[Path]:
         return sorted(p for p in directory.iterdir()
@@ -581,17 +584,50 @@ def _load_folder(folder: Path, class_names: list[str] | None, resize) -> Dataset
             raise CertifyError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return Dataset(paths, None, str(folder), class_names, resize=resize)
     names = [p.name for p in subfolders]
-    if class_names and set(names) <= set(class_names):
-        index_of = {name: class_names.index(name) for name in names}
-    elif all(name.isdigit() for name in names):
-        index_of = {name: int(name) for name in names}
-    else:
-        index_of = {name: i for i, name in enumerate(names)}
     paths, labels = [], []
     for sub in subfolders:
         found = images_in(sub)
         paths += found
-        labels += [index_of[sub.name]] * len(found)
+        labels += [sub.name] * len(found)
     if not paths:
         raise CertifyError(f"the class folders in {folder} hold no images")
-    return Dataset(paths, np.asarray(labels, dtype=np.int64), str(folder), class_names, resize=resize)
+    if class_names and set(names) <= set(class_names):
+        index_of = {name: class_names.index(name) for name in names}
+    elif all(_is_class_number(name) for name in names):
+        index_of = {name: int(name) for name in names}
+    elif len(names) == 1:
+        # One folder whose name says nothing: "class 0 of 1" would make every prediction of
+        # class 0 correct. Unlabeled is the honest reading.
+        warnings.warn(
+            f"{folder} holds one class folder, {_short_name(names[0])}, which is {_not_a_class(class_names)}: its images "
+            f"are read as unlabeled; name the folder after its class to have them labeled")
+        return Dataset(paths, None, str(folder), class_names, resize=resize)
+    else:
+        index_of = {name: i for i, name in enumerate(names)}
+        if folders_name_classes:
+            class_names = class_names or names
+        else:
+            order = ", ".join(f"{_short_name(name)} = {i}" for i, name in enumerate(names[:3]))
+            warnings.warn(
+                f"the labels of {folder} come from its class folders in sorted order ({order}"
+                f"{', ...' if len(names) > 3 else ''}), as the folders are {_not_a_class(class_names, many=True)}; "
+                f"if the model orders its classes otherwise, accuracies are wrong (name the folders 0, 1, ...)")
+    return Dataset(paths, np.asarray([index_of[name] for name in labels], dtype=np.int64), str(folder), class_names,
+                   resize=resize)
+
+
+def _is_class_number(name: str) -> bool:
+    """A folder name read as a class index: ASCII digits, not absurdly many."""
+    return name.isascii() and name.isdigit() and len(name) <= 9
+
+
+def _short_name(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:37] + "...")
+
+
+def _not_a_class(class_names: list[str] | None, many: bool = False) -> str:
+    numbers = "class numbers" if many else "a class number"
+    if class_names:
+        return f"neither among the model's class names ({', '.join(map(_short_name, class_names[:3]))}" \
+               f"{', ...' if len(class_names) > 3 else ''}) nor {numbers}"
+    return f"not {numbers} and the model records no class names"

@@ -31,6 +31,8 @@ INPUT_SPACE = "certifier.input_space"
 GROUP = "certifier.group"
 DATASET = "certifier.dataset"
 TRAINING = "certifier.training"
+#: ``certify train-denoiser`` records what a denoiser was trained for under this prefix.
+DENOISER = "certifier.denoiser."
 
 #: Refused above this many classes: every input keeps arrays of votes this long.
 MAX_CLASSES = 1 << 20
@@ -97,23 +99,6 @@ def recorded_classes(metadata: Mapping[str, str]) -> list[str] | None:
     return [str(n) for n in names]
 
 
-def recorded_input_space(metadata: Mapping[str, str]) -> dict[str, Any]:
-    """What the model reads (scale, mean, std, layout), as far as it says."""
-    raw = metadata.get(INPUT_SPACE)
-    if not raw:
-        return {}
-    try:
-        values = json.loads(raw)
-        return {
-            "scale": values.get("scale"),
-            "mean": tuple(values["mean"]) if values.get("mean") is not None else None,
-            "std": tuple(values["std"]) if values.get("std") is not None else None,
-            "layout": values.get("layout", "auto"),
-        }
-    except (json.JSONDecodeError, AttributeError, TypeError) as error:
-        raise CertifyError(f"the model's {INPUT_SPACE} metadata is not valid JSON settings: {error}") from None
-
-
 def recorded_group(metadata: Mapping[str, str], plugin: str) -> str | None:
     """The vote group(s) the model was trained on, when it was trained for ``plugin``
     (one name, or several joined by commas)."""
@@ -131,22 +116,47 @@ def recorded_json(metadata: Mapping[str, str], key: str) -> dict[str, Any] | Non
     return value
 
 
-def model_metadata(method: SmoothingMethod, *, input_shape: Sequence[int], view_shape: Sequence[int],
+def model_metadata(method: SmoothingMethod | None, *, input_shape: Sequence[int], view_shape: Sequence[int],
                    dataset: str, classes: Sequence[str], groups: Sequence[str],
                    training: Mapping[str, Any]) -> dict[str, str]:
     """The metadata ``certify train`` writes into a model trained on ``method``'s views:
     the method's own :meth:`~certifier.SmoothingMethod.training_metadata`, then the core's
-    keys, which it cannot replace."""
+    keys, which it cannot replace.
+
+    ``method`` None is a plain classifier trained on clean images: it records no plugin,
+    sigma, options, input space or group, so certify applies no smoothing defaults to it.
+    """
+    described = {DATASET: dataset, CLASSES: json.dumps(list(classes)), TRAINING: json.dumps(dict(training))}
+    if method is None:
+        return described
     extra = {str(k): str(v) for k, v in method.training_metadata(tuple(input_shape)).items()}
     return {
         **extra,
         PLUGIN: method.name,
         SIGMA: "" if method.sigma is None else repr(method.sigma),
         OPTIONS: json.dumps(method.options.model_dump(mode="json")),
-        DATASET: dataset,
-        CLASSES: json.dumps(list(classes)),
         INPUT_SPACE: json.dumps({"scale": 1.0, "mean": None, "std": None,
                                  "layout": "flat" if len(view_shape) == 1 else "nchw"}),
         GROUP: ",".join(groups),
-        TRAINING: json.dumps(dict(training)),
+        **described,
     }
+
+
+def denoiser_metadata(*, sigma: float, loss: str, input_shape: Sequence[int], architecture: Mapping[str, Any],
+                      training: Mapping[str, Any], dataset: str, classifier_sha256: str | None = None,
+                      classifier: str | None = None) -> dict[str, str]:
+    """The metadata ``certify train-denoiser`` writes: the sigma and loss a denoiser was
+    trained with, its image shape and network, and (for the stability loss) the
+    classifier it was trained through."""
+    written = {
+        DENOISER + "sigma": repr(float(sigma)),
+        DENOISER + "loss": loss,
+        DENOISER + "input_shape": json.dumps(list(input_shape)),
+        DENOISER + "architecture": json.dumps(dict(architecture)),
+        DENOISER + "training": json.dumps(dict(training)),
+        DATASET: dataset,
+    }
+    if classifier_sha256 is not None:
+        written[DENOISER + "classifier_sha256"] = classifier_sha256
+        written[DENOISER + "classifier"] = classifier or ""
+    return written

@@ -23,7 +23,7 @@ from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError, first_line
 from .metadata import CLASSES, metadata_props, recorded_classes
 from .onnx_file import (
-    classifier_input, external_data_files, file_sha256, load_external_data, read_model,
+    classifier_input, declared_dims, external_data_files, file_sha256, load_external_data, read_model,
 )
 from .outputs import UNDECLARED_LABEL_CLASSES, OutputChoice, choose_output, settle_classes, settle_kind
 from .resources import format_size, memory_budget, parallelism
@@ -67,6 +67,59 @@ def _shape_text(shape) -> str:
     return "x".join(shown + (["..."] if len(shape) > 8 else [])) or "()"
 
 
+def _check_inferred_classes(proto: onnx.ModelProto, choice: OutputChoice, names: list[str]) -> None:
+    """Refuse class names that do not match a score output whose width the file leaves open
+    but onnx's shape inference finds (when the input shape is declared, the probe at load
+    checks this too; when it is not, this is the only check before the first batch)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception:  # inference is a bonus: a model it cannot follow is probed as usual
+        return
+    value = next((o for o in inferred.graph.output if o.name == choice.name), None)
+    dims = declared_dims(value) if value is not None else None
+    if not dims or any(d is None for d in dims[1:]):
+        return
+    width = math.prod(dims[1:])
+    found = width if width > 1 else 2  # a single score tells two classes apart
+    if found != len(names):
+        raise CertifyError(
+            f"the model's {CLASSES} metadata lists {len(names)} classes but its output "
+            f"{choice.name!r} has {found}; fix the metadata"
+        )
+
+
+#: Relative score difference above which two runs of the same input disagree: far above the
+#: float32 rounding of other kernels for other batch sizes (4e-7 measured), far below what
+#: batch statistics cause (dynamic quantization: 4e-3 to 3e-2 measured).
+BATCH_TOLERANCE = 1e-3
+#: The same for half-precision inputs or outputs (their rounding is 1e-3).
+HALF_BATCH_TOLERANCE = 1e-2
+
+
+def _rows_differ(first: np.ndarray, second: np.ndarray, integer: bool, input_dtype: np.dtype) -> bool:
+    """Whether two outputs for the same input disagree beyond rounding: a relative score
+    difference above the tolerance, another top class without a near tie, or other labels."""
+    if integer:
+        return not np.array_equal(first, second)
+    half = first.dtype.itemsize < 4 or (np.dtype(input_dtype).itemsize < 4 and np.issubdtype(input_dtype, np.floating))
+    tolerance = HALF_BATCH_TOLERANCE if half else BATCH_TOLERANCE
+    a, b = first.astype(np.float64), second.astype(np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    if not np.array_equal(np.isfinite(a), np.isfinite(b)) or not np.array_equal(a[~finite], b[~finite], equal_nan=True):
+        return True
+    if not finite.any():
+        return False
+    a, b = a[finite], b[finite]
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max()))
+    room = tolerance * scale + 1e-30
+    if float(np.abs(a - b).max()) > room:
+        return True
+    if a.size > 1 and a.argmax() != b.argmax():
+        top = np.sort(a)[-2:], np.sort(b)[-2:]
+        return all(t[1] - t[0] > room for t in top)
+    return False
+
+
 @dataclass
 class OnnxModel:
     """An ONNX classifier ready to label batches of model-space inputs."""
@@ -90,6 +143,11 @@ class OnnxModel:
     parallel_runs: int = 1
     #: the batch size the graph declares (None: dynamic)
     declared_batch: int | None = None
+    #: whether an input's output depends on the other inputs in its batch (None until probed):
+    #: the smoothing theorem needs every view classified by the same function of that view alone
+    batch_coupled: bool | None = None
+    #: run a batch-coupled model one input per run (a function of each input again) instead of refusing it
+    allow_batch_coupling: bool = False
     _names: list[str] | None = field(default=None, repr=False)
     #: opens a session on a changed copy of the model; kept until the batch handling is settled
     _reopen: object = field(default=None, repr=False)
@@ -198,6 +256,7 @@ class OnnxModel:
                 )
             (width,) = widths
         self._settle_width(width)
+        self._check_batch_coupling(shape)
 
     def _try_dynamic(self, size: int, shape: tuple[int, ...], budget: int) -> None:
         """Use a copy of the graph with a dynamic batch axis if it gives the same answers."""
@@ -255,6 +314,66 @@ class OnnxModel:
                 f"{width}; re-export the model"
             )
 
+    def _batch_compositions(self, shape: tuple[int, ...]) -> tuple[np.ndarray, list[list[int]]]:
+        """Probe inputs, and batches of them (indices; -1 is the engine's zero padding) in which
+        input 0 (and others) meet other companions, in other places and other batch sizes."""
+        size = self.fixed_batch
+        count = 4 if size is None else size  # a fixed batch: no more memory than one batch
+        pool = _random_model_input((count, *shape), self.input_dtype, np.random.default_rng(1))
+        if np.issubdtype(self.input_dtype, np.floating):
+            # companions of another range: scales computed over the batch (dynamic quantization) show
+            pool[count // 2 :] = (pool[count // 2 :].astype(np.float64) * 4 - 1.5).astype(self.input_dtype)
+        if size is None:
+            return pool, [[0], [0, 1, 2], [2, 0, 1], [3, 0], [1, 3]]
+        if size == 1:
+            return pool, []
+        others = list(range(1, size))
+        return pool, [[0, *others], [0] + [-1] * (size - 1), [*others, 0]]
+
+    def _check_batch_coupling(self, shape: tuple[int, ...]) -> None:
+        """Refuse (unless allowed) a model whose output for an input changes with the rest of its
+        batch: the smoothing theorem needs each noisy view classified by one fixed function of
+        that view (random or not), and certificates would otherwise depend on --batch-size.
+
+        A model that answers the same batch differently twice is random (dropout left on):
+        its randomness hides any dependence on the batch, so it counts as coupled too.
+        """
+        pool, compositions = self._batch_compositions(shape)
+        if not compositions:
+            self.batch_coupled = bool(self.batch_coupled)
+            return
+        padding = np.zeros((1, *shape), dtype=self.input_dtype)
+        seen: dict[int, np.ndarray] = {}
+        coupled = random = False
+        for number, composition in enumerate([compositions[0], *compositions]):
+            batch = np.concatenate([padding if i < 0 else pool[i : i + 1] for i in composition])
+            try:
+                rows = self._rows(_quiet_run(self.session, self.output.name, self.input_name, batch), len(batch))
+            except Exception:  # e.g. a companion of another range the graph cannot take: not evidence
+                continue
+            for index, row in zip(composition, rows):
+                if index < 0:
+                    continue
+                if index in seen and _rows_differ(seen[index], row, self.output.integer, self.input_dtype):
+                    random |= number == 1  # the very batch run before
+                    coupled = True
+                seen.setdefault(index, row)
+        self.batch_coupled = bool(self.batch_coupled) or coupled
+        if not coupled:
+            return
+        if not self.allow_batch_coupling:
+            name = self.path.name
+            why = (f"{name} gives other outputs each time it runs the same inputs (dropout left on?), so whether "
+                   f"an input's output also depends on the other inputs in its batch cannot be checked"
+                   if random else
+                   f"the output of {name} for an input depends on the other inputs in its batch (a normalization "
+                   f"over the batch, BatchNormalization in training mode, dynamic quantization?)")
+            raise CertifyError(
+                f"{why}, so its certificates could depend on --batch-size; export it in inference mode, or "
+                f"certify with --batch-size 1 (each input then runs alone)"
+            )
+        self.notes.append("outputs depend on the other inputs in a batch: running one input at a time")
+
     # -- labelling batches ------------------------------------------------------------
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -262,8 +381,14 @@ class OnnxModel:
 
     def raw_outputs(self, batch: np.ndarray) -> np.ndarray:
         """The chosen output for a batch as (inputs, values per input), running fixed-size
-        chunks when the graph needs it; refuses an output without one row per input."""
+        chunks when the graph needs it, and one input per run when outputs depend on the
+        batch; refuses an output without one row per input."""
         self.settle(batch.shape[1:])
+        if self.batch_coupled and len(batch) > 1:
+            return np.concatenate([self._outputs(batch[i : i + 1]) for i in range(len(batch))])
+        return self._outputs(batch)
+
+    def _outputs(self, batch: np.ndarray) -> np.ndarray:
         size = self.fixed_batch
         if size is None:
             return self._rows(self._run(batch), len(batch))
@@ -390,11 +515,14 @@ def load_model(
     device: str = "auto",
     threads: int | None = None,
     cuda_probe=probe_cuda,
+    allow_batch_coupling: bool = False,
 ) -> OnnxModel:
     """Vet, inspect and open an ONNX classifier.
 
     ``output_kind`` (one of OUTPUT_KINDS) says what the output holds where the graph
-    does not show it (a single score: probability or logit).
+    does not show it (a single score: probability or logit). A model whose output for an
+    input depends on the rest of its batch is refused, unless ``allow_batch_coupling``:
+    then it runs one input at a time (``batch_coupled`` records which it is).
     """
     import onnxruntime as ort
 
@@ -404,6 +532,8 @@ def load_model(
     metadata = metadata_props(proto)
     names = recorded_classes(metadata)
     output = choose_output(proto, output_name, output_kind, names)
+    if names is not None and output.width is None and not output.integer:
+        _check_inferred_classes(proto, output, names)
     providers, note = choose_providers(device, ort.get_available_providers(), cuda_probe)
     parallel_runs, session_threads = parallelism(providers[0] == CPU, threads)
     # The weights are part of the model's identity (results files resume only the same model).
@@ -435,6 +565,7 @@ def load_model(
         session=session,
         parallel_runs=parallel_runs,
         declared_batch=dims[0],
+        allow_batch_coupling=allow_batch_coupling,
         _names=names,
         _reopen=reopen,
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import click
 import numpy as np
 
 from certifier import CertifyError, hookimpl, load_data, make_method, method_options, read_metadata
+
+#: Random views per group a picture may show: each is a row of panels.
+MAX_SAMPLES = 16
 
 
 def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -23,7 +27,10 @@ def _displayable(image: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 
 def render(method, x: np.ndarray, path: Path, *, samples: int = 2, seed: int = 0, title: str | None = None) -> None:
-    """Write a PNG: the clean input, then each stage of a few random views per group."""
+    """Write a picture (PNG unless ``path`` names another format matplotlib writes): the clean
+    input, then each stage of a few random views per group."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
+        raise CertifyError(f"--samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}")
     try:
         import matplotlib
 
@@ -51,8 +58,29 @@ def render(method, x: np.ndarray, path: Path, *, samples: int = 2, seed: int = 0
             axis.set_title(name, fontsize=8)
     figure.suptitle(title or f"{method.name}, sigma {method.sigma}", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    picture = io.BytesIO()
+    try:
+        figure.savefig(picture, dpi=110, format=_picture_format(Path(path), figure))
+    finally:
+        plt.close(figure)
+    # Written by hand: matplotlib's own writer can leave a failed write (a full disk) unreported.
+    try:
+        with open(path, "wb") as handle:
+            handle.write(picture.getvalue())
+    except OSError as error:
+        raise CertifyError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _picture_format(path: Path, figure) -> str:
+    """The format ``path``'s suffix names (PNG without one); refuses one matplotlib cannot write."""
+    suffix = path.suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    supported = figure.canvas.get_supported_filetypes()
+    if suffix not in supported:
+        raise CertifyError(f"--out {path.name}: cannot write .{suffix} pictures; use .png (or "
+                           f"{', '.join('.' + s for s in sorted(supported) if s != 'png')})")
+    return suffix
 
 
 @hookimpl
@@ -63,7 +91,8 @@ def register_commands(cli):
     @click.option("-m", "--model", type=click.Path(dir_okay=False, path_type=Path),
                   help="Read the plugin, sigma and options from this model's metadata.")
     @click.option("--index", type=int, default=0, show_default=True, help="Which input of DATA to show.")
-    @click.option("--samples", type=int, default=2, show_default=True, help="Random views per group.")
+    @click.option("--samples", type=int, default=2, show_default=True,
+                  help=f"Random views per group (at most {MAX_SAMPLES}).")
     @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("show.png"),
                   show_default=True, help="PNG file to write.")
@@ -73,6 +102,8 @@ def register_commands(cli):
         \b
             certify show --plugin rs --sigma 0.5 images.npz --index 3 --out rs.png
         """
+        if not 1 <= samples <= MAX_SAMPLES:
+            raise CertifyError(f"--samples must be from 1 to {MAX_SAMPLES} (rows of pictures per group), got {samples}")
         metadata = read_metadata(model) if model is not None else {}
         method = make_method(plugin, sigma, dict(options), metadata)
         dataset = load_data(data)
@@ -80,5 +111,5 @@ def register_commands(cli):
             raise CertifyError(f"--index {index} is out of range: {data} holds {len(dataset)} inputs")
         x = method.check_inputs(dataset.batch([index]))[0]
         method.prepare(tuple(x.shape), metadata)
-        render(method, x, out, samples=max(1, samples), seed=seed)
+        render(method, x, out, samples=samples, seed=seed)
         click.echo(f"certify: wrote {out}", err=True)

@@ -11,25 +11,23 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import click
 import numpy as np
 
-from certifier import CertifyError, hookimpl, load_data, make_method, method_options, model_metadata
+from certifier import CertifyError, SmoothingMethod, hookimpl, load_data, make_method, method_options, model_metadata
+from certifier_plugins._torch import export_onnx, pick_device, require_torch
 
 CHECKPOINT_VERSION = 1
+#: Channels of the first layer at most (the last conv layer has four times as many).
+MAX_WIDTH = 512
+#: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
+MAX_CLASSES = 1 << 20
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise CertifyError(
-            "certify train needs torch: pip install torch, then pip install 'onnx-certifier[train]'"
-        ) from None
-    return torch
+    return require_torch("certify train", "pip install 'onnx-certifier[train]'")
 
 
 def build_network(input_shape: tuple[int, ...], classes: int, width: int = 16):
@@ -58,17 +56,34 @@ def build_network(input_shape: tuple[int, ...], classes: int, width: int = 16):
     return nn.Sequential(*layers)
 
 
-def _pick_device(device: str):
-    torch = _torch()
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise CertifyError("--device cuda: torch sees no usable GPU; use --device cpu")
-        return torch.device("cuda")
-    return torch.device("cpu")
+def _check_settings(*, epochs, batch_size, lr, width, validation_fraction) -> None:
+    """Refuse training settings that cannot work, each in one line, before any data is read."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CertifyError(f"--{name.replace('_', '-')} must be at least 1 (a whole number), got {value!r}")
+    if width > MAX_WIDTH:
+        raise CertifyError(f"--width must be at most {MAX_WIDTH} (channels of the first layer), got {width}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise CertifyError(f"--lr must be a positive number, got {lr!r}")
+    _check_fraction(validation_fraction)
+
+
+def _check_replaceable(**paths: Path) -> None:
+    """Refuse to replace what is not a regular file (run as root, /dev/null would be replaced)."""
+    for name, path in paths.items():
+        if path.exists() and not path.is_file():
+            raise CertifyError(f"--{name} {path} exists and is not a regular file; choose a file path")
+
+
+def _check_fraction(validation_fraction) -> None:
+    if not (isinstance(validation_fraction, (int, float)) and 0 < validation_fraction < 1):
+        raise CertifyError(f"--validation-fraction must be above 0 and below 1, got {validation_fraction!r}")
 
 
 def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int):
     """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32."""
+    _check_fraction(validation_fraction)
+
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
@@ -78,9 +93,11 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         else:
             train, validation = load_data(path), None
     else:
-        train, validation = load_data(path), None
+        train, validation = load_data(path, folders_name_classes=True), None
     if train.labels is None:
         raise CertifyError(f"{path} has no labels (y, y_train or class folders); training needs them")
+    if len(train) == 0:
+        raise CertifyError(f"{path} holds no inputs to train on")
     x = train.batch(range(len(train)))
     y = train.labels
     if validation is not None and validation.labels is not None:
@@ -88,7 +105,15 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
     else:
         order = np.random.default_rng(seed).permutation(len(x))
         cut = int(len(x) * validation_fraction)
+        if cut == 0:
+            raise CertifyError(f"--validation-fraction {validation_fraction} of {path}'s {len(x)} inputs holds out none "
+                               f"for validation; raise it, or give an .npz with x_test and y_test")
         x_val, y_val, x, y = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+    if len(x_val) == 0:
+        raise CertifyError(f"the test split of {path} holds no inputs to validate on; add some, or drop x_test")
+    if max(int(y.max()), int(y_val.max())) >= MAX_CLASSES:
+        raise CertifyError(f"{path}'s labels go up to {max(int(y.max()), int(y_val.max()))}; a classifier here has at "
+                           f"most {MAX_CLASSES} classes (labels are class indices 0, 1, ...)")
     if classes_option:
         names = [n.strip() for n in classes_option.split(",")]
     elif train.class_names:
@@ -98,6 +123,21 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
     if int(y.max()) >= len(names):
         raise CertifyError(f"labels go up to {int(y.max())} but only {len(names)} class names were given")
     return x, y, x_val, y_val, names
+
+
+class CleanImages(SmoothingMethod):
+    """What ``--no-noise`` trains on: every view is the image itself.
+
+    A stand-in for a third-party classifier that never saw noise; it is not a
+    smoothing method and is never registered.
+    """
+
+    name = "none"
+    norm = "l2"
+    uses_sigma = False
+
+    def sample(self, x: np.ndarray, rng: np.random.Generator, group: str) -> np.ndarray:
+        return x
 
 
 def _noisy_views(method, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, groups):
@@ -132,40 +172,32 @@ def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tu
     return (clean_correct / clean_total if clean_total else math.nan), noisy_correct / max(noisy_total, 1)
 
 
-def export_onnx(network, view_shape, path: Path, metadata: dict[str, str]) -> None:
-    """Export with a dynamic batch axis, IR version onnxruntime reads, and our metadata."""
-    torch = _torch()
-    import onnx
-
-    network = network.cpu().eval()
-    example = torch.zeros(1, *view_shape)
-    temporary = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but needs no onnxscript; it exports these networks exactly.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            network, (example,), str(temporary), input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
-        )
-    model = onnx.load(str(temporary))
-    model.ir_version = min(model.ir_version, 8)
-    del model.metadata_props[:]
-    for key, value in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(temporary))
-    os.replace(temporary, path)
+def _accuracies(clean: float, noisy: float, no_noise: bool) -> str:
+    return f"{100 * clean:.2f}%" if no_noise else f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%"
 
 
 def train(
-    *, plugin: str, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
+    *, plugin: str | None, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
     lr: float, width: int, seed: int, device: str, group: str | None, classes: str | None, dataset_name: str | None,
     checkpoint: Path | None, restart: bool, validation_fraction: float = 0.1, quiet: bool = False,
+    no_noise: bool = False,
 ) -> dict:
-    """Train and export; returns the final metrics."""
+    """Train and export; returns the final metrics.
+
+    ``no_noise`` trains a plain classifier on the clean images (no plugin); its model
+    records no plugin or sigma, so certify applies no smoothing defaults to it.
+    """
     torch = _torch()
-    method = make_method(plugin, sigma, options, {})
+    if no_noise:
+        given = [name for name, value in (("--plugin", plugin), ("--sigma", sigma), ("--option", options),
+                                          ("--group", group)) if value]
+        if given:
+            raise CertifyError(f"--no-noise trains on the clean images; drop {', '.join(given)}")
+        method = CleanImages()
+    elif plugin is None:
+        raise CertifyError("certify train needs --plugin (the noise to train with), or --no-noise for a plain model")
+    else:
+        method = make_method(plugin, sigma, options, {})
     if group is not None and group not in method.groups:
         raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
     groups = [group] if group else list(method.groups)
@@ -178,18 +210,20 @@ def train(
     (view_shape,) = view_shapes
     x = method.check_inputs(x)
     x_val = method.check_inputs(x_val)
+    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, width=width, validation_fraction=validation_fraction)
 
     torch.manual_seed(seed)
-    torch_device = _pick_device(device)
+    torch_device = pick_device(device)
     network = build_network(view_shape, len(names), width).to(torch_device)
     optimizer = torch.optim.SGD(network.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     settings = {
-        "plugin": plugin, "settings": method.settings(), "data": str(data), "epochs": epochs,
+        "plugin": plugin, "noise": not no_noise, "settings": method.settings(), "data": str(data), "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
     }
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
+    _check_replaceable(out=out, checkpoint=checkpoint)
     start_epoch = 0
     if checkpoint.exists() and not restart:
         state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
@@ -226,6 +260,9 @@ def train(
             optimizer.step()
             scheduler.step()
             total_loss += loss.item()
+            if not math.isfinite(loss.item()):
+                raise CertifyError(f"training diverged (loss {loss.item()} at epoch {epoch + 1}, step {step + 1}); "
+                                   f"lower --lr (now {lr:g})")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}")
         clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000,
@@ -235,7 +272,7 @@ def train(
         if not quiet:
             click.echo(
                 f"certify: epoch {epoch + 1}/{epochs}: loss {total_loss / steps_per_epoch:.4f}, validation accuracy "
-                f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}% ({time.perf_counter() - started:.0f} s)",
+                f"{_accuracies(clean, noisy, no_noise)} ({time.perf_counter() - started:.0f} s)",
                 err=True,
             )
         temporary = checkpoint.with_name(checkpoint.name + ".tmp")
@@ -245,22 +282,26 @@ def train(
         os.replace(temporary, checkpoint)
 
     clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
+    # A plain model carries no smoothing defaults, like a third-party model: certify
+    # asks for --plugin and --sigma instead of smoothing it silently.
     metadata = model_metadata(
-        method, input_shape=input_shape, view_shape=view_shape, dataset=dataset_name or data.name, classes=names,
-        groups=groups, training={**settings, "validation_clean_accuracy": clean, "validation_noisy_accuracy": noisy},
+        None if no_noise else method, input_shape=input_shape, view_shape=view_shape,
+        dataset=dataset_name or data.name, classes=names, groups=groups,
+        training={**settings, "validation_clean_accuracy": clean,
+                  **({} if no_noise else {"validation_noisy_accuracy": noisy})},
     )
+
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(network, view_shape, out, metadata)
     if not quiet:
-        click.echo(f"certify: wrote {out} (validation accuracy clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%)",
-                   err=True)
+        click.echo(f"certify: wrote {out} (validation accuracy {_accuracies(clean, noisy, no_noise)})", err=True)
     return {"clean_accuracy": clean, "noisy_accuracy": noisy, "history": history}
 
 
 @hookimpl
 def register_commands(cli):
     @cli.command(name="train")
-    @method_options(defaults=None)
+    @method_options(defaults=None, required=False)
     @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
                   help=".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.")
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
@@ -278,6 +319,8 @@ def register_commands(cli):
     @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
     @click.option("--validation-fraction", type=float, default=0.1, show_default=True,
                   help="Held out when the data has no test split.")
+    @click.option("--no-noise", is_flag=True,
+                  help="Train a plain classifier on the clean images (no plugin, no smoothing defaults recorded).")
     @click.option("-q", "--quiet", is_flag=True)
     def train_command(options, **kwargs):
         """Train a noise-robust classifier with a plugin's noise and export it as ONNX.
@@ -285,11 +328,13 @@ def register_commands(cli):
         \b
             certify train --plugin rs --sigma 0.25 --data train.npz --epochs 10 --out model.onnx
         """
-        for name in ("epochs", "batch_size", "width"):
-            if kwargs[name] < 1:
-                raise CertifyError(f"--{name.replace('_', '-')} must be at least 1")
+        _check_settings(**{k: kwargs[k] for k in ("epochs", "batch_size", "lr", "width", "validation_fraction")})
         try:
             train(options=dict(options), **kwargs)
+        except (MemoryError, RuntimeError) as error:
+            if isinstance(error, RuntimeError) and "memory" not in str(error):
+                raise
+            raise CertifyError("out of memory while training; lower --batch-size or --width") from None
         except KeyboardInterrupt:
             click.echo("\ncertify: interrupted; rerun the same command to resume from the last checkpoint", err=True)
             sys.exit(130)

@@ -386,3 +386,11 @@ def test_show_draws_each_side(tmp_path):
     assert stages[1][1].shape == (1, 1, 6, 3) and stages[2][1].shape == (1, 1, 6, 6)
     render(method, x, tmp_path / "drs.png", samples=1)
     assert (tmp_path / "drs.png").stat().st_size > 1000
+
+
+def test_a_bad_input_space_on_sub_image_views_is_not_blamed_on_their_shape(tmp_path):
+    sub = save(constant_model(0, (1, 6, 3)), tmp_path / "sub.onnx")
+    np.savez(tmp_path / "x.npz", x=np.full((1, 6, 6), 0.5, dtype=np.float32))
+    message = cli_error("--plugin", "drs", "--sigma", "0.5", "-o", "resize", "none", "--std", "0", sub,
+                        "--data", tmp_path / "x.npz")
+    assert "std" in message and "makes views of shape" not in message

@@ -10,6 +10,7 @@ import pytest
 import certifier
 from certifier import metadata
 from certifier.api import make_method
+from certifier.space import InputSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_KEYS = ("plugin", "sigma", "options", "classes", "input_space", "group", "dataset", "training")
@@ -25,7 +26,7 @@ def test_what_train_writes_is_what_loading_reads():
     assert metadata.recorded_options(written, "drs") == {"resize": "nearest", "model_r": None}
     assert metadata.recorded_options(written, "rs") == {}  # another plugin's options are not defaults
     assert metadata.recorded_classes(written) == ["a", "b"]
-    assert metadata.recorded_input_space(written) == {"scale": 1.0, "mean": None, "std": None, "layout": "nchw"}
+    assert InputSpace.from_metadata(written).as_dict() == {"scale": 1.0, "mean": None, "std": None, "layout": "nchw"}
     assert metadata.recorded_group(written, "drs") == "left" and metadata.recorded_group(written, "rs") is None
     # what loading a model trained this way starts from
     again = make_method(None, None, {}, written)
@@ -43,7 +44,7 @@ def test_a_plugin_cannot_replace_the_core_keys():
     written = metadata.model_metadata(Greedy(sigma=1.0), input_shape=(4,), view_shape=(4,), dataset="d",
                                       classes=["a"], groups=["model"], training={})
     assert written["certifier.plugin"] == "greedy" and written["certifier.greedy"] == "{}"
-    assert metadata.recorded_input_space(written)["layout"] == "flat"
+    assert InputSpace.from_metadata(written).layout == "flat"
 
 
 @pytest.mark.parametrize("raw", ["[1, 2]", "not json", "3"])

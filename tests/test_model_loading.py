@@ -172,9 +172,13 @@ def test_fixed_batch_of_four_pads_the_last_chunk(tmp_path):
 
 def test_graph_that_mixes_the_batch_keeps_its_fixed_size(tmp_path):
     path = save(batch_mixing_model(features=5, classes=3, batch=2), tmp_path / "m.onnx")
-    model = load_model(path, device="cpu")
-    assert model.fixed_batch == 2
+    with pytest.raises(CertifyError, match="depends on the other inputs in its batch"):
+        load_model(path, device="cpu")
+    model = load_model(path, device="cpu", allow_batch_coupling=True)
+    assert model.fixed_batch == 2 and model.batch_coupled
+    sizes = spy_on_runs(model)
     assert model.labels(pixels(5, 5)).shape == (5,)
+    assert sizes == [2] * 5  # one input per run, padded
 
 
 # -- outputs -----------------------------------------------------------------------

@@ -119,3 +119,46 @@ def test_network_fits_any_input_shape(shape):
 
     network = build_network(shape, 5, width=4)
     assert network(torch.zeros(2, *shape)).shape == (2, 5)
+
+
+def test_no_noise_trains_a_plain_model_without_smoothing_defaults(small_data, tmp_path):
+    """The stand-in for a third-party model: certify must not smooth it with a sigma from metadata."""
+    out = tmp_path / "plain.onnx"
+    result = train(["--no-noise", "--data", str(small_data), "--epochs", "3", "--out", str(out), "--width", "4",
+                    "--batch-size", "32", "--dataset-name", "tiny-fashion"])
+    assert result.exit_code == 0, result.output
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert not any(key in metadata for key in ("certifier.plugin", "certifier.sigma", "certifier.options",
+                                               "certifier.input_space", "certifier.group"))
+    assert metadata["certifier.dataset"] == "tiny-fashion"
+    training = json.loads(metadata["certifier.training"])
+    assert training["noise"] is False and training["plugin"] is None
+    assert 0 <= training["validation_clean_accuracy"] <= 1
+    assert "validation_noisy_accuracy" not in training
+    with pytest.raises(certifier.CertifyError, match="no --plugin given"):
+        certifier.load(out)
+    with pytest.raises(certifier.CertifyError, match="needs --sigma"):
+        certifier.load(out, plugin="rs")
+    run = certifier.load(out, plugin="rs", sigma=0.25)
+    assert len(run.certify(np.load(small_data)["x_test"][:2], n0=10, n=50)) == 2
+    refused = CliRunner().invoke(cli, ["--data", str(small_data), "-n", "50", str(out)])
+    assert refused.exit_code != 0 and "no --plugin given" in refused.output
+
+
+def test_no_noise_views_are_the_clean_images():
+    from certifier_plugins.train import CleanImages
+
+    x = np.random.default_rng(0).random((4, 1, 5, 5), dtype=np.float32)
+    assert CleanImages().sample(x, np.random.default_rng(1), "model") is x
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--no-noise", "--plugin", "rs"], "drop --plugin"),
+     (["--no-noise", "--sigma", "0.25"], "drop --sigma"),
+     (["--no-noise", "-o", "method", "slic"], "drop --option"),
+     ([], "--plugin (the noise to train with), or --no-noise")],
+)
+def test_no_noise_refusals(small_data, tmp_path, args, message):
+    result = train(args + ["--data", str(small_data), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
