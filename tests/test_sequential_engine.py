@@ -59,7 +59,8 @@ def lines_of(path: Path) -> list[dict]:
 
 # -- fixed n is what it was ---------------------------------------------------------------
 
-#: Results files written by the code before the sequential plan existed, and the commands that wrote them.
+#: Results files written by main's code without the sequential plan (rewritten after main's checked
+#: Clopper-Pearson bound moved the last digits), and the commands that wrote them.
 BEFORE = {
     "fixed-rs.jsonl": ["--plugin", "rs", MODELS / "fmnist-rs-0.25.onnx", "--n0", "50", "-n", "1500", "--limit", "4",
                        "--batch-size", "512", "--seed", "3"],
