@@ -450,3 +450,71 @@ def test_a_signal_inside_the_model_stops_cleanly_and_the_rerun_completes_the_fil
     invoke(*base, "--output", partial)
     strip = lambda path: [{k: v for k, v in r.items() if k != "seconds"} for r in lines_of(path)[1:]]  # noqa: E731
     assert strip(partial) == strip(whole)
+
+
+#: Every randomized plugin, as a user runs it: the plan is the engine's, no plugin has code for it.
+RANDOMIZED = {
+    "rs": [MODELS / "fmnist-rs-0.25.onnx"],
+    "pprs": [MODELS / "fmnist-pprs-grid-0.5.onnx"],
+    "drs": [MODELS / "fmnist-drs-0.25.onnx"],
+    "ssn": ["--plugin", "ssn", MODELS / "fmnist-uniform-1.0.onnx"],
+    "uniform": [MODELS / "fmnist-uniform-1.0.onnx"],
+}
+
+
+@pytest.mark.parametrize("plugin", RANDOMIZED)
+def test_every_randomized_plugin_certifies_on_the_sequential_plan(plugin, tmp_path, monkeypatch):
+    postfixes = []
+
+    class Bar:  # the progress bar, as a terminal would show it
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, count):
+            pass
+
+        def set_postfix_str(self, text, refresh=True):
+            postfixes.append(text)
+
+    monkeypatch.setattr("certifier.cli._progress", lambda total, done, quiet: Bar())
+    levels = [0.0, 0.25, 0.5]
+    output = tmp_path / f"{plugin}.jsonl"
+    invoke(*RANDOMIZED[plugin], "--data", MODELS / "fmnist-samples.npz", "--limit", "4", "--n0", "50", "-n", "4000",
+           "--sampling", "sequential", "--radii", "0,0.25,0.5", "--output", output)
+    header, *records = lines_of(output)
+    assert header["plugin"] == plugin and header["sampling"] == "sequential"
+    assert header["sampling_settings"]["levels"] == levels
+    groups = 2 if plugin == "drs" else 1
+    for record in records:
+        sequential = record["details"]["sequential"]
+        assert 0 < sequential["samples"] <= 4000
+        assert record["forward_passes"] == groups * (50 + sequential["samples"])
+        assert record["radius"] in levels
+        if record["prediction"] is not None and record["radius"] > 0:
+            assert sequential["certified_radius"] >= record["radius"]
+    passes = [r["forward_passes"] for r in records]
+    assert min(passes) < groups * 4050  # some input settled before the budget
+    assert len(postfixes) == len(records) and postfixes[-1].startswith(f"{np.mean(passes):,.0f} passes/input")
+
+
+def test_the_plan_travels_to_other_processes_and_is_rebuilt_from_the_runs_settings():
+    """Executors that run inputs elsewhere (worker processes, remote workers) get the plan
+    pickled, or rebuild it from the run's settings: either way it decides the same."""
+    import pickle
+
+    from certifier.sampling import FixedSampling, make_plan
+
+    run = certifier.load(MODELS / "fmnist-drs-0.25.onnx")
+    engine = run.engine((1, 28, 28), n0=50, n=3000, alpha=0.001, batch_size=128, sampling="sequential",
+                        levels=(0.0, 0.25, 0.5))
+    copied = pickle.loads(pickle.dumps(engine.plan))
+    rebuilt = make_plan("sequential", n0=50, n=3000, alpha=0.001, levels=(0.0, 0.25, 0.5), granularity=128)
+    assert copied.settings() == rebuilt.settings() == engine.plan.settings()
+    counts = {"left": np.array([3, 0, 0, 0, 0, 0, 0, 0, 250, 3]), "right": np.array([0, 0, 0, 1, 0, 0, 0, 0, 255, 0])}
+    top = np.eye(10, dtype=np.int64)[8] * 50
+    selection = FixedSampling(50, 3000).votes({"left": top, "right": top})
+    steps = [plan.start(run.method, selection).step(counts) for plan in (engine.plan, copied, rebuilt)]
+    assert len({(s.stop, s.chunk, s.samples) for s in steps}) == 1
