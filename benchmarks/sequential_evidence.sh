@@ -11,8 +11,8 @@
 # (flock), so other jobs get the CPU between runs.
 #
 # Fixed n costs 100,100 forward passes per input (200,200 for drs, two sides): about 2 s per
-# input on a quiet 2-core machine, 20 minutes per 500 images; drs and the two-bound radius
-# run on the first 100 images at fixed n (raise --limit: the files resume).
+# input on a quiet 2-core machine, 20 minutes per 500 images; drs (fixed n) and the two-bound
+# radius run on the first 100 images (raise --limit: the files resume).
 set -e
 cd "$(dirname "$0")/.."
 OUT=runs/sequential
@@ -46,7 +46,7 @@ if [ "$PART" != fixed ]; then
     done
     run seq-drs-0.25 models/fmnist-drs-0.25.onnx $COMMON --limit 200 --sampling sequential
     for model in rs-0.5 rs-0.25; do
-        run seq-two-$model models/fmnist-$model.onnx $COMMON --limit 500 --sampling sequential -o bounds two
+        run seq-two-$model models/fmnist-$model.onnx $COMMON --limit 100 --sampling sequential -o bounds two
     done
 fi
 
