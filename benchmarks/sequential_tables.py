@@ -117,8 +117,8 @@ def main(argv=None) -> None:
         summary.append(summary_row(name, a, b, levels))
     print("\n".join(summary) + "\n\n" + "\n".join(sections))
 
-    lines = ["| model | R | certified at R: fixed | sequential | passes/input: fixed | sequential | ratio |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | R | images | certified at R: fixed | `--radius R` | passes/input: fixed | `--radius R` | ratio |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, (fixed_name, radii) in RADII.items():
         fixed = load(runs, fixed_name)
         for radius in radii:
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
             if fixed is None or one is None:
                 continue
             a, b = common(fixed[1], one[1])
-            lines.append(f"| {name} | {radius:g} | {pct(certified(a, radius))} | {pct(certified(b, radius))} | "
+            lines.append(f"| {name} | {radius:g} | {len(a)} | {pct(certified(a, radius))} | {pct(certified(b, radius))} | "
                          f"{passes(a).mean():,.0f} | {passes(b).mean():,.0f} | "
                          f"**{passes(a).mean() / passes(b).mean():.0f}x** |")
     print("\n".join(lines) + "\n")
