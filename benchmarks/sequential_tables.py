@@ -122,7 +122,8 @@ def main(argv=None) -> None:
     for name, (fixed_name, radii) in RADII.items():
         fixed = load(runs, fixed_name)
         for radius in radii:
-            one = load(runs, f"radius-{name.removeprefix('fmnist-')}-{radius:g}")
+            stem = f"radius-{name.removeprefix('fmnist-')}"
+            one = load(runs, f"{stem}-{radius:g}") or load(runs, f"{stem}-{radius}")  # 1 or 1.0
             if fixed is None or one is None:
                 continue
             a, b = common(fixed[1], one[1])
