@@ -39,6 +39,7 @@ from .noise import gaussian_views, standard_normal  # noqa: E402
 from .space import LAYOUTS, InputSpace, ModelAdapter  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
 from .summaries import format_summary, summarize  # noqa: E402
+from .threats import ThreatModel  # noqa: E402
 
 __all__ = [
     # running certifications
@@ -48,7 +49,7 @@ __all__ = [
     "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
     "gaussian_views", "standard_normal",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
-    "model_metadata", "method_options",
+    "model_metadata", "method_options", "ThreatModel",
     # opening a model as certify does (for plugins that train through a classifier)
     "load_model", "InputSpace", "ModelAdapter", "LAYOUTS", "denoiser_metadata",
 ]

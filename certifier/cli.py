@@ -25,8 +25,10 @@ from .outputs import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import FORMATS, load_any_results
 from .sampling import SAMPLINGS
-from .summaries import DEFAULT_RADII, describe_problems, format_summary, plot_summaries, recorded_levels, summarize
+from .summaries import (DEFAULT_RADII, describe_problems, format_summary, plot_summaries, recorded_levels, summarize,
+                        threat_model)
 from .space import LAYOUTS
+from .threats import ThreatModel
 
 
 class Interrupted(BaseException):
@@ -226,8 +228,9 @@ def engine_options(command):
         click.option("--radius", type=float,
                      help="One decision per input, certified at R or not (sequential by itself): the radius is R "
                           "or 0."),
-        click.option("--radii", help=f"Radii for the summary table; under --sampling sequential also the levels "
-                                     f"[default: {','.join(str(r) for r in DEFAULT_RADII)}]."),
+        click.option("--radii", help=f"Radii for the summary table (default: the threat model's; "
+                                     f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf); under "
+                                     f"--sampling sequential also the levels."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
     ]
     for option in reversed(options):
@@ -240,8 +243,11 @@ def _note(quiet: bool, message: str) -> None:
         click.echo(f"certify: {message}", err=True)
 
 
-def _radii(text: str | None) -> list[float]:
-    radii = list(_floats(text) or DEFAULT_RADII)
+def _radii(text: str | None) -> list[float] | None:
+    """--radii as numbers; None: the threat model's own."""
+    if not text:
+        return None
+    radii = list(_floats(text))
     if not all(math.isfinite(r) and r >= 0 for r in radii):
         raise CertifyError(f"--radii must be finite numbers >= 0, got {text}")
     return radii
@@ -258,9 +264,9 @@ def _sampling(sampling: str | None, radius: float | None, radii: str | None) -> 
             raise CertifyError(f"--radius must be a finite number >= 0, got {radius}")
         return "sequential", (radius,), [radius]
     radii_list = _radii(radii)
-    if sampling == "sequential":
+    if sampling == "sequential" and radii_list is not None:
         return "sequential", tuple(radii_list), sorted(set(radii_list))
-    return "fixed", None, radii_list
+    return sampling or "fixed", None, radii_list  # sequential without --radii: the threat model's radii
 
 
 #: What ``run`` and ``predict`` pass to ``Run.job`` as they are; the rest of their options go to ``load``.
@@ -409,8 +415,10 @@ def plugins_command(as_json):
         for note in plugin["notes"]:
             click.echo(f"  note: {note}")
         for method in plugin["methods"]:
-            flags = ["exact" if method["deterministic"] else "randomized", f"norm {method['norm'].upper()}"]
+            threat = ThreatModel.from_record(method["threat_model"], method["norm"])
+            flags = ["exact" if method["deterministic"] else "randomized", f"threat model {threat.name}"]
             click.echo(f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]")
+            click.echo(f"      {threat.heading()}")
             for option in method["options"]:
                 default = "" if option["default"] is None else f" (default: {option['default']})"
                 text = f": {option['description']}" if option["description"] else ""
@@ -420,8 +428,9 @@ def plugins_command(as_json):
 
 @cli.command(name="report")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--radii", help=f"Radii for the table [default: {','.join(str(r) for r in DEFAULT_RADII)}, and the "
-                                f"levels of sequential runs].")
+@click.option("--radii", help=f"Radii for the table (default: each threat model's; "
+                             f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf; and the levels of "
+                             f"sequential runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of certified accuracy against radius.")
@@ -435,9 +444,11 @@ def report_command(files, radii, as_json, plot, fmt):
     named in a warning and count as inputs that certify nothing.
     """
     loaded = [(path, *load_any_results(path)) for path in files]
-    radii_list = list(_floats(radii) or DEFAULT_RADII)
-    if radii is None:  # a sequential run's radii are its levels: show them all
-        radii_list = sorted(set(radii_list).union(*(recorded_levels(header) for _, header, _ in loaded)))
+    radii_list = _radii(radii)
+    if radii_list is None and any(recorded_levels(header) for _, header, _ in loaded):
+        # a sequential run's radii are its levels: show them beside the threat model's grid
+        radii_list = sorted(set().union(*(set(threat_model(header, records).radii) | set(recorded_levels(header))
+                                          for _, header, records in loaded)))
     summaries = [summarize(records, radii_list, header) for _, header, records in loaded]
     for (path, _, _), summary in zip(loaded, summaries):
         _warn_problems(path.name, summary)

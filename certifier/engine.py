@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, first_line, one_line
-from .methods import Certificate, SmoothingMethod, Votes
+from .methods import Certificate, SmoothingMethod, Votes, threat_of
 from .model import OnnxModel
 from .sampling import (
     ENUMERATION, ESTIMATION, PREDICTION, SAMPLINGS, SELECTION, SEQUENTIAL_BATCH, Enumeration, FixedSampling,
@@ -217,6 +217,8 @@ class Engine:
                 raise ValueError(f"plugin {method.name} enumerates views: the engine needs the input shape")
             plan = Enumeration(self._num_views(self.input_shape))
         elif plan is None:
+            if sampling == "sequential" and levels is None:
+                levels = threat_of(method).radii  # the radii its summary reports
             plan = make_plan(sampling, n0=n0, n=n, alpha=self.alpha, levels=levels,
                              **({"granularity": self.batch_size} if sampling != "fixed" else {}))
         #: how many views each input gets, and the confidence bounds that are valid for them

@@ -26,7 +26,8 @@ def register_methods(register: Callable[[type[SmoothingMethod]], None]) -> None:
 
     :param register: call ``register(MethodClass)`` once per subclass of
         :class:`certifier.SmoothingMethod`. The core checks the class (a name of
-        letters, digits, ``-`` and ``_``; a norm of l1, l2 or linf) and refuses a
+        letters, digits, ``-`` and ``_``; a norm of l1, l2 or linf, or a
+        :class:`certifier.ThreatModel`) and refuses a
         name another plugin already registered, naming both plugins.
     """
 

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 from . import __version__
 from .engine import Engine, InputResult, check_settings
 from .errors import CertifyError
+from .methods import threat_of
 from .results import ResultsFile
 from .sampling import SAMPLINGS, check_levels
-from .summaries import DEFAULT_RADII, prediction_summary, summarize
+from .summaries import prediction_summary, summarize
+from .threats import ThreatModel
 
 if TYPE_CHECKING:
     from .api import Run
@@ -85,9 +87,13 @@ class Result:
     exact: bool = False
     conditional: str | None = None
     details: dict = field(default_factory=dict)
+    #: the name of the threat model the radius is in (the header describes it)
+    threat_model: str | None = None
+    #: contrast-like threat models (a radius bounds a log factor): the factors certified, rounded inwards
+    factor_range: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, done: InputResult, norm: str) -> "Result":
+    def of(cls, done: InputResult, norm: str, threat: ThreatModel | None = None) -> "Result":
         """The record of one input the engine finished; the engine has already checked the plugin's
         answer (a class index or None, a finite radius within the ceiling, plain JSON details)."""
         certificate = done.certificate
@@ -103,10 +109,15 @@ class Result:
             exact=certificate.exact if certificate else False,
             conditional=certificate.conditional if certificate else None,
             details=dict(certificate.details) if certificate else {},
+            threat_model=threat.name if threat else None,
+            factor_range=(threat.factor_range(certificate.radius)
+                          if threat and threat.display == "factor" and done.prediction is not None else None),
         )
 
     def record(self) -> dict:
-        out = {"type": "result", **{k: v for k, v in self.__dict__.items() if k != "details"}}
+        out = {"type": "result", **{k: v for k, v in self.__dict__.items() if k not in ("details", "factor_range")}}
+        if self.factor_range is not None:
+            out["factor_range"] = list(self.factor_range)
         if self.details:
             out["details"] = self.details
         return out
@@ -159,6 +170,7 @@ class Job:
             "mode": self.mode,
             "plugin": method.name,
             "norm": method.norm,
+            "threat_model": threat_of(method).as_dict(),
             "settings": method.settings(),
             "exact": method.deterministic,
             "n0": None if self.mode == "predict" else plan["n0"],
@@ -194,9 +206,9 @@ class Job:
         left = self.todo[len(self.records) - len(self.done):]
         if left and self._file is not None and self._closed:
             raise CertifyError(f"the job writing {self.output} is closed; open another one to resume it")
-        norm = self.run.method.norm
+        norm, threat = self.run.method.norm, threat_of(self.run.method)
         for done in self.engine.run(self.dataset, left, labels=self.dataset.label, mode=self.mode):
-            result = Result.of(done, norm)
+            result = Result.of(done, norm, threat)
             record = result.record()
             if self._file is not None:
                 self._file.write(record)
@@ -205,13 +217,13 @@ class Job:
 
     def summary(self, radii: Iterable[float] | None = None) -> dict[str, Any]:
         """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy),
-        at ``radii`` (default: a sequential plan's levels, else the usual grid)."""
+        at ``radii`` (default: a sequential plan's levels, else the threat model's)."""
         if not self.records:
             raise CertifyError("no inputs to certify (check --limit and --skip)")
         if self.mode == "predict":
             return prediction_summary(self.records)
         if radii is None:
-            radii = getattr(self.engine.plan, "levels", DEFAULT_RADII)
+            radii = getattr(self.engine.plan, "levels", None)  # None: summarize takes the threat model's
         return summarize(self.records, radii, self.header)
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import CertifyError
 from .stats import binomial_pvalue, gaussian_quantile
+from .threats import STANDARD, ThreatModel
 
 #: Views are float32: a larger sigma cannot even be stored in them.
 MAX_SIGMA = float(np.finfo(np.float32).max)
@@ -204,8 +205,12 @@ class SmoothingMethod:
 
     #: Name used with ``--plugin``.
     name: ClassVar[str]
-    #: The norm the radius is stated in: "l2", "l1" or "linf".
+    #: The norm the radius is stated in: "l2", "l1" or "linf"; a method with a ``threat_model``
+    #: may leave it out (it is then the threat model's name).
     norm: ClassVar[str]
+    #: What the radius bounds, in which units, and how it is shown (a :class:`certifier.ThreatModel`);
+    #: None: the distance in pixel space of ``norm``.
+    threat_model: ClassVar[ThreatModel | None] = None
     #: One line for ``certify plugins``.
     description: ClassVar[str] = ""
     #: Vote groups; each group's views go to its own model (the main model by default).
@@ -217,6 +222,12 @@ class SmoothingMethod:
 
     class Options(Options):
         pass
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        threat = cls.__dict__.get("threat_model")
+        if isinstance(threat, ThreatModel) and "norm" not in cls.__dict__:
+            cls.norm = threat.name
 
     def __init__(self, sigma: float | None = None, options: Options | None = None):
         if self.uses_sigma:
@@ -349,6 +360,18 @@ class SmoothingMethod:
                 }
             )
         return described
+
+
+def threat_of(method: SmoothingMethod | type[SmoothingMethod]) -> ThreatModel:
+    """The threat model a method declares, or the pixel-space distance of its norm."""
+    declared = getattr(method, "threat_model", None)
+    if isinstance(declared, ThreatModel):
+        return declared
+    norm = getattr(method, "norm", None)
+    if norm in STANDARD:
+        return STANDARD[norm]
+    raise CertifyError(f"smoothing method {getattr(method, 'name', method)!r} declares neither a threat model nor "
+                       f"a norm of l1, l2 or linf")
 
 
 def _type_name(annotation) -> str:

@@ -13,7 +13,8 @@ import pluggy
 
 from . import hookspecs
 from .errors import CertifyError, caused_by_interrupt, one_line
-from .methods import SmoothingMethod
+from .methods import SmoothingMethod, threat_of
+from .threats import STANDARD, ThreatModel
 
 #: The distribution whose entry points are the built-in plugins.
 BUILTIN_DISTRIBUTION = "onnx-certifier"
@@ -158,8 +159,7 @@ def _methods_by_plugin(strict: bool = True) -> tuple[dict[str, tuple[type[Smooth
         name = getattr(method, "name", None)
         if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
             raise CertifyError(f"plugin {plugin}: smoothing method {method.__qualname__} needs a name of letters, digits, - or _")
-        if getattr(method, "norm", None) not in ("l1", "l2", "linf"):
-            raise CertifyError(f"plugin {plugin}: smoothing method {name} must set norm to l1, l2 or linf")
+        _check_threat_model(method, name, plugin)
         if name in found and found[name][0] is not method:
             raise CertifyError(
                 f"two plugins register a smoothing method named {name!r}: {found[name][1]} and {plugin}"
@@ -183,6 +183,23 @@ def _methods_by_plugin(strict: bool = True) -> tuple[dict[str, tuple[type[Smooth
                 raise
             failures[impl.plugin_name] = str(error)
     return found, failures
+
+
+def _check_threat_model(method: type[SmoothingMethod], name: str, plugin: str) -> None:
+    """A method states what its radius bounds: a norm of l1, l2 or linf, or a ThreatModel
+    (then its norm, if set, is the threat model's name)."""
+    threat, norm = getattr(method, "threat_model", None), getattr(method, "norm", None)
+    if threat is None:
+        if norm not in STANDARD:
+            raise CertifyError(f"plugin {plugin}: smoothing method {name} must set norm to l1, l2 or linf, or "
+                               f"declare a certifier.ThreatModel as threat_model")
+        return
+    if not isinstance(threat, ThreatModel):
+        raise CertifyError(f"plugin {plugin}: smoothing method {name}'s threat_model must be a certifier.ThreatModel, "
+                           f"got {type(threat).__name__}")
+    if norm != threat.name:
+        raise CertifyError(f"plugin {plugin}: smoothing method {name} sets norm {norm!r} but its threat model is "
+                           f"named {threat.name!r}; leave norm out or make them agree")
 
 
 def get_methods() -> dict[str, type[SmoothingMethod]]:
@@ -220,6 +237,7 @@ def describe_plugins() -> list[dict[str, Any]]:
                     {
                         "name": method.name,
                         "norm": method.norm,
+                        "threat_model": threat_of(method).as_dict(),
                         "description": method.description,
                         "deterministic": method.deterministic,
                         "uses_sigma": method.uses_sigma,

@@ -12,9 +12,7 @@ from typing import Any, Iterable, Sequence
 from .errors import CertifyError
 from .results import is_index, is_number
 from .stats import round_down
-
-#: Radii of the summary table unless others are asked for.
-DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+from .threats import DEFAULT_RADII, STANDARD, ThreatModel
 #: A radius this close above the recorded ceiling is float noise between versions, not a claim.
 CEILING_SLACK = 1e-12
 
@@ -127,11 +125,21 @@ def recorded_levels(header: dict | None) -> list[float]:
     return [float(r) for r in levels]
 
 
-def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, header: dict | None = None) -> dict:
-    """Certified accuracy at each radius and ACR (labeled inputs); certified fraction, radius
-    statistics and predicted classes (all inputs); abstain rate, cost per input, problems found."""
+def threat_model(header: dict | None, records: Sequence[dict] = ()) -> ThreatModel:
+    """The threat model of a results file: its header's, or for files written before threat
+    models were recorded, the pixel-space distance of its norm."""
     header = header or {}
-    radii = list(radii)
+    norm = header.get("norm") or (records[0].get("norm") if records else None)
+    return ThreatModel.from_record(header.get("threat_model"), norm)
+
+
+def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, header: dict | None = None) -> dict:
+    """Certified accuracy at each radius and ACR (labeled inputs); certified fraction, radius
+    statistics and predicted classes (all inputs); abstain rate, cost per input, problems found.
+    ``radii`` default to the threat model's (for L1, L2, Linf: DEFAULT_RADII)."""
+    header = header or {}
+    threat = threat_model(header, records)
+    radii = list(radii) if radii is not None else list(threat.radii)
     counted, problems = audit(records, header)
     count = len(counted)
     labeled = [r for r in counted if r["label"] is not None]
@@ -147,6 +155,7 @@ def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, h
     summary: dict[str, Any] = {
         "plugin": header.get("plugin"),
         "norm": header.get("norm") or (records[0].get("norm") if records else None),
+        "threat_model": threat.as_dict(),
         "sigma": (header.get("settings") or {}).get("sigma"),
         "inputs": count,
         "labeled": len(labeled),
@@ -166,6 +175,8 @@ def summarize(records: Sequence[dict], radii: Iterable[float] = DEFAULT_RADII, h
         "predicted_classes": {str(c): n for c, n in sorted(classes.items())},
         "problems": problems,
     }
+    if threat.display == "factor":
+        summary["factor_ranges"] = {str(r): list(threat.factor_range(r)) for r in radii}
     if labeled:
         good = [r for r in labeled if r["correct"] and r["valid"]]
         summary["certified_accuracy"] = {str(r): sum(1 for x in good if x["radius"] >= r) / len(labeled) for r in radii}
@@ -186,23 +197,44 @@ def prediction_summary(records: Sequence[dict]) -> dict:
 
 
 def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
-    """A side-by-side table of one or more summaries.
+    """A side-by-side table of one or more summaries, one table per threat model.
 
+    Runs certified against different threat models (an L2 distance, a brightness shift)
+    are not comparable: each threat model gets its own table under a line naming it,
+    with radii in its units. Runs of one pixel-norm threat model get one table as always.
     Certified accuracy and ACR need labels: a run without them shows "-" there,
     and the table adds rows about its predictions instead (certified fraction,
     radius statistics, predicted classes), never an accuracy.
     """
-    width = max(12, *(len(n) for n in names)) + 2
-    lines = ["".ljust(30) + "".join(n.rjust(width) for n in names)]
+    threats = [threat_model(s) for s in summaries]
+    groups: dict[str, list[int]] = {}
+    for number, threat in enumerate(threats):
+        groups.setdefault(threat.name, []).append(number)
+    if len(groups) == 1 and STANDARD.get(threats[0].name) == threats[0]:
+        return _table(summaries, names, threats[0])
+    parts = []
+    for members in groups.values():
+        threat = threats[members[0]]
+        parts.append(threat.heading() + "\n"
+                     + _table([summaries[i] for i in members], [names[i] for i in members], threat))
+    return "\n\n".join(parts)
+
+
+def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel) -> str:
+    rows: list[tuple[str, list[str]]] = []
 
     def row(label: str, values: Sequence[str]) -> None:
-        lines.append(label.ljust(30) + "".join(v.rjust(width) for v in values))
+        rows.append((label, list(values)))
 
     def pct(value) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
     def number(value, digits: int = 4) -> str:
         return "-" if not is_number(value) or not math.isfinite(value) else f"{round_down(value, digits):.{digits}f}"
+
+    def shown(value) -> str:
+        """A radius in the threat model's units (a factor range, pixels); a plain number for distances."""
+        return number(value) if threat.display == "distance" or not is_number(value) else threat.show(value)
 
     def radius_keys(key: str) -> list[str]:
         keys = []
@@ -221,22 +253,28 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
     if any("certified_accuracy" in s for s in summaries):
         for key in radius_keys("certified_accuracy"):
-            row(f"certified accuracy r >= {key}", [pct((s.get("certified_accuracy") or {}).get(key)) for s in summaries])
+            row(f"certified accuracy {threat.certified_set(key)}",
+                [pct((s.get("certified_accuracy") or {}).get(key)) for s in summaries])
         row("ACR", [number(s.get("acr")) if "acr" in s else "-" for s in summaries])
     unlabeled = any(s["inputs"] > s["labeled"] for s in summaries)
     if unlabeled:
         for key in radius_keys("certified_fraction"):
-            row(f"certified fraction r >= {key}", [pct((s.get("certified_fraction") or {}).get(key)) for s in summaries])
+            row(f"certified fraction {threat.certified_set(key)}",
+                [pct((s.get("certified_fraction") or {}).get(key)) for s in summaries])
         row("mean radius (abstain 0)", [number(s.get("mean_radius")) for s in summaries])
         row("median radius (abstain 0)", [number(s.get("median_radius")) for s in summaries])
         row("classes predicted", [str(len(s.get("predicted_classes") or {})) for s in summaries])
         row("most predicted class", [_most_predicted(s) for s in summaries])
     row("abstain rate", [pct(s["abstain_rate"]) for s in summaries])
-    row("radius ceiling", [number(s.get("radius_ceiling")) for s in summaries])
+    row("radius ceiling", [shown(s.get("radius_ceiling")) for s in summaries])
     row("seconds per input", [number(s.get("seconds_per_input"), 3) for s in summaries])
     row("forward passes per input", [
         "-" if s.get("forward_passes_per_input") is None else f"{s['forward_passes_per_input']:.0f}" for s in summaries
     ])
+    label_width = max(30, *(len(label) + 2 for label, _ in rows))
+    width = max(12, *(len(n) for n in names), *(len(v) for _, values in rows for v in values)) + 2
+    lines = ["".ljust(label_width) + "".join(n.rjust(width) for n in names)]
+    lines += [label.ljust(label_width) + "".join(v.rjust(width) for v in values) for label, values in rows]
     if unlabeled:
         lines.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
                      "(no labels: not an accuracy)")
@@ -261,7 +299,8 @@ def _most_predicted(summary: dict) -> str:
 
 
 def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.PathLike) -> None:
-    """Certified accuracy against radius, one curve per run (certified fraction for a run without labels)."""
+    """Certified accuracy against radius, one curve per run (certified fraction for a run without labels),
+    one panel per threat model, its radius in its units."""
     try:
         import matplotlib
 
@@ -269,7 +308,30 @@ def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.
         import matplotlib.pyplot as plt
     except ImportError:
         raise CertifyError("--plot needs matplotlib: pip install 'onnx-certifier[plot]'") from None
-    figure, axes = plt.subplots(figsize=(6, 4))
+    panels: dict[str, list[tuple[str, dict, list[dict]]]] = {}
+    threats: dict[str, ThreatModel] = {}
+    for name, header, records in runs:
+        threat = threat_model(header, records)
+        threats.setdefault(threat.name, threat)
+        panels.setdefault(threat.name, []).append((name, header, records))
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, all_axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
+    for axes in all_axes.flat[len(panels):]:
+        axes.axis("off")
+    for axes, (threat_name, members) in zip(all_axes.flat, panels.items()):
+        _plot_panel(axes, members, threats[threat_name], titled=len(panels) > 1
+                    or STANDARD.get(threat_name) != threats[threat_name])
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise CertifyError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        plt.close(figure)
+
+
+def _plot_panel(axes, runs: Sequence[tuple[str, dict, list[dict]]], threat: ThreatModel, titled: bool) -> None:
     any_labeled = any_unlabeled = False
     for name, header, records in runs:
         counted, _ = audit(records, header)
@@ -288,7 +350,14 @@ def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.
         grid = [i * top / 400 for i in range(401)]
         values = [sum(1 for r in good if r["radius"] >= g) / len(counted) for g in grid]
         axes.plot(grid, values, label=name, drawstyle="steps-post")
-    axes.set_xlabel("radius")
+    if STANDARD.get(threat.name) == threat:
+        axes.set_xlabel("radius")
+    elif threat.display == "factor":
+        axes.set_xlabel(f"radius r: {threat.parameter} in [e^-r, e^r]")
+    else:
+        axes.set_xlabel(f"radius: {threat.parameter} ({threat.unit})")
+    if titled:
+        axes.set_title(f"{threat.name}: {threat.description}", fontsize=8)
     axes.set_ylabel(
         "certified accuracy / certified fraction" if any_labeled and any_unlabeled
         else "certified fraction" if any_unlabeled else "certified accuracy"
@@ -297,10 +366,3 @@ def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.
     axes.grid(alpha=0.3)
     if axes.lines:
         axes.legend()
-    figure.tight_layout()
-    try:
-        figure.savefig(path, dpi=120)
-    except OSError as error:
-        raise CertifyError(f"cannot write {path}: {error.strerror or error}") from None
-    finally:
-        plt.close(figure)

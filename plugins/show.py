@@ -54,9 +54,11 @@ def render(method, x: np.ndarray, path: Path, *, samples: int = 2, seed: int = 0
                 continue
             name, image = panels[column]
             shown, cmap = _displayable(np.asarray(image[0], dtype=np.float32))
+            if shown.min() < 0 or shown.max() > 1:
+                name += " (drawn clipped)"  # the view itself is not: the model sees values outside [0, 1]
             axis.imshow(np.clip(shown, 0, 1), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             axis.set_title(name, fontsize=8)
-    figure.suptitle(title or f"{method.name}, sigma {method.sigma}", fontsize=9)
+    figure.suptitle(title or _settings(method), fontsize=9)
     figure.tight_layout()
     picture = io.BytesIO()
     try:
@@ -81,6 +83,14 @@ def _picture_format(path: Path, figure) -> str:
         raise CertifyError(f"--out {path.name}: cannot write .{suffix} pictures; use .png (or "
                            f"{', '.join('.' + s for s in sorted(supported) if s != 'png')})")
     return suffix
+
+
+def _settings(method) -> str:
+    """"rs, sigma 0.5"; "translation, k 3" for a method without sigma."""
+    if method.sigma is not None:
+        return f"{method.name}, sigma {method.sigma:g}"
+    options = method.options.model_dump()
+    return ", ".join([method.name, *(f"{name.replace('_', '-')} {value}" for name, value in options.items())])
 
 
 @hookimpl
