@@ -93,6 +93,11 @@ class Run:
     def plugin(self) -> str:
         return self.method.name
 
+    def use_group_model(self, group: str, model: OnnxModel) -> None:
+        """Let vote group ``group`` use a model already open (a worker that received the
+        group's model file under another path than the plugin's option names)."""
+        self._group_models[group] = model
+
     def _model_for(self, group: str) -> OnnxModel:
         path = plugin_call(self.method, "group_model", self.method.group_model, group)
         if path is not None and not isinstance(path, (str, os.PathLike)):
@@ -154,7 +159,7 @@ class Run:
             limit: int | None = None, skip: int = 1, output: str | os.PathLike | None = None,
             format: str = "jsonl", mode: str = "certify", n0: int = 100, n: int = 100_000, alpha: float = 0.001,
             batch_size: int | None = None, seed: int = 0, workers: int | None = None, sampling: str = "fixed",
-            levels: Sequence[float] | None = None) -> Job:
+            levels: Sequence[float] | None = None, executor=None) -> Job:
         """A :class:`Job` certifying inputs of ``data`` (a path, or an array and optional labels).
 
         It takes the inputs at ``indices``, or every ``skip``-th input up to ``limit`` of
@@ -162,8 +167,9 @@ class Run:
         cohen for Cohen et al.'s TSV) as it finishes, and a file of an earlier job with
         the same settings is resumed. ``mode="predict"`` runs Cohen et al.'s PREDICT.
         ``sampling="sequential"`` draws each input's estimation views in chunks until the
-        largest of ``levels`` (radii; default the summary's) it can certify is decided, with
-        at most ``n`` views: the radius is that level.
+        largest of ``levels`` (radii; default the threat model's) it can certify is decided,
+        with at most ``n`` views: the radius is that level. ``executor`` runs the engine
+        elsewhere (see :class:`Job`; e.g. a ``certifier.ray_executor.RayExecutor``).
         """
         check_job_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, workers=workers, limit=limit,
                            skip=skip, sampling=sampling, levels=levels, mode=mode)
@@ -171,7 +177,7 @@ class Run:
         engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
                              workers=workers, sampling=sampling, levels=levels)
         chosen = select(len(dataset), indices=indices, limit=limit, skip=skip)
-        return Job(self, engine, dataset, chosen, mode=mode, output=output, format=format)
+        return Job(self, engine, dataset, chosen, mode=mode, output=output, format=format, executor=executor)
 
     def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,
                 alpha=0.001, batch_size=None, seed=0, workers=None, mode="certify", sampling="fixed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -184,6 +185,14 @@ def cli():
     """
 
 
+def _ray_address(ctx, param, value):
+    """--ray takes an optional address: a model file right after it is a misplaced --ray."""
+    if value is not None and (value.endswith(".onnx") or os.path.isfile(value)):
+        raise click.BadParameter(f"{value} is a file, not a cluster address; put --ray after the model, or give "
+                                 f"an address (--ray auto)")
+    return value
+
+
 def engine_options(command):
     """Options shared by ``run`` and ``predict``."""
     options = [
@@ -232,6 +241,14 @@ def engine_options(command):
                                      f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf); under "
                                      f"--sampling sequential also the levels."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
+        click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+                     callback=_ray_address,
+                     help="Certify on Ray actors: auto joins this machine's cluster, an address joins that one, "
+                          "no value starts Ray here (pip install 'onnx-certifier[ray]'; see docs/scale-out.md)."),
+        click.option("--ray-actors", type=int, help="With --ray: at most this many actors (default: as many as "
+                     "the cluster holds: one per GPU, or one per --threads CPUs)."),
+        click.option("--ray-gpus", type=float, default=1.0, show_default=True,
+                     help="With --ray on CUDA: GPUs per actor (0.5 puts two actors on each GPU)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -273,19 +290,52 @@ def _sampling(sampling: str | None, radius: float | None, radii: str | None) -> 
 JOB_OPTIONS = ("n0", "n", "alpha", "batch_size", "seed", "workers", "limit", "skip")
 
 
-def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, std, radii, quiet, **rest):
+def _ray_executor(address: str, *, actors, gpus, device, threads, workers, quiet):
+    """The Ray executor for ``--ray ADDRESS`` (it prints where the run goes)."""
+    from .ray_executor import RayExecutor, require_ray
+
+    require_ray()
+
+    def note(message: str) -> None:
+        if not quiet or message.startswith("warning"):
+            click.echo(f"certify: {message}", err=True)
+
+    return RayExecutor(address, device=device, threads=threads, workers=workers, max_actors=actors,
+                       gpus_per_actor=gpus, note=note)
+
+
+def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, std, radii, quiet, ray_address,
+             ray_actors, ray_gpus, **rest):
     if data_path is None:
         raise CertifyError("no --data given: pass an .npz/.npy file, an image folder or an image to certify")
     settings = {name: rest.pop(name) for name in JOB_OPTIONS}
     settings["sampling"], settings["levels"], radii_list = _sampling(rest.pop("sampling"), rest.pop("radius"), radii)
     check_job_settings(threads=rest["threads"], mode=mode, **settings)  # before the model loads
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if ray_address is not None:
+            executor = stack.enter_context(_ray_executor(
+                ray_address, actors=ray_actors, gpus=ray_gpus, device=rest["device"], threads=rest["threads"],
+                workers=settings["workers"], quiet=quiet))
+            rest.update(device="cpu", threads=1)  # the driver only reads the model; the actors run it
+        _certify(mode, model=model, data_path=data_path, split=split, output=output, fmt=fmt, options=options,
+                 mean=mean, std=std, radii_list=radii_list, quiet=quiet, settings=settings, executor=executor,
+                 **rest)
+
+
+def _certify(mode: str, *, model, data_path, split, output, fmt, options, mean, std, radii_list, quiet, settings,
+             executor, **rest):
     # With one view per call a model whose rows depend on their batch is a per-input function again.
     run = load(model, options=dict(options), mean=_floats(mean), std=_floats(std),
                allow_batch_coupling=settings["batch_size"] == 1, **rest)
-    _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
+    if executor is None:
+        _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
+    elif run.model.notes:
+        _note(quiet, "; ".join(run.model.notes))
     if rest["sigma"] is None and run.method.uses_sigma:
         _note(quiet, f"sigma {run.method.sigma} from the model's metadata")
-    with run.job(data_path, split=split, mode=mode, output=output, format=fmt, **settings) as job:
+    with run.job(data_path, split=split, mode=mode, output=output, format=fmt, executor=executor,
+                 **settings) as job:
         if job.saved:
             _note(quiet, f"resuming {output}: {len(job.done)} of {len(job.indices)} inputs already done")
         sequential = settings["sampling"] == "sequential"

@@ -11,7 +11,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from . import __version__
 from .engine import Engine, InputResult, check_settings
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .data import Dataset
 
 MODES = ("certify", "predict")
+#: Runs a job's engine over the inputs left and yields each one's result in their order;
+#: the engine's own ``run`` unless an executor (Ray, say) runs whole inputs elsewhere.
+Executor = Callable[["Job", list[int]], Iterator[InputResult]]
 #: --threads and --workers beyond this are typing mistakes (each thread or batch in flight costs memory).
 MAX_PARALLEL = 1024
 
@@ -139,10 +142,13 @@ class Job:
     """
 
     def __init__(self, run: Run, engine: Engine, dataset: Dataset, indices: Iterable[int], *,
-                 mode: str = "certify", output: str | Path | None = None, format: str = "jsonl"):
+                 mode: str = "certify", output: str | Path | None = None, format: str = "jsonl",
+                 executor: Executor | None = None):
         if mode not in MODES:
             raise CertifyError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.run, self.engine, self.dataset, self.mode = run, engine, dataset, mode
+        #: what certifies the inputs (None: this process, through the engine)
+        self.executor = executor
         #: the inputs this job certifies, in order
         self.indices = list(indices)
         self.output = Path(output) if output is not None else None
@@ -190,7 +196,7 @@ class Job:
             "data": self.dataset.source,
             "data_sha256": self.dataset.fingerprint(),
             "radius_ceiling": None if self.mode == "predict" else engine.radius_ceiling(),
-            "device": run.model.device,
+            "device": getattr(self.executor, "device", None) or run.model.device,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if header["sampling_settings"] is None:
@@ -207,13 +213,28 @@ class Job:
         if left and self._file is not None and self._closed:
             raise CertifyError(f"the job writing {self.output} is closed; open another one to resume it")
         norm, threat = self.run.method.norm, threat_of(self.run.method)
-        for done in self.engine.run(self.dataset, left, labels=self.dataset.label, mode=self.mode):
-            result = Result.of(done, norm, threat)
-            record = result.record()
-            if self._file is not None:
-                self._file.write(record)
-            self.records.append(record)
-            yield result
+        if self.executor is not None:
+            finished = self.executor(self, left)
+        else:
+            finished = self.engine.run(self.dataset, left, labels=self.dataset.label, mode=self.mode)
+        try:
+            for position, done in enumerate(finished):
+                if position >= len(left) or done.index != left[position]:
+                    due = left[position] if position < len(left) else "none"
+                    raise CertifyError(f"internal error: input {done.index} came back where input {due} was due; "
+                                       f"nothing was written for it")
+                result = Result.of(done, norm, threat)
+                record = result.record()
+                if self._file is not None:
+                    self._file.write(record)
+                self.records.append(record)
+                yield result
+        finally:
+            # Stopped early (Ctrl-C, an error): finish the engine's or executor's run now, not
+            # when the garbage collector gets to it in the middle of another run.
+            close = getattr(finished, "close", None)
+            if close is not None:
+                close()
 
     def summary(self, radii: Iterable[float] | None = None) -> dict[str, Any]:
         """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy),

@@ -47,3 +47,20 @@ def fashion():
         pytest.skip(f"{path} not found")
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance (2 CPUs) for every test that certifies on Ray; its address.
+    Started by the first such test, stopped at the end of the session."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        ray.shutdown()
+    context = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        yield context.address_info["gcs_address"]
+    finally:
+        ray.shutdown()

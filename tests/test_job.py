@@ -135,3 +135,55 @@ def test_the_header_records_the_engines_own_plan(case):
     assert (predict.header["n0"], predict.header["n"], predict.header["radius_ceiling"]) == (None, 60, None)
     assert [r.radius for r in predict] == [0.0]
     assert predict.summary() == {"inputs": 1, "abstained": 0, "labeled": 1, "accuracy": 1.0}
+
+
+def test_an_executor_runs_whole_inputs_and_its_results_are_checked_for_order(case):
+    """An executor replaces the engine's run: the job writes what it yields, and refuses a
+    result that is not the input due (nothing is written for it)."""
+    run = certifier.load(case / "plane.onnx", plugin="rs", sigma=0.1)
+    calls = []
+
+    def in_order(job, indices):
+        calls.append(list(indices))
+        yield from job.engine.run(job.dataset, indices, labels=job.dataset.label)
+
+    with run.job(case / "d.npz", output=case / "e.jsonl", executor=in_order, **SETTINGS) as job:
+        list(job)
+    with run.job(case / "d.npz", output=case / "local.jsonl", **SETTINGS) as job:
+        list(job)
+    assert calls == [[0, 1, 2, 3, 4, 5]]
+    assert without_times(lines(case / "e.jsonl"))[1:] == without_times(lines(case / "local.jsonl"))[1:]
+
+    def swapped(job, indices):
+        results = list(job.engine.run(job.dataset, indices[:2], labels=job.dataset.label))
+        yield from reversed(results)
+
+    with run.job(case / "d.npz", output=case / "s.jsonl", executor=swapped, **SETTINGS) as job:
+        with pytest.raises(certifier.CertifyError, match="input 1 came back where input 0 was due"):
+            list(job)
+    assert lines(case / "s.jsonl")[1:] == []
+
+
+def test_a_job_stopped_inside_finishes_its_executor_at_once(case, monkeypatch):
+    """Ctrl-C (here an error) while a record is written: the executor's run is finished
+    before the error reaches the caller, not whenever the garbage collector finds it."""
+    from certifier.results import ResultsFile
+
+    closed = []
+
+    def executor(job, indices):
+        try:
+            yield from job.engine.run(job.dataset, indices, labels=job.dataset.label)
+        finally:
+            closed.append(True)
+
+    def failing_write(self, record):
+        raise OSError(28, "No space left on device")
+
+    run = certifier.load(case / "plane.onnx", plugin="rs", sigma=0.1)
+    with run.job(case / "d.npz", output=case / "f.jsonl", executor=executor, **SETTINGS) as job:
+        monkeypatch.setattr(ResultsFile, "write", failing_write)
+        try:
+            list(job)
+        except OSError as error:
+            assert error.__traceback__ is not None and closed == [True]

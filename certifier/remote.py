@@ -1,0 +1,300 @@
+"""An engine rebuilt on another machine: a self-contained, picklable recipe and what rebuilds it.
+
+An executor that spreads a job's inputs over machines (``certifier.ray_executor``) sends
+each worker a :class:`WorkerSpec` and the bytes of the model files. The worker checks the
+bytes against their SHA-256, opens the models, and builds an :class:`Engine` whose every
+setting (method and options, input space, plan, batch size, seed) is the driver's, then
+certifies whole inputs with it: each input's noise comes from its own streams, so every
+record equals the one a local run writes. Nothing here needs Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from .engine import Engine, InputResult
+from .errors import CertifyError
+from .onnx_file import external_data_files, file_sha256, read_model
+from .sampling import ESTIMATION, SELECTION
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model as files: the .onnx file's name, then its external data files (relative paths),
+    in the order its SHA-256 is computed over them."""
+
+    names: tuple[str, ...]
+    sha256: str
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs to build the driver's engine, except the model bytes."""
+
+    model: ModelFiles
+    #: vote groups with a model of their own (drs's -o model-r), by group name
+    group_models: dict[str, ModelFiles]
+    plugin: str
+    sigma: float | None
+    options: dict[str, Any]
+    output_name: str | None
+    output_kind: str | None
+    #: what the user set of the input space (scale, mean, std, layout)
+    overrides: dict[str, Any]
+    resize: tuple[int, int] | None
+    device: str
+    threads: int | None
+    workers: int | None
+    batch_size: int
+    alpha: float
+    seed: int
+    plan: Any
+    input_shape: tuple[int, ...]
+    mode: str
+    #: what the driver's engine is, checked against the worker's (see :func:`engine_identity`)
+    identity: dict[str, Any] = field(default_factory=dict)
+    #: a model whose rows depend on their batch, run one input per call (``--batch-size 1``)
+    allow_batch_coupling: bool = False
+    #: the denoiser every view goes through before the model (``--denoiser``), or None
+    denoiser: ModelFiles | None = None
+
+
+def model_files(path: str | Path) -> tuple[ModelFiles, list[Path]]:
+    """The files that make up the model at ``path`` and their paths on this machine."""
+    path = Path(path)
+    proto, _ = read_model(path)
+    externals = external_data_files(proto)
+    paths = [path, *(path.parent / name for name in externals)]
+    return ModelFiles((path.name, *externals), file_sha256(*paths)), paths
+
+
+def read_parts(paths: Sequence[Path]) -> list[np.ndarray]:
+    """A model's files as byte arrays (numpy: Ray's object store shares them without copies)."""
+    return [np.fromfile(p, dtype=np.uint8) for p in paths]
+
+
+#: Results-header entries that say where a job runs and what it reads, not what its engine
+#: computes: every other entry must be the same on a worker as on the driver.
+WHERE_NOT_WHAT = ("model", "denoiser", "data", "data_sha256", "device", "started")
+
+
+class _NoData:
+    """Stands in for a job's data set when a worker computes its engine's header entries."""
+
+    source = None
+
+    @staticmethod
+    def fingerprint() -> None:
+        return None
+
+
+def engine_identity(run, engine: Engine, mode: str, method_origin: Any = None) -> dict[str, Any]:
+    """What makes an engine's records: equal identities give equal records for equal inputs.
+
+    It holds every entry of the results header the job writes (computed by the job's own
+    code, so a setting added to the header later is compared without a change here) but
+    the paths, the data and the device, and what the header leaves out: the plugin's
+    origin, the batch size, each vote group's model and input mapping.
+    """
+    from types import SimpleNamespace
+
+    from .job import Job
+
+    stand_in = SimpleNamespace(run=run, engine=engine, mode=mode, dataset=_NoData(), executor=None)
+    header = Job.header.func(stand_in)
+    identity = {key: value for key, value in header.items() if key not in WHERE_NOT_WHAT}
+    identity.update({
+        "plugin_origin": method_origin,
+        "plan": [engine.plan.name, engine.plan.settings()],
+        "batch_size": engine.batch_size,
+        "allow_batch_coupling": bool(getattr(run, "allow_batch_coupling", False)),
+        "groups": [
+            {
+                "name": g.name,
+                "model_sha256": g.model.sha256,
+                "view_shape": list(g.adapter.view_shape),
+                "space": g.adapter.space.as_dict(),
+                "layout": g.adapter.layout,
+                "input_dtype": str(g.model.input_dtype),
+                "output": [g.model.output.name, g.model.output.kind, g.model.num_classes],
+                "denoised": getattr(g, "denoised", None) is not None,
+            }
+            for g in engine.groups
+        ],
+    })
+    # as JSON has it: the driver's copy travels pickled, the worker's is computed there
+    return json.loads(json.dumps(identity, default=str))
+
+
+def method_origin(name: str) -> tuple[str | None, str | None]:
+    """(distribution, version) of the plugin that provides smoothing method ``name``."""
+    from .plugins import describe_plugins
+
+    for plugin in describe_plugins():
+        if any(m["name"] == name for m in plugin["methods"]):
+            return plugin["distribution"], plugin["version"]
+    return None, None
+
+
+def worker_spec(job, *, device: str, threads: int | None,
+                workers: int | None) -> tuple[WorkerSpec, dict[str, list[Path]]]:
+    """The recipe of ``job``'s engine for workers running on ``device`` with ``threads`` CPU
+    threads, and the files to send, by SHA-256."""
+    run, engine = job.run, job.engine
+    method = run.method
+    main, main_paths = model_files(run.model.path)
+    if main.sha256 != run.model.sha256:
+        raise CertifyError(f"{run.model.path} changed since it was loaded; rerun the command")
+    files = {main.sha256: main_paths}
+    group_models = {}
+    for group in engine.groups:
+        if group.model is run.model:
+            continue
+        found, paths = model_files(group.model.path)
+        if found.sha256 != group.model.sha256:
+            raise CertifyError(f"{group.model.path} changed since it was loaded; rerun the command")
+        group_models[group.name] = found
+        files[found.sha256] = paths
+    denoiser = getattr(run, "denoiser", None)
+    denoiser_files = None
+    if denoiser is not None:
+        denoiser_files, paths = model_files(denoiser.path)
+        if denoiser_files.sha256 != denoiser.sha256:
+            raise CertifyError(f"{denoiser.path} changed since it was loaded; rerun the command")
+        files[denoiser_files.sha256] = paths
+    options = method.options.model_dump()
+    spec = WorkerSpec(
+        model=main,
+        group_models=group_models,
+        plugin=method.name,
+        sigma=method.sigma if method.uses_sigma else None,
+        options=options,
+        output_name=run.output_name,
+        output_kind=run.model.output.requested,
+        overrides=dict(run.overrides),
+        resize=run.resize,
+        device=device,
+        threads=threads,
+        workers=workers,
+        batch_size=engine.batch_size,
+        alpha=engine.alpha,
+        seed=engine.seed,
+        plan=engine.plan,
+        input_shape=tuple(job.dataset.shape),
+        mode=job.mode,
+        allow_batch_coupling=bool(getattr(run, "allow_batch_coupling", False)),
+        denoiser=denoiser_files,
+    )
+    spec.identity = engine_identity(run, engine, job.mode, method_origin(method.name))
+    return spec, files
+
+
+def _write_files(folder: Path, files: ModelFiles, parts: Sequence[np.ndarray]) -> Path:
+    """Write a model's files under ``folder`` after checking their SHA-256; returns the .onnx path."""
+    if len(parts) != len(files.names):
+        raise CertifyError(f"{files.names[0]}: {len(parts)} files arrived, {len(files.names)} expected")
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(memoryview(np.ascontiguousarray(part, dtype=np.uint8)))
+    if digest.hexdigest() != files.sha256:
+        raise CertifyError(f"{files.names[0]} arrived with SHA-256 {digest.hexdigest()[:12]}..., not the driver's "
+                           f"{files.sha256[:12]}...: the transfer corrupted it")
+    for name, part in zip(files.names, parts):
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.asarray(part, dtype=np.uint8).tofile(target)
+    return folder / files.names[0]
+
+
+def build_engine(spec: WorkerSpec, parts: Mapping[str, Sequence[np.ndarray]]) -> Engine:
+    """The driver's engine, rebuilt from ``spec`` and the model files' bytes (by SHA-256).
+
+    The files are written to a temporary folder (workers share no filesystem) and removed
+    once the models are open. Warnings the driver has already shown (a plugin's notes on
+    the model) are not repeated.
+    """
+    from .api import load
+    from .model import load_model
+
+    folder = Path(tempfile.mkdtemp(prefix="certify-model-"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = _write_files(folder / "main", spec.model, parts[spec.model.sha256])
+            settings = {}
+            if spec.allow_batch_coupling:
+                settings["allow_batch_coupling"] = True
+            if spec.denoiser is not None:
+                # the driver has checked the denoiser against sigma; the identity check below
+                # refuses any difference that would remain
+                settings["denoiser"] = _write_files(folder / "denoiser", spec.denoiser, parts[spec.denoiser.sha256])
+                settings["allow_denoiser_sigma_mismatch"] = True
+            run = load(path, plugin=spec.plugin, sigma=spec.sigma, options=spec.options,
+                       output_name=spec.output_name, output_kind=spec.output_kind, device=spec.device,
+                       threads=spec.threads, resize=spec.resize, **spec.overrides, **settings)
+            opened = {}
+            for group, files in spec.group_models.items():
+                if files.sha256 not in opened:
+                    group_path = _write_files(folder / files.sha256[:16], files, parts[files.sha256])
+                    opened[files.sha256] = load_model(group_path, device=spec.device, threads=spec.threads,
+                                                      allow_batch_coupling=spec.allow_batch_coupling)
+                run.use_group_model(group, opened[files.sha256])
+            engine = Engine(run.method, run.groups(spec.input_shape), n0=spec.plan.budget(SELECTION),
+                            n=spec.plan.budget(ESTIMATION), alpha=spec.alpha, batch_size=spec.batch_size,
+                            seed=spec.seed, workers=spec.workers, plan=spec.plan, input_shape=spec.input_shape)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    mine = engine_identity(run, engine, spec.mode, method_origin(spec.plugin))
+    differ = [key for key in {**spec.identity, **mine} if spec.identity.get(key) != mine.get(key)]
+    if differ:
+        key = differ[0]
+        raise CertifyError(f"refusing to run: this worker's engine differs from the driver's in {key} "
+                           f"({_short(mine.get(key))} here, {_short(spec.identity.get(key))} on the driver); "
+                           f"install the same certifier and plugins on every node")
+    return engine
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class ShippedInputs:
+    """The few inputs a worker was sent, looked up by their index in the job's data."""
+
+    def __init__(self, shape: Sequence[int]):
+        self.shape = tuple(shape)
+        self._inputs: dict[int, np.ndarray] = {}
+
+    def add(self, index: int, x: np.ndarray) -> None:
+        self._inputs[index] = x
+
+    def discard(self, index: int) -> None:
+        self._inputs.pop(index, None)
+
+    def batch(self, indices: Sequence[int]) -> np.ndarray:
+        return np.stack([self._inputs[int(i)] for i in indices])
+
+
+def certify_one(engine: Engine, inputs: ShippedInputs, index: int, x: np.ndarray,
+                mode: str) -> tuple[InputResult, list[str]]:
+    """Certify one input through the engine's own code; its result (without a label: the
+    driver has the labels) and the warnings it raised, for the driver to show."""
+    inputs.add(index, x)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (result,) = engine.run(inputs, [index], mode=mode)
+    finally:
+        inputs.discard(index)
+    return result, list(dict.fromkeys(str(w.message) for w in caught))
