@@ -33,6 +33,7 @@ from .metadata import denoiser_metadata, model_metadata, read_metadata, recorded
 from .model import load_model  # noqa: E402
 from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
+    two_bound_gaussian_certificate,
 )
 from .noise import gaussian_views, standard_normal  # noqa: E402
 from .space import LAYOUTS, InputSpace, ModelAdapter  # noqa: E402
@@ -45,7 +46,8 @@ __all__ = [
     "load", "certify", "Run", "Job", "Result", "summarize", "format_summary",
     # writing a plugin
     "hookimpl", "SmoothingMethod", "Options", "Votes", "Certificate", "CertifyError",
-    "lower_bound_certificate", "gaussian_certificate", "is_broadcast", "gaussian_views", "standard_normal",
+    "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
+    "gaussian_views", "standard_normal",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
     "model_metadata", "method_options", "ThreatModel",
     # opening a model as certify does (for plugins that train through a classifier)

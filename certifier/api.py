@@ -154,9 +154,10 @@ class Run:
         return self._denoised[key]
 
     def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
-               workers=None) -> Engine:
+               workers=None, sampling: str = "fixed", levels: Sequence[float] | None = None) -> Engine:
         return Engine(self.method, self.groups(input_shape), n0=n0, n=n, alpha=alpha,
-                      batch_size=batch_size, seed=seed, workers=workers, input_shape=input_shape)
+                      batch_size=batch_size, seed=seed, workers=workers, sampling=sampling, levels=levels,
+                      input_shape=input_shape)
 
     def dataset(self, data, labels=None, *, split: str | None = None) -> Dataset:
         """A Dataset from a path (``split`` picks x_SPLIT from an .npz), or from an
@@ -172,29 +173,33 @@ class Run:
     def job(self, data, labels=None, *, split: str | None = None, indices: Sequence[int] | None = None,
             limit: int | None = None, skip: int = 1, output: str | os.PathLike | None = None,
             format: str = "jsonl", mode: str = "certify", n0: int = 100, n: int = 100_000, alpha: float = 0.001,
-            batch_size: int | None = None, seed: int = 0, workers: int | None = None, executor=None) -> Job:
+            batch_size: int | None = None, seed: int = 0, workers: int | None = None, sampling: str = "fixed",
+            levels: Sequence[float] | None = None, executor=None) -> Job:
         """A :class:`Job` certifying inputs of ``data`` (a path, or an array and optional labels).
 
         It takes the inputs at ``indices``, or every ``skip``-th input up to ``limit`` of
         them. With ``output`` each record is written to that file (``format`` jsonl, or
         cohen for Cohen et al.'s TSV) as it finishes, and a file of an earlier job with
         the same settings is resumed. ``mode="predict"`` runs Cohen et al.'s PREDICT.
-        ``executor`` runs the engine elsewhere (see :class:`Job`; e.g. a
-        ``certifier.ray_executor.RayExecutor``).
+        ``sampling="sequential"`` draws each input's estimation views in chunks until the
+        largest of ``levels`` (radii; default the threat model's) it can certify is decided,
+        with at most ``n`` views: the radius is that level. ``executor`` runs the engine
+        elsewhere (see :class:`Job`; e.g. a ``certifier.ray_executor.RayExecutor``).
         """
         check_job_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, workers=workers, limit=limit,
-                           skip=skip)
+                           skip=skip, sampling=sampling, levels=levels, mode=mode)
         dataset = self.dataset(data, labels, split=split)
         engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
-                             workers=workers)
+                             workers=workers, sampling=sampling, levels=levels)
         chosen = select(len(dataset), indices=indices, limit=limit, skip=skip)
         return Job(self, engine, dataset, chosen, mode=mode, output=output, format=format, executor=executor)
 
     def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,
-                alpha=0.001, batch_size=None, seed=0, workers=None, mode="certify") -> Iterator[Result]:
+                alpha=0.001, batch_size=None, seed=0, workers=None, mode="certify", sampling="fixed",
+                levels=None) -> Iterator[Result]:
         """Certify each input, yielding :class:`Result` as soon as it is done."""
         yield from self.job(data, labels, indices=indices, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
-                            workers=workers, mode=mode)
+                            workers=workers, mode=mode, sampling=sampling, levels=levels)
 
     def certify(self, data, labels=None, **settings) -> list[Result]:
         """Certify every input of ``data`` (an array, or a path) and return the results."""

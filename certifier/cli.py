@@ -26,7 +26,9 @@ from .metadata import recorded_sigma
 from .outputs import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import FORMATS, load_any_results
-from .summaries import DEFAULT_RADII, describe_problems, format_summary, plot_summaries, summarize
+from .sampling import SAMPLINGS
+from .summaries import (DEFAULT_RADII, describe_problems, format_summary, plot_summaries, recorded_levels, summarize,
+                        threat_model)
 from .space import LAYOUTS
 from .threats import ThreatModel
 
@@ -234,8 +236,16 @@ def engine_options(command):
                      help="CPU threads: batches run side by side, one thread each up to 8 (default: one per core)."),
         click.option("--workers", type=int,
                      help="Batches in flight at once (default: --threads on CPU, 2 on CUDA)."),
+        click.option("--sampling", type=click.Choice(SAMPLINGS),
+                     help="fixed: n0 + n views per input (default); sequential: estimation views in chunks until "
+                          "the largest --radii level the input can certify is decided (at most -n): the radius is "
+                          "that level."),
+        click.option("--radius", type=float,
+                     help="One decision per input, certified at R or not (sequential by itself): the radius is R "
+                          "or 0."),
         click.option("--radii", help=f"Radii for the summary table (default: the threat model's; "
-                                     f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf)."),
+                                     f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf); under "
+                                     f"--sampling sequential also the levels."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
         click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
                      callback=_ray_address,
@@ -266,6 +276,22 @@ def _radii(text: str | None) -> list[float] | None:
     return radii
 
 
+def _sampling(sampling: str | None, radius: float | None, radii: str | None) -> tuple[str, tuple | None, list]:
+    """(plan, its levels, the summary's radii) from --sampling, --radius and --radii."""
+    if radius is not None:
+        if sampling == "fixed":
+            raise CertifyError("--radius R is a sequential decision (certified at R or not): drop --sampling fixed")
+        if radii is not None:
+            raise CertifyError("give --radius R (one level) or --radii (several levels), not both")
+        if not (math.isfinite(radius) and radius >= 0):
+            raise CertifyError(f"--radius must be a finite number >= 0, got {radius}")
+        return "sequential", (radius,), [radius]
+    radii_list = _radii(radii)
+    if sampling == "sequential" and radii_list is not None:
+        return "sequential", tuple(radii_list), sorted(set(radii_list))
+    return sampling or "fixed", None, radii_list  # sequential without --radii: the threat model's radii
+
+
 #: What ``run`` and ``predict`` pass to ``Run.job`` as they are; the rest of their options go to ``load``.
 JOB_OPTIONS = ("n0", "n", "alpha", "batch_size", "seed", "workers", "limit", "skip")
 
@@ -289,8 +315,8 @@ def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, 
     if data_path is None:
         raise CertifyError("no --data given: pass an .npz/.npy file, an image folder or an image to certify")
     settings = {name: rest.pop(name) for name in JOB_OPTIONS}
-    check_job_settings(threads=rest["threads"], **settings)  # before the model loads
-    radii_list = _radii(radii)
+    settings["sampling"], settings["levels"], radii_list = _sampling(rest.pop("sampling"), rest.pop("radius"), radii)
+    check_job_settings(threads=rest["threads"], mode=mode, **settings)  # before the model loads
     with contextlib.ExitStack() as stack:
         executor = None
         if ray_address is not None:
@@ -323,12 +349,20 @@ def _certify(mode: str, *, model, data_path, split, output, fmt, options, mean, 
             _note(quiet, note)
         if job.saved:
             _note(quiet, f"resuming {output}: {len(job.done)} of {len(job.indices)} inputs already done")
+        sequential = settings["sampling"] == "sequential"
+        if sequential:
+            _note(quiet, _describe_sequential(job.header))
+            fixed = len(job.engine.groups) * (job.header["n0"] + job.header["n"])  # what fixed n would cost
         started = time.perf_counter()
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
             with _progress(len(job.indices), len(job.done), quiet) as bar:
-                for _ in job:
+                passes = 0
+                for count, result in enumerate(job, 1):
                     bar.update(1)
+                    passes += result.forward_passes
+                    if sequential:
+                        bar.set_postfix_str(_passes_note(passes / count, fixed), refresh=False)
         except (KeyboardInterrupt, Interrupted):
             saved = f"; {job.saved} results are in {output}, rerun the same command to resume" if output else ""
             click.echo(f"\ncertify: interrupted{saved}", err=True)
@@ -346,6 +380,27 @@ def _certify(mode: str, *, model, data_path, split, output, fmt, options, mean, 
         _warn_problems(name, summary)
         click.echo(format_summary([summary], [name]))
     _note(quiet, f"{len(job.todo)} inputs in {elapsed:.1f} s" + ("" if output else "; pass --output FILE to keep the results"))
+
+
+def _passes_note(mean: float, fixed: int) -> str:
+    return f"{mean:,.0f} passes/input ({fixed / max(mean, 1):.1f}x fewer than fixed n)"
+
+
+def _describe_sequential(header: dict) -> str:
+    """What a sequential run decides, and the levels no certificate can reach at this -n."""
+    levels = header["sampling_settings"]["levels"]
+    ceiling = header.get("radius_ceiling")
+    if len(levels) == 1:
+        text = f"sequential sampling: each input is certified at radius {levels[0]:g} or not"
+    else:
+        text = (f"sequential sampling: each radius is the largest of the levels "
+                f"{', '.join(f'{r:g}' for r in levels)} proved")
+    text += f", with at most n = {header['n']} estimation views per input"
+    above = [r for r in levels if ceiling is not None and r > ceiling]
+    if above:
+        text += (f"; levels above the radius ceiling {ceiling:.4g} can never be certified at this -n: "
+                 f"{', '.join(f'{r:g}' for r in above)}")
+    return text
 
 
 def _warn_problems(name: str, summary: dict) -> None:
@@ -368,6 +423,9 @@ def _json_safe(value):
 
 class _NoBar:
     def update(self, count):
+        pass
+
+    def set_postfix_str(self, text, refresh=True):
         pass
 
     def __enter__(self):
@@ -434,7 +492,8 @@ def plugins_command(as_json):
 @cli.command(name="report")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--radii", help=f"Radii for the table (default: each threat model's; "
-                             f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf).")
+                             f"{','.join(f'{r:g}' for r in DEFAULT_RADII)} for L1, L2, Linf; and the levels of "
+                             f"sequential runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of certified accuracy against radius.")
@@ -449,6 +508,10 @@ def report_command(files, radii, as_json, plot, fmt):
     """
     loaded = [(path, *load_any_results(path)) for path in files]
     radii_list = _radii(radii)
+    if radii_list is None and any(recorded_levels(header) for _, header, _ in loaded):
+        # a sequential run's radii are its levels: show them beside the threat model's grid
+        radii_list = sorted(set().union(*(set(threat_model(header, records).radii) | set(recorded_levels(header))
+                                          for _, header, records in loaded)))
     summaries = [summarize(records, radii_list, header) for _, header, records in loaded]
     for (path, _, _), summary in zip(loaded, summaries):
         _warn_problems(path.name, summary)

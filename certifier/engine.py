@@ -15,16 +15,19 @@ import numbers
 import operator
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, first_line, one_line
-from .methods import Certificate, SmoothingMethod, Votes
+from .methods import Certificate, SmoothingMethod, Votes, threat_of
 from .model import OnnxModel
-from .sampling import ENUMERATION, ESTIMATION, PREDICTION, SELECTION, Enumeration, FixedSampling
+from .sampling import (
+    ENUMERATION, ESTIMATION, PREDICTION, SAMPLINGS, SELECTION, SEQUENTIAL_BATCH, Enumeration, FixedSampling,
+    make_plan,
+)
 from .space import ModelAdapter
 
 #: Each phase's part of the noise streams' keys: never change them, or seeds give other views.
@@ -141,6 +144,33 @@ class _Job:
     x: np.ndarray
 
 
+@dataclass
+class _Input:
+    """One input in flight under an adaptive plan."""
+
+    index: int
+    x: np.ndarray
+    votes: dict[str, list[np.ndarray]]
+    queue: collections.deque = field(default_factory=collections.deque)  # batches not yet submitted
+    outstanding: int = 0  # batches submitted, not yet counted
+    drawn: int = 0  # estimation views asked for, per group
+    passes: int = 0
+    sequential: Any = None  # the plan's state for this input, once selection is in
+    certificate: Certificate | None = None  # set when the plan stops
+
+
+class _CheckedRule:
+    """A plugin's certify() as an adaptive plan calls it: failures are one line, answers checked."""
+
+    def __init__(self, engine: "Engine", classes: int):
+        self.method, self.classes = engine.method, classes
+
+    def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
+        method = self.method
+        answer = plugin_call(method, "certify", method.certify, selection, estimation, alpha)
+        return checked_certificate(method, answer, self.classes)
+
+
 def auto_batch_size(view_shape: Sequence[int]) -> int:
     per_view = 4 * int(np.prod(view_shape))
     return int(max(1, min(MAX_AUTO_BATCH, BATCH_BYTES // per_view)))
@@ -167,6 +197,8 @@ class Engine:
         workers: int | None = None,
         prefetch: int = 8,
         plan=None,
+        sampling: str = "fixed",
+        levels: Sequence[float] | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         if set(groups) != set(method.groups):
@@ -177,14 +209,27 @@ class Engine:
         self.groups = [groups[name] for name in method.groups]
         #: the shape of every input (C, H, W) or (D,); None: whatever the groups' views fit
         self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        if sampling not in SAMPLINGS:
+            raise CertifyError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        adaptive = sampling != "fixed" or bool(getattr(plan, "adaptive", False))
+        if method.deterministic and adaptive:
+            raise CertifyError(f"plugin {method.name} is exact (it runs every view once, no sampling): "
+                               f"--sampling sequential does not apply to it; drop it")
+        auto = min(auto_batch_size(g.adapter.view_shape) for g in self.groups)
+        if adaptive:
+            auto = min(auto, SEQUENTIAL_BATCH)  # the engine looks at the votes after whole batches
+        self.batch_size = _whole_number("--batch-size", batch_size) if batch_size is not None else auto
         if method.deterministic:
             if self.input_shape is None:
                 raise ValueError(f"plugin {method.name} enumerates views: the engine needs the input shape")
             plan = Enumeration(self._num_views(self.input_shape))
+        elif plan is None:
+            if sampling == "sequential" and levels is None:
+                levels = threat_of(method).radii  # the radii its summary reports
+            plan = make_plan(sampling, n0=n0, n=n, alpha=self.alpha, levels=levels,
+                             **({"granularity": self.batch_size} if sampling != "fixed" else {}))
         #: how many views each input gets, and the confidence bounds that are valid for them
-        self.plan = plan if plan is not None else FixedSampling(n0, n)
-        self.batch_size = (_whole_number("--batch-size", batch_size) if batch_size is not None
-                           else min(auto_batch_size(g.adapter.view_shape) for g in self.groups))
+        self.plan = plan
         #: batches in flight at once; by default what the models ask for
         self.workers = max(1, workers or max(getattr(g.model, "parallel_runs", 1) for g in self.groups))
         # Results are consumed in order; a deep queue keeps every worker busy while the
@@ -328,9 +373,14 @@ class Engine:
                                    f"(shape {batch.shape}), got {_kind(x)}")
             return np.ascontiguousarray(x[0], dtype=np.float32)
 
+        if self.plan.adaptive and predict:
+            raise CertifyError(f"PREDICT draws a fixed n; --sampling {self.plan.name} is for certify: drop it")
         for group in self.groups:
             group.settle()  # votes are sized by the class count
         classes = max(2, *((g.model.num_classes or 2) for g in self.groups))
+        if self.plan.adaptive:
+            yield from self._run_adaptive(load, indices, labels, classes)
+            return
         empty = lambda: [np.zeros(classes, dtype=np.int64) for _ in self.groups]  # noqa: E731
         votes: dict[str, list[np.ndarray]] = collections.defaultdict(empty)
         passes = 0
@@ -367,8 +417,100 @@ class Engine:
                     if future is not None:
                         future.cancel()
 
+    def _run_adaptive(self, load: Callable[[int], np.ndarray], indices: Sequence[int],
+                      labels: Callable[[int], int | None] | None, classes: int) -> Iterator[InputResult]:
+        """Certify the inputs in order under a plan that chooses each estimation chunk from the votes.
+
+        An input's next chunk is asked for only once all its batches are counted, so
+        several inputs are in flight at once to keep every worker busy: batches of the
+        earliest inputs go first, a new input starts when no started one has a batch to
+        give, and results come out in input order.
+        """
+        plan, size = self.plan, self.batch_size
+        rule = _CheckedRule(self, classes)
+        upcoming = iter(indices)
+        window: collections.deque[_Input] = collections.deque()  # started inputs, in order, until yielded
+        running: dict = {}  # future -> (input, job)
+        in_flight = self.prefetch + self.workers
+        last = time.perf_counter()
+
+        def batches(state: _Input, phase: str, start: int, stop: int) -> Iterator[_Job]:
+            # batch b holds views b * size .. (b + 1) * size of the phase, whatever chunk asked for it
+            for group in range(len(self.groups)):
+                for first in range(start, stop, size):
+                    yield _Job(state.index, phase, group, first // size, first, min(first + size, stop), state.x)
+
+        def start_next() -> bool:
+            index = next(upcoming, None)
+            if index is None:
+                return False
+            state = _Input(index, load(index), {phase: [np.zeros(classes, dtype=np.int64) for _ in self.groups]
+                                                for phase in (SELECTION, ESTIMATION)})
+            state.queue.extend(batches(state, SELECTION, 0, plan.budget(SELECTION)))
+            window.append(state)
+            return True
+
+        def advance(state: _Input) -> None:
+            """All the input's batches are counted: start its estimation, or draw the next chunk, or finish."""
+            if state.sequential is None:
+                state.sequential = plan.start(rule, self._votes(state.votes[SELECTION]))
+            counts = {g.name: c.copy() for g, c in zip(self.groups, state.votes[ESTIMATION])}
+            step = state.sequential.step(counts)
+            if step.stop:
+                state.certificate = step.certificate
+                return
+            budget = plan.budget(ESTIMATION)
+            # whole batches, never past n
+            stop = min(-(-(state.drawn + int(step.chunk)) // size) * size, budget)
+            if not stop > state.drawn:
+                raise AssertionError(f"the plan asked for {step.chunk} more views of input {state.index} "
+                                     f"after {state.drawn} of {budget}")
+            state.queue.extend(batches(state, ESTIMATION, state.drawn, stop))
+            state.drawn = stop
+
+        def submit() -> None:
+            while len(running) < in_flight:
+                state = next((s for s in window if s.queue), None)
+                if state is None:
+                    undecided = sum(s.certificate is None for s in window)
+                    if undecided >= in_flight or len(window) >= 4 * in_flight or not start_next():
+                        return
+                    continue
+                job = state.queue.popleft()
+                running[pool.submit(self._labels, job)] = (state, job)
+                state.outstanding += 1
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="certify-batch") as pool:
+            try:
+                while True:
+                    submit()
+                    while window and window[0].certificate is not None:
+                        state = window.popleft()
+                        now = time.perf_counter()
+                        yield self._checked_result(state.index, state.certificate, classes,
+                                                   labels(state.index) if labels else None, state.passes,
+                                                   now - last)
+                        last = now
+                        submit()
+                    if not running:
+                        if window:
+                            raise AssertionError("inputs started but nothing to wait for")
+                        return
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        state, job = running.pop(future)
+                        predicted = future.result()
+                        self._count(state.votes[job.phase], job.group, predicted)
+                        state.passes += len(predicted)
+                        state.outstanding -= 1
+                        if not state.outstanding and not state.queue:
+                            advance(state)
+            finally:
+                for future in running:
+                    future.cancel()
+
     def _votes(self, counts: list[np.ndarray]) -> Votes:
-        return Votes({g.name: c for g, c in zip(self.groups, counts)}, self.plan.lower_bound)
+        return self.plan.votes({g.name: c for g, c in zip(self.groups, counts)})
 
     def _finish(self, index: int, votes, passes: int, seconds: float, label: int | None,
                 predict: bool) -> InputResult:
@@ -384,6 +526,12 @@ class Engine:
         else:
             certificate = plugin_call(method, "certify", method.certify, self._votes(votes[SELECTION]),
                                       self._votes(votes[ESTIMATION]), self.alpha)
+        return self._checked_result(index, certificate, classes, label, passes, seconds)
+
+    def _checked_result(self, index: int, certificate: Any, classes: int, label: int | None, passes: int,
+                        seconds: float) -> InputResult:
+        """An input's result, once its certificate is checked and within the radius ceiling."""
+        method = self.method
         certificate = checked_certificate(method, certificate, classes)
         if certificate.prediction is not None:
             ceiling = self.radius_ceiling(certificate.prediction, classes)
@@ -413,7 +561,7 @@ class Engine:
         def unanimous(count: int) -> Votes:
             counts = np.zeros(width, dtype=np.int64)
             counts[prediction] = count
-            return Votes({g.name: counts.copy() for g in self.groups}, self.plan.lower_bound)
+            return self.plan.votes({g.name: counts.copy() for g in self.groups})
 
         plan = self.plan
         if method.deterministic:

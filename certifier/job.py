@@ -18,6 +18,7 @@ from .engine import Engine, InputResult, check_settings
 from .errors import CertifyError
 from .methods import threat_of
 from .results import ResultsFile
+from .sampling import SAMPLINGS, check_levels
 from .summaries import prediction_summary, summarize
 from .threats import ThreatModel
 
@@ -35,7 +36,7 @@ MAX_PARALLEL = 1024
 
 def check_job_settings(*, n0: Any = 100, n: Any = 100_000, alpha: Any = 0.001, seed: Any = 0,
                        batch_size: Any = None, workers: Any = None, threads: Any = None, limit: Any = None,
-                       skip: Any = 1) -> None:
+                       skip: Any = 1, sampling: str = "fixed", levels: Any = None, mode: str = "certify") -> None:
     """Refuse, each in one line, settings no smoothing method can run with; cheap, so it
     can run before the model loads (the engine checks the rest once the method is known)."""
     for name, value in (("--limit", limit), ("--skip", skip), ("--workers", workers), ("--threads", threads),
@@ -46,6 +47,15 @@ def check_job_settings(*, n0: Any = 100, n: Any = 100_000, alpha: Any = 0.001, s
         if value is not None and value > MAX_PARALLEL:
             raise CertifyError(f"{name} must be at most {MAX_PARALLEL}, got {value}")
     check_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=True)
+    if sampling not in SAMPLINGS:
+        raise CertifyError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    if sampling == "sequential":
+        if mode == "predict":
+            raise CertifyError("PREDICT draws a fixed n; --sampling sequential is for certify: drop it")
+        if levels is not None:
+            check_levels(levels)
+    elif levels is not None:
+        raise CertifyError("levels (--radius) belong to --sampling sequential; drop them or add --sampling sequential")
 
 
 def select(count: int, *, indices: Sequence[int] | None = None, limit: int | None = None,
@@ -237,12 +247,14 @@ class Job:
                 close()
 
     def summary(self, radii: Iterable[float] | None = None) -> dict[str, Any]:
-        """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy);
-        ``radii`` default to the threat model's."""
+        """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy),
+        at ``radii`` (default: a sequential plan's levels, else the threat model's)."""
         if not self.records:
             raise CertifyError("no inputs to certify (check --limit and --skip)")
         if self.mode == "predict":
             return prediction_summary(self.records)
+        if radii is None:
+            radii = getattr(self.engine.plan, "levels", None)  # None: summarize takes the threat model's
         return summarize(self.records, radii, self.header)
 
     def close(self) -> None:

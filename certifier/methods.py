@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -86,6 +87,19 @@ class Votes:
         """Lower confidence bound on P(view of this group is classified as label)."""
         return self._lower_bound(self.count(group, label), self.trials(group), alpha)
 
+    def upper_bound(self, group: str, labels: int | Iterable[int], alpha: float) -> float:
+        """Upper confidence bound on P(view of this group is classified as one of ``labels``).
+
+        One minus the lower bound on the other classes' votes: the same bound (Clopper-Pearson
+        for fixed n), so it holds wherever ``lower_bound`` does.
+        """
+        chosen = {int(labels)} if isinstance(labels, (int, np.integer)) else {int(c) for c in labels}
+        counts = self.counts[group]
+        inside = int(sum(int(counts[c]) for c in chosen if 0 <= c < len(counts)))
+        trials = self.trials(group)
+        # 1 - x rounds to nearest: one ulp up keeps the bound on the safe side
+        return min(math.nextafter(1.0 - self._lower_bound(trials - inside, trials, alpha), 2.0), 1.0)
+
 
 def is_broadcast(x: np.ndarray) -> bool:
     """Whether the batch ``x`` is one input repeated without copies, as the engine hands it to
@@ -116,6 +130,64 @@ def gaussian_certificate(selection: Votes, estimation: Votes, alpha: float, sigm
     :func:`lower_bound_certificate` with the L2 radius ``sigma * Phi^-1(p_lower) * scale``."""
     return lower_bound_certificate(selection, estimation, alpha, lambda p: sigma * gaussian_quantile(p) * scale,
                                    conditional=conditional)
+
+
+def two_bound_gaussian_certificate(selection: Votes, estimation: Votes, alpha: float, sigma: float, *,
+                                   group: str = "model", top_share: float = 0.5, runner_ups: int = 10,
+                                   classes: int | None = None) -> Certificate:
+    """Cohen et al.'s radius with both bounds: sigma / 2 (Phi^-1(pA_lower) - Phi^-1(pB_upper)).
+
+    A is the top class of the selection votes. The other classes are split, on the
+    selection votes alone, into the (at most ``runner_ups``) classes selection saw, each
+    bounded on its own, and the rest, bounded together as P(f in rest). On the fresh
+    estimation votes, with alpha split by Bonferroni:
+
+    - pA_lower: lower bound on P(f = A) at top_share * alpha;
+    - u_1, ..., u_m, u_rest: upper bounds, each at (1 - top_share) * alpha / (number of
+      these bounds); no bound for the rest when ``classes`` says it is empty;
+    - pB_upper = min(max(u_1, ..., u_m, u_rest), 1 - pA_lower).
+
+    Why it holds. Selection and estimation votes are independent, so the classes and
+    groups are fixed given the selection, and each bound holds with its own
+    probability; by the union bound all hold at once with probability >= 1 - alpha.
+    Then every class c other than A has P(f = c) <= pB_upper: a class selection saw
+    through its own bound, any other through P(f = c) <= P(f in rest) <= u_rest (a class
+    the votes never showed is covered here, never skipped), and every c through
+    P(f = c) <= 1 - P(f = A) <= 1 - pA_lower. Cohen et al.'s Theorem 1 with
+    pA_lower > pB_upper >= max over c != A of P(f = c) gives g(x + delta) = A for every
+    ||delta||_2 below the radius. The bounds are the votes' own (Clopper-Pearson on
+    fixed-n votes, anytime-valid on a sequential plan's), so the rule holds under
+    either plan. The 1 - pA_lower term makes the radius at least
+    sigma * Phi^-1(pA_lower): never worse than the one-bound radius at top_share * alpha.
+    """
+    if not 0 < top_share < 1:
+        raise ValueError("top_share must be in (0, 1)")
+    seen = selection[group]
+    top = selection.top()
+    order = [int(c) for c in np.argsort(-seen, kind="stable") if c != top and seen[c] > 0]
+    named = order[: max(int(runner_ups), 0)]
+    width = max(len(estimation[group]), len(seen), top + 1, classes or 0)
+    rest = [c for c in range(width) if c != top and c not in named]
+    # an unknown class count means classes past ``width`` may exist: they never voted,
+    # so P(f in rest) counts the same votes, and the rest always gets a bound
+    bound_rest = bool(rest) if classes is not None else True
+    bounds = len(named) + int(bound_rest)
+    if bounds == 0:
+        raise ValueError("the two-bound radius needs at least two classes")
+    alpha_top = top_share * alpha
+    alpha_other = (1 - top_share) * alpha / bounds
+    p_lower = estimation.lower_bound(group, top, alpha_top)
+    uppers = [estimation.upper_bound(group, c, alpha_other) for c in named]
+    if bound_rest:
+        uppers.append(estimation.upper_bound(group, rest if rest else [width], alpha_other))
+    p_upper = min(max(uppers), 1.0 - p_lower)
+    runner_up = named[0] if named else None
+    details = {"p_lower": p_lower, "p_upper_others": p_upper, "runner_up": runner_up,
+               "top_votes": estimation.count(group, top), "other_bounds": bounds}
+    if not p_lower > p_upper:
+        return Certificate.abstain(**details)
+    radius = 0.5 * sigma * (gaussian_quantile(p_lower) - gaussian_quantile(p_upper))
+    return Certificate(top, max(radius, 0.0), details=details)
 
 
 class SmoothingMethod:

@@ -38,7 +38,8 @@ fixed-n look at the budget); the stopping rule (:class:`SequentialPlan`); the en
 side, one input at a time for any method (:class:`SequentialCertification`, which asks
 the method's own ``certify`` for certificates from substituted bounds); a vectorized
 copy of the same decisions for one-bound methods (:func:`simulate_one_bound`, for tests
-and benchmarks); and the two-bound Gaussian radius (:func:`two_bound_gaussian_certificate`).
+and benchmarks). The two-bound Gaussian radius (:func:`two_bound_gaussian_certificate`)
+is a certificate rule like the others and lives in :mod:`certifier.methods`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy.special import betaln, logsumexp
 
-from .methods import Certificate, SmoothingMethod, Votes
-from .stats import clopper_pearson_lower_array, clopper_pearson_upper, gaussian_quantile
+from .methods import Certificate, SmoothingMethod, Votes, two_bound_gaussian_certificate
+from .stats import clopper_pearson_lower_array, gaussian_quantile
 
 _NEWTON_STEPS = 80
 
@@ -342,7 +343,9 @@ class SequentialPlan:
     Chunks: the first look is after ``first_chunk`` samples; later looks at ``growth``
     times the samples so far, but never before the first count at which the next level
     could be proved (if every vote from now on agreed; a level no count could prove sets
-    no such floor), and never past the budget.
+    no such floor), and never past the budget. Every look is rounded up to a multiple of
+    ``granularity`` (the engine's batch: whole batches keep the noise streams the same
+    however the chunks fall), or is the budget itself.
     """
 
     levels: tuple[float, ...]
@@ -353,6 +356,7 @@ class SequentialPlan:
     futility: float = 0.2
     first_chunk: int = 64
     growth: float = 1.25
+    granularity: int = 1
     bounds: ConfidenceSequence = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -368,6 +372,8 @@ class SequentialPlan:
             raise ValueError("alpha and futility must be in (0, 1)")
         if int(self.first_chunk) < 1 or not self.growth > 1:
             raise ValueError("first_chunk must be >= 1 and growth > 1")
+        if int(self.granularity) < 1:
+            raise ValueError("granularity must be >= 1")
         if not 0 <= self.final_share < 1:
             raise ValueError("final_share must be in [0, 1)")
         bounds = FinalLook(self.cs, int(self.budget), self.final_share) if self.final_share > 0 else self.cs
@@ -377,7 +383,8 @@ class SequentialPlan:
         """What determines the results, for the results header."""
         return {"plan": "sequential", "levels": list(self.levels), "budget": int(self.budget),
                 "alpha": self.alpha, "bounds": self.bounds.settings(),
-                "futility": self.futility, "first_chunk": int(self.first_chunk), "growth": self.growth}
+                "futility": self.futility, "first_chunk": int(self.first_chunk), "growth": self.growth,
+                "granularity": int(self.granularity)}
 
     def level_index(self, radius) -> np.ndarray:
         """Index of the largest level at or below each radius; -1 below level 0 or abstaining (-inf, nan)."""
@@ -412,6 +419,8 @@ class SequentialPlan:
         t = np.asarray(trials, dtype=np.int64)
         grown = np.where(t == 0, int(self.first_chunk), np.ceil(t * self.growth).astype(np.int64))
         target = np.maximum(np.maximum(grown, np.asarray(earliest, dtype=np.int64)), t + 1)
+        step = int(self.granularity)
+        target = -(-target // step) * step
         return np.minimum(target, int(self.budget))
 
 
@@ -537,14 +546,9 @@ def _no_fixed_bound(successes: int, trials: int, alpha: float) -> float:  # prag
 
 
 def upper_bound(votes: Votes, group: str, labels, alpha: float) -> float:
-    """Upper bound on P(group's view in ``labels``): the plan's for sequential votes,
-    Clopper-Pearson for fixed-n votes."""
-    if isinstance(votes, BoundVotes):
-        return votes.upper_bound(group, labels, alpha)
-    labels = _labels(labels)
-    c = votes[group]
-    count = int(sum(int(c[k]) for k in labels if k < len(c)))
-    return clopper_pearson_upper(count, votes.trials(group), alpha)
+    """Upper bound on P(group's view in ``labels``): the votes' own (the plan's for sequential
+    votes, Clopper-Pearson for fixed-n votes)."""
+    return votes.upper_bound(group, _labels(labels), alpha)
 
 
 @dataclass(frozen=True)
@@ -681,14 +685,17 @@ class SequentialCertification:
 
         if grown >= budget or proved(grown) or not proved(budget):
             return grown
-        lo, hi = grown, budget
+        # looks fall on multiples of the granularity (or the budget): search those only; proved()
+        # grows with the total, so this finds the first look at or after the earliest proof
+        grid = int(plan.granularity)
+        lo, hi = grown // grid, -(-budget // grid)
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if proved(mid):
+            if proved(min(mid * grid, budget)):
                 hi = mid
             else:
                 lo = mid
-        return hi
+        return int(plan.next_trials(spent, min(hi * grid, budget)))
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -710,67 +717,6 @@ class SequentialCertification:
 
 def _radius(certificate: Certificate) -> float:
     return -math.inf if certificate.prediction is None else float(certificate.radius)
-
-
-# -- the two-bound Gaussian radius ------------------------------------------------------
-
-
-def two_bound_gaussian_certificate(selection: Votes, estimation: Votes, alpha: float, sigma: float, *,
-                                   group: str = "model", top_share: float = 0.5, runner_ups: int = 10,
-                                   classes: int | None = None) -> Certificate:
-    """Cohen et al.'s radius with both bounds: sigma / 2 (Phi^-1(pA_lower) - Phi^-1(pB_upper)).
-
-    A is the top class of the selection votes. The other classes are split, on the
-    selection votes alone, into the (at most ``runner_ups``) classes selection saw, each
-    bounded on its own, and the rest, bounded together as P(f in rest). On the fresh
-    estimation votes, with alpha split by Bonferroni:
-
-    - pA_lower: lower bound on P(f = A) at top_share * alpha;
-    - u_1, ..., u_m, u_rest: upper bounds, each at (1 - top_share) * alpha / (number of
-      these bounds); no bound for the rest when ``classes`` says it is empty;
-    - pB_upper = min(max(u_1, ..., u_m, u_rest), 1 - pA_lower).
-
-    Why it holds. Selection and estimation votes are independent, so the classes and
-    groups are fixed given the selection, and each bound holds with its own
-    probability; by the union bound all hold at once with probability >= 1 - alpha.
-    Then every class c other than A has P(f = c) <= pB_upper: a class selection saw
-    through its own bound, any other through P(f = c) <= P(f in rest) <= u_rest (a class
-    the votes never showed is covered here, never skipped), and every c through
-    P(f = c) <= 1 - P(f = A) <= 1 - pA_lower. Cohen et al.'s Theorem 1 with
-    pA_lower > pB_upper >= max over c != A of P(f = c) gives g(x + delta) = A for every
-    ||delta||_2 below the radius. The bounds are the votes' own (Clopper-Pearson on
-    fixed-n votes, anytime-valid on a sequential plan's :class:`BoundVotes`), so the
-    rule holds under either plan. The 1 - pA_lower term makes the radius at least
-    sigma * Phi^-1(pA_lower): never worse than the one-bound radius at top_share * alpha.
-    """
-    if not 0 < top_share < 1:
-        raise ValueError("top_share must be in (0, 1)")
-    seen = selection[group]
-    top = selection.top()
-    order = [int(c) for c in np.argsort(-seen, kind="stable") if c != top and seen[c] > 0]
-    named = order[: max(int(runner_ups), 0)]
-    width = max(len(estimation[group]), len(seen), top + 1, classes or 0)
-    rest = [c for c in range(width) if c != top and c not in named]
-    # an unknown class count means classes past ``width`` may exist: they never voted,
-    # so P(f in rest) counts the same votes, and the rest always gets a bound
-    bound_rest = bool(rest) if classes is not None else True
-    bounds = len(named) + int(bound_rest)
-    if bounds == 0:
-        raise ValueError("the two-bound radius needs at least two classes")
-    alpha_top = top_share * alpha
-    alpha_other = (1 - top_share) * alpha / bounds
-    p_lower = estimation.lower_bound(group, top, alpha_top)
-    uppers = [upper_bound(estimation, group, c, alpha_other) for c in named]
-    if bound_rest:
-        uppers.append(upper_bound(estimation, group, rest if rest else [width], alpha_other))
-    p_upper = min(max(uppers), 1.0 - p_lower)
-    runner_up = named[0] if named else None
-    details = {"p_lower": p_lower, "p_upper_others": p_upper, "runner_up": runner_up,
-               "top_votes": estimation.count(group, top), "other_bounds": bounds}
-    if not p_lower > p_upper:
-        return Certificate.abstain(**details)
-    radius = 0.5 * sigma * (gaussian_quantile(p_lower) - gaussian_quantile(p_upper))
-    return Certificate(top, max(radius, 0.0), details=details)
 
 
 __all__ = [

@@ -157,10 +157,14 @@ def binomial_pvalue(successes: int, trials: int) -> float:
 
 
 def gaussian_quantile(p: float) -> float:
-    """Phi^-1(p) in float64; -inf at 0 and +inf at 1."""
-    from scipy.stats import norm
+    """Phi^-1(p) in float64; -inf at 0 and +inf at 1.
 
-    return float(norm.ppf(p))
+    scipy.special.ndtri is what scipy.stats.norm.ppf computes, without its argument
+    handling (a thousand times faster: sequential plans ask for it after every chunk).
+    """
+    from scipy.special import ndtri
+
+    return float(ndtri(p))
 
 
 def round_down(value: float, digits: int = 4) -> float:

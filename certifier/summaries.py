@@ -113,6 +113,18 @@ def describe_problems(summary: dict) -> str | None:
     return "; ".join(parts)
 
 
+def recorded_levels(header: dict | None) -> list[float]:
+    """The levels of a sequential run's header (the radii its records can take besides 0), else []."""
+    header = header or {}
+    settings = header.get("sampling_settings")
+    if header.get("sampling") != "sequential" or not isinstance(settings, dict):
+        return []
+    levels = settings.get("levels")
+    if not isinstance(levels, list) or not all(is_number(r) and math.isfinite(r) for r in levels):
+        return []
+    return [float(r) for r in levels]
+
+
 def threat_model(header: dict | None, records: Sequence[dict] = ()) -> ThreatModel:
     """The threat model of a results file: its header's, or for files written before threat
     models were recorded, the pixel-space distance of its norm."""
@@ -151,6 +163,9 @@ def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, hea
         "abstain_rate": share(abstained, count),
         "seconds_per_input": share(sum(timed), len(timed)),
         "forward_passes_per_input": share(sum(passes), len(passes)),
+        "sampling": header.get("sampling"),
+        "budget": header.get("n"),
+        "levels": recorded_levels(header) or None,
         "radius_ceiling": header.get("radius_ceiling"),
         "exact": bool(header.get("exact", False)),
         "conditional": sorted({r["conditional"] for r in records if r.get("conditional")}),
@@ -243,6 +258,9 @@ def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel)
     row("sigma", [str(s.get("sigma")) for s in summaries])
     if any(s.get("denoiser") for s in summaries):
         row("denoiser", [s.get("denoiser") or "none" for s in summaries])
+    sequential = [s.get("sampling") == "sequential" for s in summaries]
+    if any(sequential):
+        row("sampling", [str(s.get("sampling") or "-") for s in summaries])
     row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
     if any("certified_accuracy" in s for s in summaries):
         for key in radius_keys("certified_accuracy"):
@@ -272,6 +290,10 @@ def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel)
         lines.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
                      "(no labels: not an accuracy)")
     for s, name in zip(summaries, names):
+        if s.get("sampling") == "sequential" and s.get("levels"):
+            levels = ", ".join(f"{r:g}" for r in s["levels"])
+            lines.append(f"{name}: sequential, at most n = {s.get('budget')} views per input: each radius is the "
+                         f"largest level proved of {levels} (0 below the lowest)")
         if s.get("exact"):
             lines.append(f"{name}: certificates are exact (no sampling, no alpha)")
         if s.get("conditional"):

@@ -22,7 +22,9 @@ from pydantic import Field, model_validator
 import certifier
 from certifier import (
     Certificate, CertifyError, SmoothingMethod, Votes, gaussian_certificate, gaussian_views, hookimpl, is_broadcast,
+    two_bound_gaussian_certificate,
 )
+from certifier_plugins.rs import BOUNDS_HELP, without_default_bounds
 
 
 def _superpixels():
@@ -87,6 +89,7 @@ class PartitionSmoothing(SmoothingMethod):
             None, ge=0, lt=1,
             description="partition-from clean only: the assumed Lipschitz constant of the partition map",
         )
+        bounds: Literal["one", "two"] = Field("one", description=BOUNDS_HELP + " (partition-from noisy only)")
 
         @model_validator(mode="after")
         def _rho_only_for_clean(self):
@@ -94,6 +97,8 @@ class PartitionSmoothing(SmoothingMethod):
                 raise ValueError("partition-from clean needs -o rho R (0 <= R < 1), the assumed Lipschitz bound")
             if self.partition_from == "noisy" and self.rho is not None:
                 raise ValueError("rho applies only with -o partition-from clean")
+            if self.partition_from == "clean" and self.bounds == "two":
+                raise ValueError("-o bounds two needs the sound rule, -o partition-from noisy")
             return self
 
     # -- shapes --------------------------------------------------------------
@@ -179,10 +184,15 @@ class PartitionSmoothing(SmoothingMethod):
         return None
 
     def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
+        if self.options.bounds == "two":
+            return two_bound_gaussian_certificate(selection, estimation, alpha, self.sigma)
         # the clean-partition reading scales RS's radius by 1 - rho (conditional)
         scale = 1.0 - self.options.rho if self.options.partition_from == "clean" else 1.0
         return gaussian_certificate(selection, estimation, alpha, self.sigma, scale=scale,
                                     conditional=self.conditional)
+
+    def settings(self) -> dict:
+        return without_default_bounds(super().settings())
 
 
 def _coloured_partition(images: np.ndarray, labels: np.ndarray) -> np.ndarray:

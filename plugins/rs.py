@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
-from certifier import Certificate, SmoothingMethod, Votes, gaussian_certificate, gaussian_views, hookimpl
+import numpy as np
+from pydantic import Field
+
+import certifier
+from certifier import (
+    Certificate, SmoothingMethod, Votes, gaussian_certificate, gaussian_views, hookimpl, two_bound_gaussian_certificate,
+)
+
+BOUNDS_HELP = ("one: sigma Phi^-1(pA_lower), the other classes' share taken as 1 - pA; two: sigma / 2 "
+               "(Phi^-1(pA_lower) - Phi^-1(pB_upper)) with pB_upper bounded from the runner-up classes' "
+               "votes, alpha split between the bounds (helps when the other classes' votes are spread)")
+
+
+def without_default_bounds(settings: dict) -> dict:
+    """The header's settings, leaving out ``bounds`` at its default, so results files written
+    before the option existed resume as before."""
+    options = settings.get("options") or {}
+    if options.get("bounds") == "one":
+        settings = {**settings, "options": {k: v for k, v in options.items() if k != "bounds"}}
+    return settings
 
 
 class GaussianSmoothing(SmoothingMethod):
@@ -15,11 +34,19 @@ class GaussianSmoothing(SmoothingMethod):
     denoisable = True  # its views are Gaussian-noisy images
     description = "Gaussian noise (Cohen et al. 2019): L2 radius sigma * Phi^-1(pA_lower)"
 
+    class Options(certifier.Options):
+        bounds: Literal["one", "two"] = Field("one", description=BOUNDS_HELP)
+
     def sample(self, x: np.ndarray, rng: np.random.Generator, group: str) -> np.ndarray:
         return gaussian_views(x, self.sigma, rng)
 
     def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
+        if self.options.bounds == "two":
+            return two_bound_gaussian_certificate(selection, estimation, alpha, self.sigma)
         return gaussian_certificate(selection, estimation, alpha, self.sigma)
+
+    def settings(self) -> dict:
+        return without_default_bounds(super().settings())
 
 
 @hookimpl
