@@ -72,7 +72,11 @@ def recorded_plugin(metadata: Mapping[str, str]) -> str | None:
 
 def recorded_sigma(metadata: Mapping[str, str]) -> float | None:
     """The sigma ``certify train`` recorded; a recorded value that is not a usable sigma is refused."""
-    raw = metadata.get(SIGMA)
+    return _usable_sigma(metadata, SIGMA, "the model's", "pass --sigma (or -o lambda) yourself")
+
+
+def _usable_sigma(metadata: Mapping[str, str], key: str, whose: str, advice: str) -> float | None:
+    raw = metadata.get(key)
     if raw is None or not raw.strip():
         return None
     try:
@@ -80,8 +84,7 @@ def recorded_sigma(metadata: Mapping[str, str]) -> float | None:
     except ValueError:
         sigma = math.nan
     if not (0 < sigma <= MAX_SIGMA):
-        raise CertifyError(f"the model's {SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
-                           f"pass --sigma (or -o lambda) yourself")
+        raise CertifyError(f"{whose} {key} metadata is {raw[:40]!r}, not a usable sigma; {advice}")
     return sigma
 
 
@@ -130,17 +133,8 @@ def is_denoiser(metadata: Mapping[str, str]) -> bool:
 def recorded_denoiser_sigma(metadata: Mapping[str, str]) -> float | None:
     """The sigma a denoiser was trained for (None when it records none); a recorded value
     that is not a usable sigma is refused."""
-    raw = metadata.get(DENOISER_SIGMA)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        sigma = float(raw)
-    except ValueError:
-        sigma = math.nan
-    if not (0 < sigma <= MAX_SIGMA):
-        raise CertifyError(f"the denoiser's {DENOISER_SIGMA} metadata is {raw[:40]!r}, not a usable sigma; "
-                           f"pass --allow-denoiser-sigma-mismatch to use the denoiser without that check")
-    return sigma
+    return _usable_sigma(metadata, DENOISER_SIGMA, "the denoiser's",
+                         "pass --allow-denoiser-sigma-mismatch to use the denoiser without that check")
 
 
 def denoiser_description(metadata: Mapping[str, str]) -> dict[str, str]:
