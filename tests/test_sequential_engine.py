@@ -26,9 +26,9 @@ from certifier.cli import cli
 from certifier.engine import Engine, _Job
 from certifier.results import INCIDENTAL_KEYS
 from certifier.sampling import ESTIMATION, SELECTION, SequentialSampling
-from certifier.sequential import ConfidenceSequence
 
 from onnx_models import hyperplane_model, linear_model, save
+from sequential_mutants import PeekingClopperPearson
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -117,27 +117,6 @@ def sequential_engine(run, shape=(4,), *, levels, n=2000, n0=20, alpha=ALPHA, ba
     plan = SequentialSampling(n0, n, alpha, levels, granularity=batch, final_share=final_share, **settings)
     return Engine(run.method, run.groups(shape), n0=n0, n=n, alpha=alpha, batch_size=batch, seed=seed, plan=plan,
                   input_shape=shape)
-
-
-class PeekingClopperPearson(ConfidenceSequence):
-    """Mutation: a fixed-n Clopper-Pearson bound, recomputed at every look as if it were anytime-valid."""
-
-    name = "peeking-clopper-pearson"
-
-    def lower(self, successes, trials, alpha):
-        s = np.asarray(successes, dtype=np.float64)
-        with np.errstate(all="ignore"):
-            value = stats.beta.ppf(alpha, np.maximum(s, 1e-300), np.asarray(trials) - s + 1)
-        out = np.where(s > 0, value, 0.0)
-        return float(out) if out.ndim == 0 else out
-
-    def upper(self, successes, trials, alpha):
-        s = np.asarray(successes, dtype=np.float64)
-        t = np.asarray(trials, dtype=np.float64)
-        with np.errstate(all="ignore"):
-            value = stats.beta.ppf(1 - alpha, s + 1, np.maximum(t - s, 1e-300))
-        out = np.where(s < t, value, 1.0)
-        return float(out) if out.ndim == 0 else out
 
 
 #: A point at distance 0.4 from the hyperplane x0 = 0.5: with sigma 0.5 the exact radius of

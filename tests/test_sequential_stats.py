@@ -21,7 +21,6 @@ from certifier.sequential import (
     FinalLook,
     TAIL_PRIOR,
     BetaMixture,
-    ConfidenceSequence,
     SequentialCertification,
     SequentialPlan,
     gaussian_radius_of,
@@ -30,6 +29,8 @@ from certifier.sequential import (
     two_bound_gaussian_certificate,
 )
 from certifier.stats import clopper_pearson_lower, clopper_pearson_upper
+
+from sequential_mutants import PeekingClopperPearson
 
 PRIORS = [JEFFREYS, TAIL_PRIOR, BetaMixture(((0.5, 0.5, 0.5), (0.5, 1.0, 0.05)))]
 CASES = [(1, 1), (1, 10), (5, 10), (10, 10), (990, 1000), (12_345, 20_000), (99_990, 100_000),
@@ -216,22 +217,6 @@ def test_reported_level_is_always_proved_by_the_bound():
     # certain inputs reach the top level well inside the budget; hopeless ones stop early
     assert np.all(level[p == 1.0] == len(LEVELS) - 1) and used[p == 1.0].max() < 10_000
     assert used[p == 0.3].max() < 1000 and np.all(level[p == 0.3] == -1)
-
-
-class PeekingClopperPearson(ConfidenceSequence):
-    """Mutation: a fixed-n bound dressed up as a confidence sequence."""
-
-    name = "peeking-clopper-pearson"
-
-    def lower(self, successes, trials, alpha):
-        s = np.asarray(successes, dtype=np.float64)
-        with np.errstate(all="ignore"):
-            value = stats.beta.ppf(alpha, np.maximum(s, 1e-300), np.asarray(trials) - s + 1)
-        out = np.where(s > 0, value, 0.0)
-        return float(out) if out.ndim == 0 else out
-
-    def upper(self, successes, trials, alpha):
-        raise NotImplementedError
 
 
 def level_failure_rate(cs, final_share=0.1) -> float:
