@@ -545,7 +545,7 @@ def register_commands(cli):
                   help="Learning rate of the stability epochs (default: --lr, or --lr / 10 after MSE epochs).")
     @click.option("--depth", type=int, help="Convolutions (default by image size: 6 up to 32 pixels, 17 from 97).")
     @click.option("--features", type=int, help="Channels of the hidden convolutions (default by image size).")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
     @click.option("--dataset-name", help="Name of the data set, recorded in the model.")
     @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
