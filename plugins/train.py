@@ -2,7 +2,8 @@
 
 Needs torch (``pip install 'onnx-certifier[train]'``). The noise comes from the
 chosen plugin's own ``sample`` (or ``views``) method, so a model is trained on
-exactly what it will see during certification.
+exactly what it will see during certification; ``--loss`` chooses what is minimized
+on it (certifier_plugins._losses).
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ import click
 import numpy as np
 
 from certifier import CertifyError, SmoothingMethod, hookimpl, load_data, make_method, method_options, model_metadata
+from certifier_plugins._losses import DEFAULTS, LOSSES, check_method, consistency_loss, make_loss, smoothadv_attack
 from certifier_plugins._torch import export_onnx, pick_device, require_torch
 
-CHECKPOINT_VERSION = 1
+#: 2: checkpoints may be taken within an epoch (they record the step and the noise generator);
+#: 1 (end of epoch only) still resumes.
+CHECKPOINT_VERSION = 2
+#: A checkpoint within an epoch at most this often (one is always written at the end of an epoch).
+CHECKPOINT_SECONDS = 120.0
 #: Channels of the first layer at most (the last conv layer has four times as many).
 MAX_WIDTH = 512
 #: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
@@ -148,6 +154,33 @@ def _noisy_views(method, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
     return np.concatenate(views), np.concatenate(labels)
 
 
+def _batch_loss(loss, network, method, x, y, rng, groups, device, epoch: int):
+    """The loss of one batch of clean inputs ``x``, on noisy views drawn from ``rng``."""
+    torch = _torch()
+
+    def tensor(array):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+
+    if loss.name == "gaussian":
+        views, labels = _noisy_views(method, x, y, rng, groups)
+        return torch.nn.functional.cross_entropy(network(tensor(views)), torch.from_numpy(labels).to(device))
+    targets = torch.from_numpy(y).to(device)
+    if loss.name == "consistency":
+        # every (group, input) pair is smoothed on its own: copies are compared per pair
+        copies = [_noisy_views(method, x, y, rng, groups) for _ in range(loss.copies)]
+        views = tensor(np.stack([views for views, _ in copies]))
+        logits = network(views.flatten(0, 1)).view(loss.copies, views.shape[1], -1)
+        return consistency_loss(logits, torch.from_numpy(copies[0][1]).to(device),
+                                loss.settings["consistency_weight"], loss.settings["entropy_weight"])
+    # smoothadv: additive noise, so sample(zeros) is the noise; each group's views are more copies
+    zeros = np.zeros_like(x, dtype=np.float32)
+    noise = tensor(np.stack([method.sample(zeros, rng, group) for _ in range(loss.copies) for group in groups]))
+    inputs = smoothadv_attack(network, tensor(x), targets, noise, loss.attack_radius(epoch),
+                              loss.settings["attack_steps"])
+    logits = network((inputs.unsqueeze(0) + noise).flatten(0, 1))
+    return torch.nn.functional.cross_entropy(logits, targets.repeat(len(noise)))
+
+
 def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tuple[float, float]:
     """Clean accuracy (on the plugin's views without noise, ``method.clean_view``; NaN
     when the method defines none) and noisy accuracy."""
@@ -180,14 +213,20 @@ def train(
     *, plugin: str | None, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
     lr: float, width: int, seed: int, device: str, group: str | None, classes: str | None, dataset_name: str | None,
     checkpoint: Path | None, restart: bool, validation_fraction: float = 0.1, quiet: bool = False,
-    no_noise: bool = False,
+    no_noise: bool = False, loss: str = "gaussian", noise_copies: int | None = None,
+    consistency_weight: float | None = None, entropy_weight: float | None = None, attack_radius: float | None = None,
+    attack_steps: int | None = None, attack_warmup: int | None = None,
 ) -> dict:
     """Train and export; returns the final metrics.
 
     ``no_noise`` trains a plain classifier on the clean images (no plugin); its model
-    records no plugin or sigma, so certify applies no smoothing defaults to it.
+    records no plugin or sigma, so certify applies no smoothing defaults to it. ``loss``
+    and the settings after it choose the training loss (None: the loss's default).
     """
     torch = _torch()
+    training_loss = make_loss(loss, noise_copies=noise_copies, consistency_weight=consistency_weight,
+                              entropy_weight=entropy_weight, attack_radius=attack_radius,
+                              attack_steps=attack_steps, attack_warmup=attack_warmup)
     if no_noise:
         given = [name for name, value in (("--plugin", plugin), ("--sigma", sigma), ("--option", options),
                                           ("--group", group)) if value]
@@ -198,6 +237,7 @@ def train(
         raise CertifyError("certify train needs --plugin (the noise to train with), or --no-noise for a plain model")
     else:
         method = make_method(plugin, sigma, options, {})
+    check_method(training_loss, method, no_noise)
     if group is not None and group not in method.groups:
         raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
     groups = [group] if group else list(method.groups)
@@ -224,21 +264,42 @@ def train(
     }
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
     _check_replaceable(out=out, checkpoint=checkpoint)
-    start_epoch = 0
+    start_epoch = start_step = 0
+    seconds_before = 0.0  # training time of earlier runs of this training (checkpoints keep it)
     if checkpoint.exists() and not restart:
         state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
-        if state.get("settings") != settings or state.get("version") != CHECKPOINT_VERSION:
+        # checkpoints from before --loss existed were trained with the Gaussian loss
+        recorded_loss = state.get("loss", make_loss().record())
+        if (state.get("settings") != settings or recorded_loss != training_loss.record()
+                or state.get("version") not in (1, CHECKPOINT_VERSION)):
             raise CertifyError(
                 f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it"
             )
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"]
+        start_epoch, start_step = state["epoch"], state.get("step", 0)
+        seconds_before = state.get("seconds", 0.0)
         if not quiet:
-            click.echo(f"certify: resuming {checkpoint} after epoch {start_epoch}", err=True)
+            where = (f"in epoch {start_epoch + 1}, after step {start_step}" if start_step
+                     else f"after epoch {start_epoch}")
+            click.echo(f"certify: resuming {checkpoint} {where}", err=True)
 
-    loss_function = torch.nn.CrossEntropyLoss()
+    clock = time.perf_counter()
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - clock
+
+    def save_checkpoint(epoch: int, step: int = 0, rng=None, epoch_loss: float = 0.0) -> None:
+        """``epoch`` epochs done and ``step`` steps of the next; within an epoch, the noise
+        generator's state and the loss so far too (training draws all its randomness from it)."""
+        temporary = checkpoint.with_name(checkpoint.name + ".tmp")
+        within = {"step": step, "rng": rng.bit_generator.state, "epoch_loss": epoch_loss} if step else {}
+        torch.save({"version": CHECKPOINT_VERSION, "settings": settings, "loss": training_loss.record(),
+                    "epoch": epoch, **within, "seconds": seconds(), "network": network.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, temporary)
+        os.replace(temporary, checkpoint)
+
     history = []
     show_bar = not quiet and sys.stderr.isatty()
     from tqdm import tqdm
@@ -247,15 +308,17 @@ def train(
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(len(x))
         network.train()
-        total_loss, started = 0.0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not show_bar, file=sys.stderr)
+        first_step, total_loss, started = 0, 0.0, time.perf_counter()
+        if epoch == start_epoch and start_step:
+            rng.bit_generator.state = state["rng"]
+            first_step, total_loss = start_step, state["epoch_loss"]
+        saved = time.monotonic()
+        bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch,
+                   initial=first_step, disable=not show_bar, file=sys.stderr)
         for step in bar:
             batch = order[step * batch_size : (step + 1) * batch_size]
-            views, labels = _noisy_views(method, x[batch], y[batch], rng, groups)
-            inputs = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(torch_device)
-            targets = torch.from_numpy(labels).to(torch_device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_function(network(inputs), targets)
+            loss = _batch_loss(training_loss, network, method, x[batch], y[batch], rng, groups, torch_device, epoch)
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -265,6 +328,9 @@ def train(
                                    f"lower --lr (now {lr:g})")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}")
+            if step + 1 < steps_per_epoch and time.monotonic() - saved >= CHECKPOINT_SECONDS:
+                save_checkpoint(epoch, step + 1, rng, total_loss)
+                saved = time.monotonic()
         clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000,
                                  np.random.default_rng([seed, epoch, 1]))
         history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch, "clean_accuracy": clean,
@@ -275,11 +341,7 @@ def train(
                 f"{_accuracies(clean, noisy, no_noise)} ({time.perf_counter() - started:.0f} s)",
                 err=True,
             )
-        temporary = checkpoint.with_name(checkpoint.name + ".tmp")
-        torch.save({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1,
-                    "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}, temporary)
-        os.replace(temporary, checkpoint)
+        save_checkpoint(epoch + 1)
 
     clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
     # A plain model carries no smoothing defaults, like a third-party model: certify
@@ -287,8 +349,9 @@ def train(
     metadata = model_metadata(
         None if no_noise else method, input_shape=input_shape, view_shape=view_shape,
         dataset=dataset_name or data.name, classes=names, groups=groups,
-        training={**settings, "validation_clean_accuracy": clean,
+        training={**settings, "training_seconds": round(seconds(), 1), "validation_clean_accuracy": clean,
                   **({} if no_noise else {"validation_noisy_accuracy": noisy})},
+        loss=None if no_noise else training_loss.record(),
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +363,8 @@ def train(
 
 @hookimpl
 def register_commands(cli):
+    consistency, smoothadv = DEFAULTS["consistency"], DEFAULTS["smoothadv"]
+
     @cli.command(name="train")
     @method_options(defaults=None, required=False)
     @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
@@ -321,6 +386,24 @@ def register_commands(cli):
                   help="Held out when the data has no test split.")
     @click.option("--no-noise", is_flag=True,
                   help="Train a plain classifier on the clean images (no plugin, no smoothing defaults recorded).")
+    @click.option("--loss", type=click.Choice(LOSSES), default="gaussian", show_default=True,
+                  help="gaussian: cross-entropy on noisy views (Cohen et al. 2019); consistency: on M noisy copies, "
+                       "plus the KL to their mean prediction and its entropy (Jeong and Shin 2020); smoothadv: on "
+                       "M noisy copies of a PGD attack on the smoothed classifier (Salman et al. 2019).")
+    @click.option("--noise-copies", type=int, metavar="M",
+                  help=f"Noisy copies of each input per step (consistency: {consistency['noise_copies']}, "
+                       f"smoothadv: {smoothadv['noise_copies']}).")
+    @click.option("--consistency-weight", type=float, metavar="LAMBDA",
+                  help=f"consistency: weight of the KL term (default {consistency['consistency_weight']:g}).")
+    @click.option("--entropy-weight", type=float, metavar="ETA",
+                  help=f"consistency: weight of the entropy term (default {consistency['entropy_weight']:g}).")
+    @click.option("--attack-radius", type=float, metavar="EPS",
+                  help=f"smoothadv: L2 radius of the attack in pixel units (default {smoothadv['attack_radius']:g}).")
+    @click.option("--attack-steps", type=int,
+                  help=f"smoothadv: PGD steps, each of size 2 EPS / steps (default {smoothadv['attack_steps']}).")
+    @click.option("--attack-warmup", type=int, metavar="EPOCHS",
+                  help=f"smoothadv: epochs over which the radius grows linearly to EPS (default "
+                       f"{smoothadv['attack_warmup']}; 0: none).")
     @click.option("-q", "--quiet", is_flag=True)
     def train_command(options, **kwargs):
         """Train a noise-robust classifier with a plugin's noise and export it as ONNX.
