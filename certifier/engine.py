@@ -579,8 +579,31 @@ class Engine:
                 f"plugin {method.name} gives radius {radius} when every vote agrees with these settings "
                 f"({self._describe_settings()}): lower --sigma (or -o lambda) or -n"
             )
+        self._check_diameter(radius)
         self._ceilings[key] = max(radius, 0.0) if answer.prediction is not None else 0.0
         return self._ceilings[key]
+
+    def _check_diameter(self, ceiling: float) -> None:
+        """Refuse settings whose best certificate covers more than the whole input space.
+
+        Beyond the threat model's diameter a radius certifies nothing more (for L2, every
+        input in [0, 1]^d is within sqrt(d)), yet it would count for more in ACR and mean
+        radius. A built-in reaches it only with a noise far wider than the inputs (rs with
+        sigma 0.5 on one feature), a plugin with sane settings never: so it is refused here,
+        before anything runs, and since no radius may exceed the ceiling, no radius beyond
+        the diameter is ever written.
+        """
+        threat = threat_of(self.method)
+        diameter = threat.diameter(self.input_shape) if self.input_shape is not None else None
+        if diameter is None or ceiling <= diameter:
+            return
+        shape = "x".join(map(str, self.input_shape))
+        raise CertifyError(
+            f"plugin {self.method.name} can certify radius {ceiling:.4g} with these settings "
+            f"({self._describe_settings()}), but {threat.name} radius {diameter:.4g} already covers every input of "
+            f"shape {shape} in [0, 1]: lower --sigma (or the plugin's noise option); if these settings are sane, "
+            f"the plugin has a bug (report it to its author)"
+        )
 
     def _describe_settings(self) -> str:
         method = self.method
