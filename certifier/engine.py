@@ -550,7 +550,8 @@ class Engine:
 
         It is the method's own certificate when every vote (selection and estimation, every
         group) goes to that class, out of ``classes`` (default: the models' class count).
-        Settings for which it is not a finite number are refused.
+        Settings for which it is not a finite number, or is beyond the threat model's diameter
+        (:meth:`_check_diameter`), are refused.
         """
         width = max(2, prediction + 1, classes or max((g.model.num_classes or 2) for g in self.groups))
         key = (prediction, width)
@@ -588,10 +589,10 @@ class Engine:
 
         Beyond the threat model's diameter a radius certifies nothing more (for L2, every
         input in [0, 1]^d is within sqrt(d)), yet it would count for more in ACR and mean
-        radius. A built-in reaches it only with a noise far wider than the inputs (rs with
-        sigma 0.5 on one feature), a plugin with sane settings never: so it is refused here,
-        before anything runs, and since no radius may exceed the ceiling, no radius beyond
-        the diameter is ever written.
+        radius. A correct rule reaches it only with noise wider than the inputs' whole range
+        (rs with sigma 2 on 4 features at n = 50), a rule with sane settings never: so the
+        settings are refused here, before anything runs, and since no radius may exceed the
+        ceiling, no radius beyond the diameter is ever written (docs/writing-a-plugin.md).
         """
         threat = threat_of(self.method)
         diameter = threat.diameter(self.input_shape) if self.input_shape is not None else None
