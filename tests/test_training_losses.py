@@ -63,20 +63,21 @@ def _spread(network, x, sigma: float, copies: int = 16) -> float:
     return float((mean * (mean.clamp_min(1e-20).log() - probabilities.clamp_min(1e-20).log())).sum(-1).mean())
 
 
-def _pretrained(images, seed: int = 0):
-    """A small network after 60 steps of Gaussian augmentation at sigma 0.5: it predicts, so its
-    predictions over noisy copies can spread."""
+@pytest.fixture(scope="module")
+def pretrained(images):
+    """A small network after 60 steps of Gaussian augmentation at sigma 0.5 (it predicts, so its
+    predictions over noisy copies can spread), and that method. Tests copy it before training it."""
     x, y, _ = images
-    torch.manual_seed(seed)
+    torch.manual_seed(0)
     method = certifier.make_method("rs", 0.5, {}, {})
-    return _steps(build_network((1, 28, 28), 10, width=8), make_loss("gaussian"), method, x, y, 60, seed), method
+    return _steps(build_network((1, 28, 28), 10, width=8), make_loss("gaussian"), method, x, y, 60, 0), method
 
 
-def test_consistency_shrinks_the_spread_over_noisy_copies(images):
+def test_consistency_shrinks_the_spread_over_noisy_copies(images, pretrained):
     """Against Gaussian training, and against cross-entropy alone on the same two copies (the
     consistency loss with both weights 0): the regularizer, not the extra copy, shrinks it."""
     x, y, held_out = images
-    start, method = _pretrained(images)
+    start, method = pretrained
     spread = {
         name: _spread(_steps(copy.deepcopy(start), loss, method, x, y, 30, 100), held_out, 0.5)
         for name, loss in (("gaussian", make_loss("gaussian")),
@@ -87,9 +88,9 @@ def test_consistency_shrinks_the_spread_over_noisy_copies(images):
     assert spread["consistency"] < 0.8 * spread["two copies"], spread
 
 
-def test_smoothadv_attack_raises_the_loss_it_attacks(images):
+def test_smoothadv_attack_raises_the_loss_it_attacks(images, pretrained):
     _, _, held_out = images
-    network, _ = _pretrained(images)
+    network = copy.deepcopy(pretrained[0])
     inputs = torch.from_numpy(held_out[:64])
     labels = torch.from_numpy(np.argmax(network(inputs).detach().numpy(), 1))
     noise = 0.5 * torch.from_numpy(np.random.default_rng(1).standard_normal((4, *inputs.shape)).astype(np.float32))
