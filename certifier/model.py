@@ -403,6 +403,7 @@ class OnnxModel:
         batch's outputs, if already run."""
         count = len(batch)
         if out is None:
+            self.settle(batch.shape[1:])
             out = self._outputs(batch)
         # rows 0 .. ceil(count / 2) - 1, each twice, the last first: each row meets other companions
         order = (count - 1 - np.arange(count)) // 2

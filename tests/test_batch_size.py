@@ -22,22 +22,7 @@ from certifier.results import INCIDENTAL_KEYS
 
 from onnx_models import OPSET, linear_model, nan_model, save
 from test_denoiser import IMAGE, identity_denoiser, image_graph, images, linear_denoiser, random_classifier
-
-
-@pytest.fixture(autouse=True)
-def no_debug(monkeypatch):
-    monkeypatch.delenv("CERTIFY_DEBUG", raising=False)
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    assert "unexpected" not in errors[0], errors[0]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
+from test_hardening_more import no_debug, one_line_error  # noqa: F401  (no_debug is a fixture)
 
 
 def invoke(*arguments):
