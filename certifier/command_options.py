@@ -1,12 +1,120 @@
-"""Command-line options shared by certify's own commands and the commands plugins add."""
+"""Command-line options made from the settings records, for certify's own commands and the
+commands plugins add: each option's name, help, type and default come from its field
+(``certifier.settings``), so the commands and the Python API cannot drift apart."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+import typing
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import click
 
+from .errors import CertifyError
+from .settings import Flag, ModelSettings, Settings
+
 F = TypeVar("F", bound=Callable)
+
+
+class Numbers(click.ParamType):
+    """Numbers separated by commas (or spaces): "0.485,0.456,0.406"."""
+
+    name = "numbers"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).replace(",", " ").split())
+        except ValueError:
+            self.fail(f"expected numbers separated by commas, got {value!r}", param, ctx)
+
+
+NUMBERS = Numbers()
+_TYPES = {"numbers": NUMBERS, "file": click.Path(dir_okay=False, path_type=Path)}
+
+
+def _click_type(kind: Any):
+    if kind is None:
+        return None
+    if isinstance(kind, str):
+        return _TYPES[kind]
+    if isinstance(kind, tuple) and all(isinstance(k, str) for k in kind):
+        return click.Choice(kind)
+    return kind
+
+
+def _checked(check: Callable):
+    """A field's command-line check as a click callback: its refusal is a usage error."""
+    def callback(ctx, param, value):
+        try:
+            return check(value)
+        except CertifyError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return callback
+
+
+def _plain_type(annotation: Any):
+    """int, float or str for a field of that type (or of that type or None); None otherwise."""
+    choices = typing.get_args(annotation) or (annotation,)
+    found = [kind for kind in choices if kind in (int, float, str)]
+    return found[0] if len(found) == 1 and all(k in (int, float, str, type(None)) for k in choices) else None
+
+
+def _option(name: str, field: Any, option: Flag, *, help_values: Mapping[str, str], **changes):
+    default = field.default
+    details: dict[str, Any] = {"help": option.help.format(**help_values) or None}
+    if option.is_flag:
+        details["is_flag"] = True
+    else:
+        kind = _click_type(option.type) or _plain_type(field.annotation)
+        if kind is not None:
+            details["type"] = kind
+        if option.multiple:
+            details["multiple"] = True
+        elif default is not None and not isinstance(default, dict):
+            details["default"] = default
+            details["show_default"] = option.show_default
+    if option.flag_value is not None:
+        details.update(is_flag=False, flag_value=option.flag_value)
+    if option.metavar:
+        details["metavar"] = option.metavar
+    if option.callback is not None:
+        details["callback"] = _checked(option.callback)
+    details.update(changes)
+    return click.option(*option.declarations, name, **details)
+
+
+def settings_options(record: type[Settings], *, groups: Iterable[str] | None = None,
+                     names: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                     help_values: Mapping[str, str] | None = None,
+                     changes: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[F], F]:
+    """Options for the fields of ``record`` (those of ``groups``, or the ``names`` given, else all
+    with a command-line form, but ``exclude``), in the record's order. The command receives each
+    under its field name. ``help_values`` fill placeholders in help texts; ``changes`` adjust one
+    option's click settings (``{"plugin": {"required": True}}``)."""
+    wanted_groups = set(groups) if groups is not None else None
+    wanted_names = list(names) if names is not None else None
+    skipped = set(exclude)
+    changes = changes or {}
+    fields = record.model_fields
+    options = []
+    flags = record.flags()
+    order = wanted_names if wanted_names is not None else list(flags)
+    for name in order:
+        option = flags[name]
+        if name in skipped or (wanted_groups is not None and option.group not in wanted_groups):
+            continue
+        options.append(_option(name, fields[name], option, help_values=help_values or {},
+                               **changes.get(name, {})))
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def method_options(*, defaults: str | None = "the model's metadata", required: bool | None = None) -> Callable[[F], F]:
@@ -18,18 +126,18 @@ def method_options(*, defaults: str | None = "the model's metadata", required: b
     unless ``required`` says otherwise (a command that checks it itself).
     """
     required = defaults is None if required is None else required
-    default = f" (default: {defaults})" if defaults else ""
-    options = [
-        click.option("-p", "--plugin", required=required,
-                     help=f"Smoothing method{default}. See: certify plugins"),
-        click.option("-s", "--sigma", type=float, help=f"Noise level in pixel space{default}."),
-        click.option("-o", "--option", "options", type=(str, str), multiple=True, metavar="NAME VALUE",
-                     help="A plugin option, repeatable (see: certify plugins)."),
-    ]
+    return settings_options(ModelSettings, groups=["method"],
+                            help_values={"defaults": f" (default: {defaults})" if defaults else ""},
+                            changes={"plugin": {"required": required}})
 
-    def decorate(command: F) -> F:
-        for option in reversed(options):
-            command = option(command)
-        return command
 
-    return decorate
+def input_space_options() -> Callable[[F], F]:
+    """``--scale``, ``--mean``, ``--std`` and ``--layout``: how pixels become the model's input,
+    as ``certify run`` takes them. The command receives ``scale``, ``mean`` and ``std`` (tuples
+    of numbers) and ``layout``, None where not given."""
+    return settings_options(ModelSettings, groups=["space"])
+
+
+def device_option() -> Callable[[F], F]:
+    """``--device auto|cuda|cpu``, the one list every command offers; the command receives ``device``."""
+    return settings_options(ModelSettings, groups=["device"])

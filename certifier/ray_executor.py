@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
+from .device import check_device
 from .engine import InputResult
 from .errors import CertifyError, first_line
 from .remote import ShippedInputs, build_engine, certify_one, read_parts, worker_spec
@@ -76,8 +77,7 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     the local engine's one batch per thread does). As many as the cluster holds, at most
     ``max_actors``.
     """
-    if device not in ("auto", "cuda", "cpu"):
-        raise CertifyError(f"--device must be one of auto, cuda, cpu, got {device!r}")
+    check_device(device)
     if max_actors is not None and max_actors < 1:
         raise CertifyError(f"--ray-actors must be at least 1, got {max_actors}")
     if not (gpus_per_actor > 0 and math.isfinite(gpus_per_actor)):
@@ -159,7 +159,7 @@ class CertifyWorker:
         except Exception as error:  # noqa: BLE001 - a missing library, a broken install: one line
             raise CertifyError(f"{self.node}: {type(error).__name__}: {first_line(error)}") from None
         self.mode = spec.mode
-        self.inputs = ShippedInputs(spec.input_shape)
+        self.inputs = ShippedInputs(spec.plan.input_shape)
         return self.engine.groups[0].model.device_note
 
     def certify(self, index: int, x) -> tuple[InputResult, list[str]]:
@@ -240,6 +240,22 @@ class RayExecutor:
             self._start()
         #: seconds the last job waited until its first actors had opened the model (for benchmarks)
         self.startup_seconds: float | None = None
+
+    @classmethod
+    def for_run(cls, settings, note: Callable[[str], None] = lambda message: None) -> "RayExecutor":
+        """The executor ``settings`` (a :class:`certifier.settings.RunSettings`) ask for: the
+        cluster of ``settings.ray``, actors on the device and threads of ``settings.model``, each
+        keeping ``settings.job.workers`` batches in flight."""
+        ray_settings = settings.ray
+        return cls(ray_settings.ray_address, device=settings.model.device, threads=settings.model.threads,
+                   workers=settings.job.workers, max_actors=ray_settings.ray_actors,
+                   gpus_per_actor=ray_settings.ray_gpus, note=note)
+
+    def driver_settings(self, settings):
+        """How this process opens a run's model (``certifier.load(..., executor=...)``): on the
+        CPU with one thread, since the driver only reads it (its header, its input shape); the
+        actors run it on their own device."""
+        return settings.replace(device="cpu", threads=1)
 
     # -- actors ----------------------------------------------------------------
 

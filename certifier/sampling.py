@@ -191,7 +191,7 @@ def make_plan(sampling: str, *, n0: int, n: int, alpha: float, levels: Sequence[
                                "--sampling sequential")
         return FixedSampling(n0, n)
     if sampling == "sequential":
-        from .summaries import DEFAULT_RADII
+        from .threats import DEFAULT_RADII
 
         return SequentialSampling(n0, n, alpha, DEFAULT_RADII if levels is None else levels,
                                   granularity=granularity, **tuning)
