@@ -236,7 +236,7 @@ def _plot(threat: ThreatModel, sections: Sequence["_RunSection"]) -> Html:
     curves = [curve for section in sections for curve in section.curves(threat)]
     # wide enough for every certified radius and every radius of the table
     right = max([0.0, *(r for c in curves for r, _ in c.points), *(r for c in curves for r, _, _ in c.marks)])
-    right = right * 1.04 if right > 0 else 1.0
+    right = (right * 1.04 if math.isfinite(right * 1.04) else right) if right > 0 else 1.0
     for curve in curves:  # the last level holds to the right edge
         if curve.points and curve.series != "empirical_accuracy" and curve.points[-1][0] < right:
             curve.points.append((right, curve.points[-1][1]))
@@ -245,7 +245,9 @@ def _plot(threat: ThreatModel, sections: Sequence["_RunSection"]) -> Html:
     labeled = any(c.series == "certified_accuracy" for c in curves)
     unlabeled = any(c.series == "certified_fraction" for c in curves)
     y_label = ("certified accuracy / certified fraction" if labeled and unlabeled
-               else "certified fraction" if unlabeled else "accuracy")
+               else "certified fraction" if unlabeled else "certified accuracy")
+    if any(c.dashed for c in curves):
+        y_label = "accuracy (certified, empirical)"  # an attack's curve beside the certificates
     svg = svg_plot(curves, x_label=_x_label(threat), y_label=y_label, right=right,
                    title=f"Accuracy against radius, threat model {threat.name}")
     caption = ("Solid: certified accuracy (a lower bound: right and certified at least that far). "
@@ -320,8 +322,8 @@ class _RunSection:
         return tag("section",
                    tag("h2", f"{self.number}. {self.name}"),
                    tag("div", tag("strong", "Problems: "), self.problems, class_="alert") if self.problems else None,
-                   tag("div", tag("h3", "Results file"), _facts(self._file_facts(), "file"), class_="column"),
-                   tag("div", tag("h3", "Model"), self._model(), class_="column"),
+                   tag("div", tag("h3", "Results file"), _facts(self._file_facts(), "file")),
+                   tag("div", tag("h3", "Model"), self._model()),
                    tag("h3", "Method, threat model and settings"), _facts(self._settings(), "settings"),
                    tag("h3", "Per-class certified accuracy" if self.run.summary.get("labeled")
                        else "Per predicted class (no labels)"), self._per_class(),
@@ -370,7 +372,9 @@ class _RunSection:
         header, threat = self.header, self.threat
         settings = header.get("settings") if isinstance(header.get("settings"), dict) else {}
         options = settings.get("options") if isinstance(settings.get("options"), dict) else {}
-        facts = [("plugin", header.get("plugin", "-")), ("threat model", threat.heading()),
+        facts = [("mode", "PREDICT: smoothed predictions, no certificates" if header.get("mode") == "predict"
+                  else header.get("mode", "certify")),
+                 ("plugin", header.get("plugin", "-")), ("threat model", threat.heading()),
                  ("sigma", _shown(settings.get("sigma")))]
         facts += [(f"option {name}", _shown(value)) for name, value in options.items()]
         facts += [("sampling", header.get("sampling", "-")), ("n0 (selection views)", _shown(header.get("n0"))),
@@ -447,7 +451,9 @@ class _RunSection:
             parts.append(tag("p", f"Views made afresh for this report by {gallery.views_made_by}, with the results "
                                   f"header's settings: what the model reads, not the samples the run voted with."
                                   + clipped, class_="table-note"))
-        headings = {"certified": "Right and certified", "abstained": "Abstained", "wrong": "Wrong"}
+        predict = self.header.get("mode") == "predict"
+        headings = {"certified": "Right" if predict else "Right and certified", "abstained": "Abstained",
+                    "wrong": "Wrong"}
         for kind in KINDS:
             shown = [s for s in gallery.inputs if s.kind == kind]
             if shown:
@@ -466,7 +472,9 @@ class _RunSection:
             lines.append("abstained")
         else:
             lines.append(f"prediction {self._class(record['prediction'])}")
-            if record["radius"] > 0:
+            if self.header.get("mode") == "predict":
+                lines.append("(PREDICT: no certificate)")
+            elif record["radius"] > 0:
                 at_ceiling = record["radius"] == self.header.get("radius_ceiling")
                 lines.append(f"certified radius {self.threat.show(record['radius'])}"
                              + (" (the radius ceiling)" if at_ceiling else ""))
