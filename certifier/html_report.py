@@ -17,8 +17,8 @@ import hashlib
 import html
 import math
 import os
+import secrets
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,7 @@ from .report_gallery import KINDS, Gallery, ModelFile, make_gallery, open_model
 from .report_plot import Curve, step_points, svg_plot
 from .results import is_index, is_number
 from .stats import show_number
-from .summaries import (STANDARD, audit, describe_problems, percent, radii_by_threat_model, run_notes, summary_rows,
-                        threat_model)
+from .summaries import STANDARD, audit, describe_problems, percent, run_notes, summary_rows, threat_model
 from .threats import ThreatModel, exact_text
 
 #: No scripts, nothing fetched: only inline styles and data: pictures.
@@ -108,24 +107,33 @@ def write_html_report(path: str | os.PathLike, runs: Sequence[ReportedRun]) -> l
     path = Path(path)
     check_html_path(path, [run.path for run in runs])
     page, notes = render_report(runs)
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=f".{path.name}.",
-                                             suffix=".tmp", delete=False)
+        temporary = _new_file_beside(path)
     except OSError as error:
         raise CertifyError(f"cannot write {path}: {error.strerror or error}") from None
     try:
-        with handle:
+        with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(page)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
+        os.replace(temporary, path)
     except OSError as error:
         raise CertifyError(f"cannot write {path}: {error.strerror or error}; nothing was changed") from None
     finally:
-        Path(handle.name).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
     return notes
+
+
+def _new_file_beside(path: Path) -> Path:
+    """An empty file of a new name beside ``path`` (so nothing is overwritten on the way), with the
+    permissions any new file gets."""
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
 
 
 # -- the page -----------------------------------------------------------------------
@@ -250,7 +258,10 @@ def _plot(threat: ThreatModel, sections: Sequence["_RunSection"]) -> Html:
         y_label = "accuracy (certified, empirical)"  # an attack's curve beside the certificates
     svg = svg_plot(curves, x_label=_x_label(threat), y_label=y_label, right=right,
                    title=f"Accuracy against radius, threat model {threat.name}")
-    caption = ("Solid: certified accuracy (a lower bound: right and certified at least that far). "
+    solid = ("certified fraction (no labels: inputs whose smoothed prediction, right or wrong, is certified at "
+             "least that far)" if unlabeled and not labeled
+             else "certified accuracy (a lower bound: right and certified at least that far)")
+    caption = (f"Solid: {solid}. "
                + ("Dashed: empirical robust accuracy (an upper bound: not moved by the attack). "
                   if any(c.dashed for c in curves) else "")
                + "Dots: the radii of the table.")
