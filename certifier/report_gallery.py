@@ -182,9 +182,17 @@ def _find_data(header, results_path, class_names, notes: list[str]):
         notes.append(f"the data is no longer at {recorded} (the path the results header records): no pictures"
                      if recorded else "the results header names no data file: no pictures")
         return None
+    wanted = header.get("data_sha256")
+    if not isinstance(wanted, str):
+        # only the fingerprint says the file there now is the run's (and not, say, other pictures of
+        # the reader's that a results file points at)
+        notes.append("the results header records no fingerprint of its data: no pictures")
+        return None
+    if not (path.is_file() or path.is_dir()):
+        notes.append(f"the data path {path} is not a file or folder: no pictures")
+        return None
     input_space = header.get("input_space") if isinstance(header.get("input_space"), dict) else {}
     resize = header.get("resize") if isinstance(header.get("resize"), list) else None
-    wanted = header.get("data_sha256")
     problem = None
     for split in [None, *_splits(path)]:  # the header does not record --split: the fingerprint tells
         try:
@@ -195,10 +203,6 @@ def _find_data(header, results_path, class_names, notes: list[str]):
         except CertifyError as error:
             problem = problem or str(error)
             continue
-        if wanted is None:
-            notes.append(f"the results header records no fingerprint of its data: the pictures are of {path} "
-                         f"as it is now")
-            return dataset
         if dataset.fingerprint() == wanted:
             return dataset
         problem = "fingerprint"

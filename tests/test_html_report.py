@@ -270,6 +270,20 @@ def test_changed_model_and_data(tmp_path):
     assert not section.find_all("img")
 
 
+def test_no_pictures_without_a_recorded_fingerprint(tmp_path):
+    """A results file that does not say which data it certified cannot have the report show
+    whatever pictures its path names (the reader's own, say)."""
+    source = certify_run(tmp_path / "rs.jsonl", limit=4, n=40)
+    header = load_any_results(source)[0]
+    del header["data_sha256"]
+    lines = source.read_text().splitlines()
+    (tmp_path / "blind.jsonl").write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    result, page = report_of(tmp_path, tmp_path / "blind.jsonl")
+    section = page.find("section", id="run-1")
+    assert "records no fingerprint of its data: no pictures" in section.text()
+    assert not section.find_all("img")
+
+
 def test_data_found_beside_the_results_and_in_its_split(tmp_path, monkeypatch):
     """A relative path is found beside the results file from elsewhere; the split a run read is
     the one whose fingerprint is recorded."""
