@@ -511,13 +511,9 @@ def report_command(files, radii, as_json, plot, html, fmt):
     cannot be right (a radius above the recorded ceiling, a repeated index, ...) are
     named in a warning and count as inputs that certify nothing.
 
-    \b
-    --html report.html writes a page an auditor can open offline (no scripts, nothing
-    fetched): for each file the model's hash and metadata, method, threat model and
-    settings, certified accuracy by radius (table and plot), ACR, abstain rate,
-    per-class certified accuracy, cost per input, the problems flagged, and a gallery
-    of certified, abstained and wrong inputs with views made by the run's plugin
-    (when its data is still where the header says).
+    --html report.html writes a page to send, which opens offline (no scripts, nothing
+    fetched): hashes, settings, plot and tables, per-class accuracy, cost, problems, and
+    a gallery of inputs with views made by the run's plugin.
     """
     if html:
         from .html_report import check_html_path
