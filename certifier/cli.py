@@ -21,6 +21,7 @@ from . import __version__, _interrupted_while_importing
 from .api import load
 from .command_options import method_options
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
+from .files import check_output_file
 from .job import check_job_settings
 from .metadata import recorded_sigma
 from .outputs import OUTPUT_KINDS
@@ -515,6 +516,9 @@ def report_command(files, radii, as_json, plot, fmt):
     cannot be right (a radius above the recorded ceiling, a repeated index, ...) are
     named in a warning and count as inputs that certify nothing.
     """
+    if plot:
+        sidecars = [p.with_name(p.name + ".header.json") for p in files]  # a Cohen-format file's settings
+        check_output_file(plot, "--plot", [("FILES", p) for p in [*files, *sidecars]])
     loaded = [(path, *load_any_results(path)) for path in files]
     radii_list = _radii(radii)
     if radii_list is None and any(recorded_levels(header) for _, header, _ in loaded):
