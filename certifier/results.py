@@ -54,6 +54,12 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _json_int(text: str) -> int | float:
+    """A JSON integer as an int, or as +-inf when no float holds it, the way json reads 1e400:
+    summaries compute in floats (and Python refuses to read an int of 4,300 digits)."""
+    return int(text) if len(text.lstrip("-")) <= 308 else float(text)
+
+
 def _plain(value):
     """json.dumps fallback: numpy scalars become Python numbers; anything else is refused."""
     item = getattr(value, "item", None)
@@ -411,7 +417,7 @@ def _read_json_dict(path: Path) -> dict | None:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_HEADER_BYTES + 1)
-        value = json.loads(data.decode("utf-8")) if len(data) <= MAX_HEADER_BYTES else None
+        value = json.loads(data.decode("utf-8"), parse_int=_json_int) if len(data) <= MAX_HEADER_BYTES else None
     except (OSError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -587,7 +593,7 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
         raise CertifyError(f"{path} is empty")
     try:
         # The first line alone, read with a bound: a large file without newlines is not read whole.
-        header = json.loads(_first_line(path).decode("utf-8", errors="replace"))
+        header = json.loads(_first_line(path).decode("utf-8", errors="replace"), parse_int=_json_int)
     except (json.JSONDecodeError, RecursionError):
         header = None
     if not isinstance(header, dict) or header.get("type") != "header":
@@ -601,7 +607,7 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line, parse_int=_json_int)
                 except (json.JSONDecodeError, RecursionError):
                     if not line.endswith("\n"):
                         break  # half-written last line of a killed run
