@@ -52,8 +52,10 @@ PLACEMENT_NOTE_SECONDS = 30.0
 CONNECT_TIMEOUT = 10.0
 ADDRESS_FORMS = ("HOST:PORT (the head node's GCS port, 6379 by default), ray://HOST:PORT (Ray Client), auto, or "
                  "no value to start Ray here")
-_HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?))"
-                        r":(?P<port>[0-9]{1,5})")
+#: A host name (underscores too: container names are used as host names), an IPv4 address or a
+#: bracketed IPv6 one (with a zone), then the port.
+_HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|(?P<host>\w(?:[\w.-]*\w)?)):(?P<port>[0-9]{1,5})",
+                        re.ASCII)
 #: What an HTTP/2 client sends first (RFC 9113, 3.4): the preface, then its SETTINGS frame (empty).
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 _HTTP2_SETTINGS = 4

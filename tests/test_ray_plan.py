@@ -128,7 +128,8 @@ def test_a_malformed_address_is_a_usage_error_before_anything_runs(address, tmp_
 @pytest.mark.parametrize("address,parsed", [
     ("local", ("local", None, None)), ("auto", ("auto", None, None)), ("10.0.0.1:6379", ("gcs", "10.0.0.1", 6379)),
     ("head-node.example:6379", ("gcs", "head-node.example", 6379)), ("[::1]:6379", ("gcs", "::1", 6379)),
-    ("ray://head:10001", ("client", "head", 10001)),
+    ("ray://head:10001", ("client", "head", 10001)), ("ray_head:6379", ("gcs", "ray_head", 6379)),
+    ("[fe80::1%eth0]:6379", ("gcs", "fe80::1%eth0", 6379)),
 ])
 def test_addresses_ray_takes_are_parsed(address, parsed):
     assert ray_executor.parse_address(address) == parsed
