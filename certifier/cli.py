@@ -214,7 +214,9 @@ def engine_options(command):
         click.option("-n", "--n", "n", type=int, default=100_000, show_default=True, help="Estimation samples per input."),
         click.option("--alpha", type=float, default=0.001, show_default=True,
                      help="Probability that a certificate is wrong."),
-        click.option("--batch-size", type=int, help="Views per model call (default: about 8 MB of input)."),
+        click.option("--batch-size", type=int,
+                     help="Views per model call (default: about 8 MB of input); a results file resumes only with "
+                          "the batch size that wrote it."),
         click.option("--limit", type=int, help="Only the first K inputs."),
         click.option("--skip", type=int, default=1, show_default=True, help="Every SKIP-th input (Cohen's --skip)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise."),
