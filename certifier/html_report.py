@@ -17,7 +17,6 @@ import hashlib
 import html
 import math
 import os
-import secrets
 import statistics
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Iterable, Sequence
 
 from . import __version__
 from .errors import CertifyError
+from .files import check_output_file, replacing_file
 from .metadata import recorded_classes
 from .report_gallery import KINDS, Gallery, ModelFile, make_gallery, open_model
 from .report_plot import Curve, step_points, svg_plot
@@ -77,16 +77,12 @@ def join(parts: Iterable) -> Html:
 # -- writing ------------------------------------------------------------------------
 
 
-def check_html_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> None:
-    """Refuse, in one line and before anything is read, a --html path whose file certify did not
-    write (any existing file that is not a page of ``certify report --html``), or one of ``inputs``."""
-    path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise CertifyError(f"--html {path} is not a regular file; give the path of a new .html file")
-    for other in inputs:
-        if path.exists() and Path(other).exists() and os.path.samefile(path, other):
-            raise CertifyError(f"--html {path} is one of the results files; choose another --html")
-    if path.exists() and not written_by_certify(path):
+def check_html_path(path: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> None:
+    """Refuse, in one line and before anything is read, a --html path that is not a file certify may
+    replace (see ``files.check_output_file``; ``inputs`` are (option, path) pairs of the command's own
+    files) or that is an existing file other than a page of ``certify report --html``."""
+    check_output_file(path, "--html", inputs)
+    if Path(path).exists() and not written_by_certify(Path(path)):
         raise CertifyError(f"--html {path} exists and is not a report certify wrote; remove it or choose another "
                            f"--html")
 
@@ -105,35 +101,16 @@ def write_html_report(path: str | os.PathLike, runs: Sequence[ReportedRun]) -> l
     """Write the page for ``runs`` to ``path`` in one step (a reader never sees half a page, and a
     failure leaves any earlier page as it was); returns what kept parts of it out (missing data, say)."""
     path = Path(path)
-    check_html_path(path, [run.path for run in runs])
+    check_html_path(path, [("FILES", run.path) for run in runs])
     page, notes = render_report(runs)
     try:
-        temporary = _new_file_beside(path)
-    except OSError as error:
-        raise CertifyError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with replacing_file(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
             handle.write(page)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
+    except OSError as error:  # a full disk, say: the earlier page (if any) is still there
         raise CertifyError(f"cannot write {path}: {error.strerror or error}; nothing was changed") from None
-    finally:
-        temporary.unlink(missing_ok=True)
     return notes
-
-
-def _new_file_beside(path: Path) -> Path:
-    """An empty file of a new name beside ``path`` (so nothing is overwritten on the way), with the
-    permissions any new file gets."""
-    while True:
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return candidate
-        except FileExistsError:
-            continue
 
 
 # -- the page -----------------------------------------------------------------------

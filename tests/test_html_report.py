@@ -411,11 +411,11 @@ def test_never_replaces_a_file_it_did_not_write(runs, tmp_path):
                           "is a directory")
     link = tmp_path / "link.html"
     link.symlink_to(tmp_path / "nowhere.html")
-    assert_one_line_error(invoke("report", file, "--html", link, expect_ok=False), "not a regular file")
+    assert_one_line_error(invoke("report", file, "--html", link, expect_ok=False), "symbolic link")
     assert not (tmp_path / "nowhere.html").exists()
     copy = tmp_path / "copy.jsonl"
     shutil.copy(file, copy)
-    assert_one_line_error(invoke("report", copy, "--html", copy, expect_ok=False))
+    assert_one_line_error(invoke("report", copy, "--html", copy, expect_ok=False), "same file as FILES")
     assert copy.read_bytes() == file.read_bytes()
     earlier = tmp_path / "earlier.html"
     shutil.copy(runs["page"], earlier)
