@@ -78,6 +78,11 @@ def _option(name: str, field: Any, option: Flag, *, help_values: Mapping[str, st
             details["show_default"] = option.show_default
     if option.flag_value is not None:
         details.update(is_flag=False, flag_value=option.flag_value)
+    if option.range is not None:
+        kind = details.get("type", float)
+        bounds = option.range
+        details["type"] = (click.IntRange if kind is int else click.FloatRange)(
+            bounds.low, bounds.high, min_open=bounds.low_open, max_open=bounds.high_open)
     if option.metavar:
         details["metavar"] = option.metavar
     if option.callback is not None:

@@ -17,6 +17,7 @@ import math
 import numbers
 import operator
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Mapping, Sequence
@@ -44,6 +45,33 @@ MODES = ("certify", "predict")
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a number may take: above (or from) ``low``, below (or up to) ``high``. A
+    record refuses others in one line; an option made from a field with a range refuses them
+    as a usage error while the command line is read (click's IntRange or FloatRange)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"above {self.low:g}" if self.low_open else f"at least {self.low:g}")
+        if self.high is not None:
+            parts.append(f"below {self.high:g}" if self.high_open else f"at most {self.high:g}")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
 class Flag:
     """How a settings field appears on the command line.
 
@@ -61,9 +89,12 @@ class Flag:
     is_flag: bool = False
     multiple: bool = False
     show_default: bool = True
-    #: (option, value) for a flag whose value is optional (``--ray`` alone means "local")
+    #: the value of an option given without one (``--ray`` alone means "local")
     flag_value: Any = None
+    #: a check while the command line is read: its refusal is a usage error
     callback: Callable | None = None
+    #: the values the field takes (checked by the record, and by the option as a usage error)
+    range: Range | None = None
 
 
 def flag(*declarations: str, **details) -> Flag:
@@ -216,6 +247,14 @@ class Settings(BaseModel):
             shown = option.declarations[-1] if option else name
             message = problem["msg"][:1].lower() + problem["msg"][1:]
             raise CertifyError(f"{shown}: {message}, got {problem.get('input')!r}") from None
+
+    @model_validator(mode="after")
+    def _in_range(self) -> "Settings":
+        for name, option in type(self).flags().items():
+            value = getattr(self, name)
+            if option.range is not None and value is not None and not option.range.holds(value):
+                raise CertifyError(f"{option.declarations[-1]} must be {option.range.describe()}, got {value!r}")
+        return self
 
     @classmethod
     def of(cls, settings: "Settings | None" = None, values: Mapping[str, Any] | None = None, *,
@@ -395,11 +434,42 @@ class JobSettings(Settings):
         return sorted(set(self.radii)) if self.plan == "sequential" else list(self.radii)
 
 
+#: Seconds a cluster's address may take to answer as a Ray server (``--ray-timeout``).
+CONNECT_TIMEOUT = 10.0
+ADDRESS_FORMS = ("HOST:PORT (the head node's GCS port, 6379 by default), ray://HOST:PORT (Ray Client), auto, or "
+                 "no value to start Ray here")
+#: A host name (underscores too: container names are used as host names), an IPv4 address or a
+#: bracketed IPv6 one (with a zone), then the port.
+_HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|(?P<host>\w(?:[\w.-]*\w)?)):(?P<port>[0-9]{1,5})",
+                        re.ASCII)
+
+
+def parse_address(address: str) -> tuple[str, str | None, int | None]:
+    """(form, host, port) of a ``--ray`` address: ("local" or "auto", None, None), ("gcs", host,
+    port) for HOST:PORT, ("client", host, port) for ray://HOST:PORT; anything else is refused
+    in one line (Ray would raise a ValueError of its own)."""
+    if address in ("local", "auto"):
+        return address, None, None
+    scheme, separator, rest = address.partition("://")
+    if not separator:
+        scheme, rest = "", address
+    match = _HOST_PORT.fullmatch(rest)
+    if scheme not in ("", "ray") or match is None or not 0 < int(match["port"]) < 65536:
+        raise CertifyError(f"--ray {address!r} is not a cluster address; give {ADDRESS_FORMS}")
+    return ("client" if scheme else "gcs"), match["ipv6"] or match["host"], int(match["port"])
+
+
 def check_ray_address(value: str | None) -> str | None:
     """--ray takes an optional address: a model file right after it is a misplaced --ray."""
-    if value is not None and (value.endswith(".onnx") or os.path.isfile(value)):
+    if value is None:
+        return None
+    if value.endswith(".onnx") or os.path.isfile(value):
         raise CertifyError(f"{value} is a file, not a cluster address; put --ray after the model, or give an "
                            f"address (--ray auto)")
+    try:
+        parse_address(value)
+    except CertifyError:
+        raise CertifyError(f"{value!r} is not a cluster address; give {ADDRESS_FORMS}") from None
     return value
 
 
@@ -418,6 +488,9 @@ class RaySettings(Settings):
     ray_gpus: Annotated[float, flag(
         "--ray-gpus", group="ray", help="With --ray on CUDA: GPUs per actor (0.5 puts two actors on each "
                                         "GPU).")] = 1.0
+    ray_timeout: Annotated[float, flag(
+        "--ray-timeout", group="ray", range=Range(0, low_open=True),
+        help="With --ray ADDRESS: seconds the cluster may take to answer before certify gives up.")] = CONNECT_TIMEOUT
 
 
 class RunSettings(Settings):
@@ -468,5 +541,5 @@ def takes(*records: type[Settings]) -> Callable[[Callable], Callable]:
     return decorate
 
 
-__all__ = ["DEVICES", "Flag", "JobSettings", "LAYOUTS", "MAX_PARALLEL", "MAX_SAMPLES", "MAX_SEED", "MODES",
-           "ModelSettings", "RaySettings", "RunSettings", "Settings", "check_radii", "takes", "whole_number"]
+__all__ = ["ADDRESS_FORMS", "CONNECT_TIMEOUT", "DEVICES", "Flag", "Range", "JobSettings", "LAYOUTS", "MAX_PARALLEL", "MAX_SAMPLES", "MAX_SEED", "MODES",
+           "ModelSettings", "RaySettings", "RunSettings", "Settings", "check_radii", "parse_address", "takes", "whole_number"]
