@@ -24,7 +24,7 @@ if (_os.path.splitext(_os.path.basename(_sys.argv[0] if _sys.argv else ""))[0] =
 # noqa: E402 below: the Ctrl-C handler above must be in place before these imports start.
 from .version import __version__  # noqa: E402,F401
 from .api import Job, Result, Run, certify, load, make_method  # noqa: E402
-from .command_options import method_options  # noqa: E402
+from .command_options import method_options, settings_options  # noqa: E402
 from .data import load_data  # noqa: E402
 from .errors import CertifyError  # noqa: E402
 from .files import check_output_file, replacing_file  # noqa: E402
@@ -37,7 +37,10 @@ from .methods import (  # noqa: E402
 )
 from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # noqa: E402
 from .resources import check_memory  # noqa: E402
-from .settings import JobSettings, ModelSettings, RunSettings  # noqa: E402
+from .settings import (  # noqa: E402
+    LEARNING_RATES, InputSpaceSettings, JobSettings, LearningRate, MethodSettings, ModelSettings, Range, RunSettings, TrainingData,
+    TrainingSettings, ValidationFraction, flag,
+)
 from .space import LAYOUTS, MAX_INPUT_MAGNITUDE, InputSpace, ModelAdapter  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
 from .summaries import format_summary, summarize  # noqa: E402
@@ -53,6 +56,9 @@ __all__ = [
     "gaussian_views", "standard_normal", "LARGEST_STANDARD_NORMAL", "MAX_INPUT_MAGNITUDE",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
     "model_metadata", "method_options", "ThreatModel",
+    # commands plugins add: their settings as records, their options made from them
+    "settings_options", "flag", "Range", "MethodSettings", "InputSpaceSettings", "TrainingSettings", "TrainingData",
+    "LearningRate", "LEARNING_RATES", "ValidationFraction",
     # commands that write files or take memory
     "check_output_file", "replacing_file", "check_memory",
     # opening a model as certify does (for plugins that train through a classifier)

@@ -31,7 +31,8 @@ class Numbers(click.ParamType):
 
 
 NUMBERS = Numbers()
-_TYPES = {"numbers": NUMBERS, "file": click.Path(dir_okay=False, path_type=Path)}
+_TYPES = {"numbers": NUMBERS, "file": click.Path(dir_okay=False, path_type=Path),
+          "existing": click.Path(exists=True, path_type=Path)}
 
 
 def _click_type(kind: Any):
@@ -66,13 +67,15 @@ def _option(name: str, field: Any, option: Flag, *, help_values: Mapping[str, st
     default = field.default
     details: dict[str, Any] = {"help": option.help.format(**help_values) or None}
     if option.is_flag:
-        details["is_flag"] = True
+        details.update(is_flag=True, default=bool(default))
     else:
         kind = _click_type(option.type) or _plain_type(field.annotation)
         if kind is not None:
             details["type"] = kind
         if option.multiple:
             details["multiple"] = True
+        elif field.is_required():
+            details["required"] = True
         elif default is not None and not isinstance(default, dict):
             details["default"] = default
             details["show_default"] = option.show_default
@@ -106,12 +109,17 @@ def settings_options(record: type[Settings], *, groups: Iterable[str] | None = N
     fields = record.model_fields
     options = []
     flags = record.flags()
-    order = wanted_names if wanted_names is not None else list(flags)
+    if wanted_names is not None:
+        order = wanted_names
+    else:
+        ends = set(record.leading) | set(record.trailing)
+        order = ([n for n in record.leading if n in flags] + [n for n in flags if n not in ends]
+                 + [n for n in record.trailing if n in flags])
     for name in order:
         option = flags[name]
         if name in skipped or (wanted_groups is not None and option.group not in wanted_groups):
             continue
-        options.append(_option(name, fields[name], option, help_values=help_values or {},
+        options.append(_option(name, fields[name], option, help_values={**record.help_values, **(help_values or {})},
                                **changes.get(name, {})))
 
     def decorate(command: F) -> F:

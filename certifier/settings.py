@@ -18,12 +18,13 @@ import numbers
 import operator
 import os
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .data import check_resize
 from .device import DEVICES, check_device
@@ -54,6 +55,8 @@ class Range:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    #: how messages say it ("a positive number of at most 10"); default: from the bounds
+    text: str | None = None
 
     def holds(self, value) -> bool:
         if isinstance(value, float) and math.isnan(value):
@@ -62,13 +65,18 @@ class Range:
             return False
         return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
 
-    def describe(self) -> str:
+    def describe(self, whole: bool = False) -> str:
+        """"a whole number from 1 to 100" for whole numbers; "above 0 and below 1" for others."""
+        if self.text:
+            return self.text
+        if whole and self.low is not None and self.high is not None and not (self.low_open or self.high_open):
+            return f"a whole number from {self.low:g} to {self.high:g}"
         parts = []
         if self.low is not None:
             parts.append(f"above {self.low:g}" if self.low_open else f"at least {self.low:g}")
         if self.high is not None:
             parts.append(f"below {self.high:g}" if self.high_open else f"at most {self.high:g}")
-        return " and ".join(parts)
+        return ("a whole number " if whole else "") + " and ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -226,6 +234,11 @@ def _device(value) -> str:
     return value
 
 
+def _is_int(record: type["Settings"], name: str) -> bool:
+    annotation = record.model_fields[name].annotation
+    return int in (typing.get_args(annotation) or (annotation,))
+
+
 # -- the records --------------------------------------------------------------------------------
 
 
@@ -236,6 +249,11 @@ class Settings(BaseModel):
 
     #: what the record is called in errors about unknown settings
     what: ClassVar[str] = "settings"
+    #: what fills the placeholders of its fields' help texts (``{defaults}``, ``{lr}``, ...)
+    help_values: ClassVar[dict[str, str]] = {}
+    #: options a command lists first and last (the rest in the record's order)
+    leading: ClassVar[tuple[str, ...]] = ()
+    trailing: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **values):
         try:
@@ -245,15 +263,28 @@ class Settings(BaseModel):
             name = str(problem["loc"][0]) if problem["loc"] else ""
             option = type(self).flags().get(name)
             shown = option.declarations[-1] if option else name
+            if problem["type"] == "missing":
+                raise CertifyError(f"{shown} is required") from None
             message = problem["msg"][:1].lower() + problem["msg"][1:]
             raise CertifyError(f"{shown}: {message}, got {problem.get('input')!r}") from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole(cls, values: Any) -> Any:
+        """Fields of whole numbers with a range take any whole number (3.0, numpy's), and nothing else."""
+        if isinstance(values, dict):
+            for name, option in cls.flags().items():
+                if option.range is not None and values.get(name) is not None and _is_int(cls, name):
+                    values = {**values, name: whole_number(option.declarations[-1], values[name])}
+        return values
 
     @model_validator(mode="after")
     def _in_range(self) -> "Settings":
         for name, option in type(self).flags().items():
             value = getattr(self, name)
             if option.range is not None and value is not None and not option.range.holds(value):
-                raise CertifyError(f"{option.declarations[-1]} must be {option.range.describe()}, got {value!r}")
+                described = option.range.describe(whole=_is_int(type(self), name))
+                raise CertifyError(f"{option.declarations[-1]} must be {described}, got {value!r}")
         return self
 
     @classmethod
@@ -295,11 +326,21 @@ class Settings(BaseModel):
 _RADII_TEXT = ",".join(f"{r:g}" for r in DEFAULT_RADII)
 
 
-class ModelSettings(Settings):
-    """How :func:`certifier.load` opens a model: the smoothing method, how inputs reach the
-    model, a denoiser in front of it, and where it runs."""
+# -- fields more than one record has: each written once, default included ----------------------
 
-    what: ClassVar[str] = "model settings"
+Device = Annotated[str, BeforeValidator(_device),
+                   flag("--device", type=DEVICES, group="device",
+                        help="Where it runs: auto (CUDA when it works), cuda or cpu."), Field(default="auto")]
+Seed = Annotated[int, BeforeValidator(_seed), flag("--seed", help="Seed of the random draws (the noise; when "
+                                                                  "training also the weights and the data's order)."),
+                 Field(default=0)]
+
+
+class MethodSettings(Settings):
+    """Which smoothing method, and its settings (``-p``, ``-s``, ``-o``): what a model is
+    certified with, or trained for."""
+
+    what: ClassVar[str] = "method settings"
 
     plugin: Annotated[str | None, flag("-p", "--plugin", group="method",
                                        help="Smoothing method{defaults}. See: certify plugins")] = None
@@ -308,15 +349,16 @@ class ModelSettings(Settings):
     options: Annotated[dict[str, Any], BeforeValidator(_options),
                        flag("-o", "--option", type=(str, str), multiple=True, metavar="NAME VALUE", group="method",
                             help="A plugin option, repeatable (see: certify plugins).")] = {}
-    device: Annotated[str, BeforeValidator(_device),
-                      flag("--device", type=DEVICES, group="device",
-                           help="Where the model runs: auto (CUDA when it works), cuda or cpu.")] = "auto"
+
+
+class InputSpaceSettings(Settings):
+    """How pixels become a model's input, and which output holds its answer: what the user
+    sets over the model's metadata (None: the metadata's, else the default)."""
+
+    what: ClassVar[str] = "input space settings"
+
     output_name: Annotated[str | None, flag("--output-name", group="model",
                                             help="Which model output holds the class scores or label.")] = None
-    output_kind: Annotated[str | None, _choice("--output-kind", OUTPUT_KINDS),
-                           flag("--output-kind", type=OUTPUT_KINDS, group="model",
-                                help="What that output holds, where the graph does not show it (a single score: "
-                                     "binary-probability or binary-logit).")] = None
     scale: Annotated[float | None, flag("--scale", group="space",
                                         help="Multiply pixels by this before the model: 255 for a float model that "
                                              "expects 0..255 (integer inputs get 255 without it).")] = None
@@ -329,6 +371,24 @@ class ModelSettings(Settings):
     layout: Annotated[str | None, flag("--layout", type=LAYOUTS, group="space",
                                        help="How the model lays out images (default: auto); for a flat input, nhwc "
                                             "flattens H, W, C.")] = None
+
+    @property
+    def space_overrides(self) -> dict[str, Any]:
+        """What the user set of the input space (None: the model's metadata, else the default)."""
+        return {"scale": self.scale, "mean": self.mean, "std": self.std, "layout": self.layout}
+
+
+class ModelSettings(MethodSettings, InputSpaceSettings):
+    """How :func:`certifier.load` opens a model: the smoothing method, how inputs reach the
+    model, a denoiser in front of it, and where it runs."""
+
+    what: ClassVar[str] = "model settings"
+
+    device: Device
+    output_kind: Annotated[str | None, _choice("--output-kind", OUTPUT_KINDS),
+                           flag("--output-kind", type=OUTPUT_KINDS, group="model",
+                                help="What that output holds, where the graph does not show it (a single score: "
+                                     "binary-probability or binary-logit).")] = None
     resize: Annotated[tuple[int, int] | None, BeforeValidator(_pair),
                       flag("--resize", type=(int, int), metavar="H W", group="run",
                            help="Resize images to H x W before any noise (radii are then in the resized images' "
@@ -348,11 +408,6 @@ class ModelSettings(Settings):
     #: run's batch size is 1 (see :class:`RunSettings`), else refuse such a model
     allow_batch_coupling: bool | None = None
 
-    @property
-    def space_overrides(self) -> dict[str, Any]:
-        """What the user set of the input space (None: the model's metadata, else the default)."""
-        return {"scale": self.scale, "mean": self.mean, "std": self.std, "layout": self.layout}
-
 
 class JobSettings(Settings):
     """What :meth:`certifier.Run.job` certifies with: samples, confidence, batches, seed, the
@@ -369,7 +424,7 @@ class JobSettings(Settings):
                                                     "file resumes only with the batch size that wrote it.")] = None
     limit: Annotated[int | None, _count("--limit"), flag("--limit", help="Only the first K inputs.")] = None
     skip: Annotated[int, _count("--skip"), flag("--skip", help="Every SKIP-th input (Cohen's --skip).")] = 1
-    seed: Annotated[int, BeforeValidator(_seed), flag("--seed", help="Seed of the noise.")] = 0
+    seed: Seed
     workers: Annotated[int | None, _count("--workers", MAX_PARALLEL),
                        flag("--workers", help="Batches in flight at once (default: --threads on CPU, 2 on "
                                               "CUDA).")] = None
@@ -525,6 +580,51 @@ class RunSettings(Settings):
                       for key, given in parts.items()})
 
 
+# -- training ----------------------------------------------------------------------------------
+
+#: Epochs at most (a sanity bound: a run of more would never end).
+MAX_EPOCHS = 100_000
+#: Learning rates at most: far above any that trains (SGD's are below 1, Adam's near 1e-3), and
+#: low enough that the optimizers' steps stay within float32.
+MAX_LR = 10.0
+
+TrainingData = Annotated[Path, BeforeValidator(_path), flag("-d", "--data", type="existing", help="{data}")]
+#: The learning rates training takes.
+LEARNING_RATES = Range(0, MAX_LR, low_open=True, text=f"a positive number of at most {MAX_LR:g}")
+#: a learning rate; each command says its optimizer in ``help_values`` and its default beside the field
+LearningRate = Annotated[float, flag("--lr", range=LEARNING_RATES, help="{lr}")]
+ValidationFraction = Annotated[float, flag("--validation-fraction", range=Range(0, 1, low_open=True, high_open=True),
+                                           help="{validation}")]
+
+
+class TrainingSettings(Settings):
+    """What every training command takes (``certify train``, ``certify train-denoiser``, a
+    plugin's own): a command's record adds its own fields, ``data`` (with its help in
+    ``help_values["data"]``) and the defaults of ``lr`` and ``validation_fraction``."""
+
+    what: ClassVar[str] = "training settings"
+    leading: ClassVar[tuple[str, ...]] = ("plugin", "sigma", "options", "data", "out")
+    trailing: ClassVar[tuple[str, ...]] = ("quiet",)
+
+    out: Annotated[Path, BeforeValidator(_path), flag("--out", type="file", help="ONNX file to write.")]
+    epochs: Annotated[int, flag("--epochs", range=Range(1, MAX_EPOCHS), help="Passes over the training data.")] = 10
+    batch_size: Annotated[int, flag("--batch-size", range=Range(1), help="Inputs per training step.")] = 128
+    seed: Seed
+    device: Device
+    dataset_name: Annotated[str | None, flag("--dataset-name", help="Name of the data set, recorded in the "
+                                                                    "model.")] = None
+    checkpoint: Annotated[Path | None, BeforeValidator(_path), flag(
+        "--checkpoint", type="file", help="Checkpoint file (default: OUT.ckpt); an interrupted run resumes from "
+                                          "it.")] = None
+    restart: Annotated[bool, flag("--restart", is_flag=True, help="Ignore an existing checkpoint.")] = False
+    quiet: Annotated[bool, flag("-q", "--quiet", is_flag=True, help="No progress bar or notes.")] = False
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The checkpoint file: --checkpoint, else OUT.ckpt beside the model."""
+        return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
+
+
 def takes(*records: type[Settings]) -> Callable[[Callable], Callable]:
     """Give a function that takes ``**values`` of ``records`` a signature listing their fields
     (keyword-only, with their defaults), so help() and introspection show every setting."""
@@ -541,5 +641,7 @@ def takes(*records: type[Settings]) -> Callable[[Callable], Callable]:
     return decorate
 
 
-__all__ = ["ADDRESS_FORMS", "CONNECT_TIMEOUT", "DEVICES", "Flag", "Range", "JobSettings", "LAYOUTS", "MAX_PARALLEL", "MAX_SAMPLES", "MAX_SEED", "MODES",
+__all__ = ["ADDRESS_FORMS", "CONNECT_TIMEOUT", "DEVICES", "Flag", "LEARNING_RATES", "InputSpaceSettings", "LearningRate", "MAX_EPOCHS",
+           "MAX_LR", "MethodSettings", "Range",
+           "TrainingData", "TrainingSettings", "ValidationFraction", "JobSettings", "LAYOUTS", "MAX_PARALLEL", "MAX_SAMPLES", "MAX_SEED", "MODES",
            "ModelSettings", "RaySettings", "RunSettings", "Settings", "check_radii", "parse_address", "takes", "whole_number"]
