@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
 import signal
 import sys
@@ -18,15 +16,14 @@ from click_default_group import DefaultGroup
 
 from . import _interrupted_while_importing
 from .api import open_job
-from .command_options import NUMBERS, method_options, settings_options
-from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
+from .command_options import NUMBERS, engine_options
+from .errors import CertifyError
 from .executors import open_executor
-from .files import check_output_file
-from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
-from .results import FORMATS, load_any_results
-from .settings import JobSettings, ModelSettings, RaySettings, RunSettings, check_radii
-from .summaries import DEFAULT_RADII, describe_plan, describe_problems, format_summary, plot_summaries, summarize_files
-from .threats import ThreatModel
+from .one_line import friendly_errors, interrupted, one_line_failures  # noqa: F401  (friendly_errors: plugins)
+from .plugins import add_commands, describe_plugins, load_plugins, plugin_lines
+from .results import COHEN_COLUMNS, cohen_row
+from .settings import RunSettings
+from .summaries import DEFAULT_RADII, describe_plan, describe_problems, format_summary, json_safe
 from .version import __version__
 
 
@@ -47,12 +44,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"certify: warning: {message}", err=True)
 
 
-def _interrupted() -> click.exceptions.Exit:
-    """Ctrl-C outside the run loop (while starting up): one line, exit status 130."""
-    click.echo("\ncertify: interrupted", err=True)
-    return click.exceptions.Exit(130)
-
-
 def _first_interrupt(signum, frame):
     """Ctrl-C: stop cleanly (a KeyboardInterrupt, handled where it lands); a second one
     while stopping (waiting for batches in flight) leaves at once."""
@@ -64,60 +55,6 @@ def _stop_now(signum, frame):
     # Every result is flushed as it is written: nothing is lost by not waiting for the batches.
     os.write(2, b"\ncertify: interrupted; stopped at once\n")
     os._exit(130)
-
-
-def friendly_errors(command):
-    """Turn every failure into a one-line error and a non-zero exit (no traceback).
-
-    The command group already does this for every command, plugins' too; this is kept for
-    plugins written when it did not.
-    """
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        return _one_line_failures(command, *args, **kwargs)
-
-    return wrapper
-
-
-def _one_line_failures(function, *args, **kwargs):
-    """Call ``function``; any failure becomes one line (a ClickException) or exit status 130."""
-    try:
-        return function(*args, **kwargs)
-    except CertifyError as error:
-        raise click.ClickException(str(error)) from None
-    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-        raise
-    except KeyboardInterrupt:
-        raise _interrupted() from None
-    except Exception as error:
-        if caused_by_interrupt(error):
-            raise _interrupted() from None
-        if os.environ.get(DEBUG_VARIABLE):
-            raise
-        if isinstance(error, OSError) and error.strerror:
-            where = f" ({error.filename})" if error.filename else ""
-            raise click.ClickException(f"{error.strerror}{where}; fix that and rerun the same command") from None
-        text = " ".join(str(error).split())[:300]
-        raise click.ClickException(
-            f"unexpected {type(error).__name__}{_blame(error)}: {text} (set {DEBUG_VARIABLE}=1 to see the "
-            f"traceback)"
-        ) from None
-
-
-def _blame(error: BaseException) -> str:
-    """' in plugin X' when the innermost frame of a registered plugin's code is on the traceback.
-
-    Only real plugins are named (a plugin's module or the module of a method it registered),
-    never certifier itself or the libraries anything calls.
-    """
-    owners = plugin_modules()
-    tb = error.__traceback__
-    plugin = None
-    while tb is not None:
-        plugin = owners.get(tb.tb_frame.f_globals.get("__name__"), plugin)
-        tb = tb.tb_next
-    return f" in plugin {plugin}" if plugin else ""
 
 
 class CertifyGroup(DefaultGroup):
@@ -151,13 +88,13 @@ class CertifyGroup(DefaultGroup):
                 click.echo(f"Error: {error}", err=True)
                 sys.exit(1)
             except KeyboardInterrupt:
-                sys.exit(_interrupted().exit_code)
+                sys.exit(interrupted().exit_code)
         return super().main(*args, **kwargs)
 
     def invoke(self, ctx):
         # Commands plugins add may not turn failures or Ctrl-C into one line themselves
         # (click alone would print a traceback, or "Aborted!" and exit 1).
-        return _one_line_failures(super().invoke, ctx)
+        return one_line_failures(super().invoke, ctx)
 
 
 @click.group(cls=CertifyGroup, default="run", default_if_no_args=False)
@@ -172,30 +109,6 @@ def cli():
 
     Inputs live in pixel space [0, 1]; noise is added there and radii are stated there.
     """
-
-
-def engine_options(command):
-    """Options shared by ``run`` and ``predict``: the settings records' (``certifier.settings``),
-    and where the inputs come from and the results go."""
-    options = [
-        click.argument("model", type=click.Path(dir_okay=False, path_type=Path)),
-        method_options(),
-        click.option("-d", "--data", "data_path", type=click.Path(path_type=Path),
-                     help="Inputs: .npz (x, y or x_test, y_test), .npy, a folder of images or an image."),
-        click.option("--split", help="Use x_SPLIT / y_SPLIT from an .npz (e.g. test, train)."),
-        settings_options(JobSettings, names=["n0", "n", "alpha", "batch_size", "limit", "skip", "seed"]),
-        click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Results file; a rerun of the same command resumes it."),
-        click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
-                     help="jsonl, or cohen for Cohen et al.'s TSV."),
-        settings_options(ModelSettings, exclude=["plugin", "sigma", "options"]),
-        settings_options(JobSettings, names=["workers", "sampling", "radius", "radii"]),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
-        settings_options(RaySettings),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 def _note(quiet: bool, message: str) -> None:
@@ -237,7 +150,8 @@ def _execute(mode: str, *, model, data_path, split, output, fmt, quiet, **values
         name = output.name if output else job.run.plugin
         _warn_problems(name, summary)
         click.echo(format_summary([summary], [name]))
-    _note(quiet, f"{len(job.todo)} inputs in {elapsed:.1f} s" + ("" if output else "; pass --output FILE to keep the results"))
+    kept = "" if output else "; pass --output FILE to keep the results"
+    _note(quiet, f"{len(job.todo)} inputs in {elapsed:.1f} s{kept}")
 
 
 def _run_job(job, output, quiet: bool) -> None:
@@ -276,17 +190,6 @@ def _warn_problems(name: str, summary: dict) -> None:
     problems = describe_problems(summary)
     if problems:
         click.echo(f"certify: warning: {name}: {problems}", err=True)
-
-
-def _json_safe(value):
-    """NaN and infinity as null: they are not JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class _NoBar:
@@ -337,24 +240,8 @@ def plugins_command(as_json):
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))
         return
-    for plugin in described:
-        kind = "built-in" if plugin["builtin"] else "installed"
-        source = f", from {plugin['distribution']} {plugin['version']}" if plugin["distribution"] else ""
-        click.echo(f"{plugin['name']} ({kind}; hooks: {', '.join(plugin['hooks'])}){source}")
-        for note in plugin["notes"]:
-            click.echo(f"  note: {note}")
-        for method in plugin["methods"]:
-            threat = ThreatModel.from_record(method["threat_model"], method["norm"])
-            flags = ["exact" if method["deterministic"] else "randomized", f"threat model {threat.name}"]
-            if method["denoisable"]:
-                flags.append("takes --denoiser")
-            click.echo(f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]")
-            click.echo(f"      {threat.heading()}")
-            for option in method["options"]:
-                default = "" if option["default"] is None else f" (default: {option['default']})"
-                text = f": {option['description']}" if option["description"] else ""
-                kind = option["type"] if "|" in option["type"] else option["type"].upper()
-                click.echo(f"      -o {option['name']} {kind}{default}{text}")
+    for line in plugin_lines(described):
+        click.echo(line)
 
 
 @cli.command(name="report")
@@ -381,35 +268,24 @@ def report_command(files, radii, as_json, plot, html, fmt):
     fetched): hashes, settings, plot and tables, per-class accuracy, cost, problems, and
     a gallery of inputs with views made by the run's plugin.
     """
-    sidecars = [p.with_name(p.name + ".header.json") for p in files]  # a Cohen-format file's settings
-    inputs = [("FILES", p) for p in [*files, *sidecars]]
-    if plot:
-        check_output_file(plot, "--plot", inputs)
-    if html:
-        from .html_report import check_html_path
+    from . import report
 
-        check_html_path(html, inputs)
-    loaded = [(path, *load_any_results(path)) for path in files]
-    summaries = summarize_files([(header, records) for _, header, records in loaded], check_radii(radii))
-    for (path, _, _), summary in zip(loaded, summaries):
-        _warn_problems(path.name, summary)
+    report.check_outputs(files, plot=plot, html=html)
+    runs = report.read_reports(files, radii)
+    for run in runs:
+        _warn_problems(run.path.name, run.summary)
     if fmt == "cohen":
-        from .results import COHEN_COLUMNS, cohen_row
-
         click.echo("\t".join(COHEN_COLUMNS))
-        for record in loaded[0][2]:
+        for record in runs[0].records:
             click.echo(cohen_row(record))
     elif as_json:
-        click.echo(json.dumps({str(p): _json_safe(s) for (p, _, _), s in zip(loaded, summaries)}, indent=2))
+        click.echo(json.dumps({str(run.path): json_safe(run.summary) for run in runs}, indent=2))
     else:
-        click.echo(format_summary(summaries, [p.name for p, _, _ in loaded]))
+        click.echo(format_summary([run.summary for run in runs], [run.path.name for run in runs]))
     if plot:
-        plot_summaries([(p.name, header, records) for p, header, records in loaded], plot)
+        report.write_plot(runs, plot)
         click.echo(f"certify: wrote {plot}", err=True)
     if html:
-        from .html_report import ReportedRun, write_html_report
-
-        runs = [ReportedRun(*run, summary) for run, summary in zip(loaded, summaries)]
-        for note in write_html_report(html, runs):
+        for note in report.write_html(runs, html):
             click.echo(f"certify: note: {note}", err=True)
         click.echo(f"certify: wrote {html}", err=True)

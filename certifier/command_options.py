@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import click
 
 from .errors import CertifyError
-from .settings import Flag, ModelSettings, Settings
+from .results import FORMATS
+from .settings import Flag, JobSettings, ModelSettings, RaySettings, Settings
 
 F = TypeVar("F", bound=Callable)
 
@@ -144,13 +145,25 @@ def method_options(*, defaults: str | None = "the model's metadata", required: b
                             changes={"plugin": {"required": required}})
 
 
-def input_space_options() -> Callable[[F], F]:
-    """``--scale``, ``--mean``, ``--std`` and ``--layout``: how pixels become the model's input,
-    as ``certify run`` takes them. The command receives ``scale``, ``mean`` and ``std`` (tuples
-    of numbers) and ``layout``, None where not given."""
-    return settings_options(ModelSettings, groups=["space"])
-
-
-def device_option() -> Callable[[F], F]:
-    """``--device auto|cuda|cpu``, the one list every command offers; the command receives ``device``."""
-    return settings_options(ModelSettings, groups=["device"])
+def engine_options(command):
+    """Options shared by ``run`` and ``predict``: the settings records' (``certifier.settings``),
+    and where the inputs come from and the results go."""
+    options = [
+        click.argument("model", type=click.Path(dir_okay=False, path_type=Path)),
+        method_options(),
+        click.option("-d", "--data", "data_path", type=click.Path(path_type=Path),
+                     help="Inputs: .npz (x, y or x_test, y_test), .npy, a folder of images or an image."),
+        click.option("--split", help="Use x_SPLIT / y_SPLIT from an .npz (e.g. test, train)."),
+        settings_options(JobSettings, names=["n0", "n", "alpha", "batch_size", "limit", "skip", "seed"]),
+        click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Results file; a rerun of the same command resumes it."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
+                     help="jsonl, or cohen for Cohen et al.'s TSV."),
+        settings_options(ModelSettings, exclude=["plugin", "sigma", "options"]),
+        settings_options(JobSettings, names=["workers", "sampling", "radius", "radii"]),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
+        settings_options(RaySettings),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -234,6 +234,17 @@ def radii_by_threat_model(runs: Sequence[tuple[dict, Sequence[dict]]]) -> list[l
     return [sorted(grids[threat.name]) for threat in threats]
 
 
+def json_safe(value):
+    """A summary as JSON has it: NaN and infinity as null (they are not JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def summarize_files(runs: Sequence[tuple[dict, Sequence[dict]]], radii: Iterable[float] | None = None) -> list[dict]:
     """The summaries ``certify report`` prints of results files (header, records), side by side:
     at ``radii``, or by default each threat model's radii with the levels of its sequential runs."""

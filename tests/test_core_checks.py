@@ -20,7 +20,8 @@ from scipy.stats import norm
 
 import certifier
 from certifier import Certificate, CertifyError, SmoothingMethod, hookimpl, plugins
-from certifier.cli import CertifyGroup, _blame, cli
+from certifier.cli import CertifyGroup, cli
+from certifier.one_line import _blame
 from certifier.engine import Engine
 from certifier.sampling import FixedSampling
 from certifier.settings import MAX_SAMPLES, JobSettings

@@ -293,6 +293,17 @@ def test_the_run_says_where_sigma_came_from(plane, tmp_path):
     assert "certify: sigma 0.5 from the denoiser's metadata" in result.output
 
 
+# -- item 4: the command line only reads options and prints ---------------------------------------
+
+
+def test_the_command_line_decides_nothing_the_api_lacks():
+    source = (ROOT / "certifier" / "cli.py").read_text()
+    imported = _imports(ROOT / "certifier" / "cli.py", {p.stem for p in (ROOT / "certifier").glob("*.py")})
+    assert not imported & {"metadata", "job", "engine", "model", "sampling", "space", "outputs", "data"}
+    assert "rest.update" not in source and "recorded_sigma" not in source and "allow_batch_coupling" not in source
+    assert len(source.splitlines()) < 300
+
+
 # -- item 5: layers --------------------------------------------------------------------------------
 
 
