@@ -145,6 +145,10 @@ def method_options(*, defaults: str | None = "the model's metadata", required: b
                             changes={"plugin": {"required": required}})
 
 
+#: The job's options listed first, as they always were; the rest of its fields follow the model's.
+_SAMPLE_OPTIONS = ("n0", "n", "alpha", "batch_size", "limit", "skip", "seed")
+
+
 def engine_options(command):
     """Options shared by ``run`` and ``predict``: the settings records' (``certifier.settings``),
     and where the inputs come from and the results go."""
@@ -154,13 +158,13 @@ def engine_options(command):
         click.option("-d", "--data", "data_path", type=click.Path(path_type=Path),
                      help="Inputs: .npz (x, y or x_test, y_test), .npy, a folder of images or an image."),
         click.option("--split", help="Use x_SPLIT / y_SPLIT from an .npz (e.g. test, train)."),
-        settings_options(JobSettings, names=["n0", "n", "alpha", "batch_size", "limit", "skip", "seed"]),
+        settings_options(JobSettings, names=_SAMPLE_OPTIONS),
         click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
                      help="Results file; a rerun of the same command resumes it."),
         click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
                      help="jsonl, or cohen for Cohen et al.'s TSV."),
         settings_options(ModelSettings, exclude=["plugin", "sigma", "options"]),
-        settings_options(JobSettings, names=["workers", "sampling", "radius", "radii"]),
+        settings_options(JobSettings, exclude=_SAMPLE_OPTIONS),  # and every field added later
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes."),
         settings_options(RaySettings),
     ]
