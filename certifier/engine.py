@@ -110,9 +110,10 @@ class _CheckedRule:
 class Engine:
     """Runs one smoothing method on one or more models over many inputs.
 
-    Everything here is a setting fixed when the engine is built: a run keeps its state
-    to itself, so one engine may serve several runs, and an engine built elsewhere from
-    the same settings gives the same results.
+    It takes a ready plan (``certifier.planning.EnginePlan``: the sampling plan, alpha, seed,
+    batch size) and decides nothing about settings itself. Everything here is fixed when the
+    engine is built: a run keeps its state to itself, so one engine may serve several runs,
+    and an engine built elsewhere from the same plan gives the same results.
     """
 
     def __init__(self, method: SmoothingMethod, groups: Mapping[str, Group], plan: EnginePlan, *,
