@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from .data import check_resize
 from .device import DEVICES, check_device
@@ -172,21 +172,25 @@ def _choice(name: str, choices: Sequence[str]):
     return BeforeValidator(check)
 
 
-def _numbers(value) -> tuple[float, ...] | None:
+def _numbers_of(name: str, value) -> tuple[float, ...] | None:
     """Numbers as a tuple of floats (None stays None); the command line parses its text first."""
     if value is None:
         return None
     if isinstance(value, str):
-        raise CertifyError(f"expected numbers, got the text {value!r}")
+        raise CertifyError(f"{name} takes numbers (a list or tuple), got the text {value!r}")
     try:
         return tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise CertifyError(f"expected numbers, got {value!r}") from None
+        raise CertifyError(f"{name} takes numbers, got {value!r}") from None
+
+
+def _numbers(value, info: ValidationInfo) -> tuple[float, ...] | None:
+    return _numbers_of(f"--{info.field_name}", value)
 
 
 def check_radii(value) -> tuple[float, ...] | None:
     """--radii: finite numbers >= 0 (None: the threat model's own)."""
-    radii = _numbers(value)
+    radii = _numbers_of("--radii", value)
     if radii is not None and not all(math.isfinite(r) and r >= 0 for r in radii):
         raise CertifyError(f"--radii must be finite numbers >= 0, got {','.join(f'{r:g}' for r in radii)}")
     return radii or None
@@ -225,10 +229,6 @@ def _path(value) -> Path | None:
     return None if value is None else Path(os.fspath(value))
 
 
-def _pair(value) -> tuple[int, int] | None:
-    return check_resize(value)
-
-
 def _device(value) -> str:
     check_device(value)
     return value
@@ -248,7 +248,6 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     #: what the record is called in errors about unknown settings
-    what: ClassVar[str] = "settings"
     #: what fills the placeholders of its fields' help texts (``{defaults}``, ``{lr}``, ...)
     help_values: ClassVar[dict[str, str]] = {}
     #: options a command lists first and last (the rest in the record's order)
@@ -340,7 +339,6 @@ class MethodSettings(Settings):
     """Which smoothing method, and its settings (``-p``, ``-s``, ``-o``): what a model is
     certified with, or trained for."""
 
-    what: ClassVar[str] = "method settings"
 
     plugin: Annotated[str | None, flag("-p", "--plugin", group="method",
                                        help="Smoothing method{defaults}. See: certify plugins")] = None
@@ -355,7 +353,6 @@ class InputSpaceSettings(Settings):
     """How pixels become a model's input, and which output holds its answer: what the user
     sets over the model's metadata (None: the metadata's, else the default)."""
 
-    what: ClassVar[str] = "input space settings"
 
     output_name: Annotated[str | None, flag("--output-name", group="model",
                                             help="Which model output holds the class scores or label.")] = None
@@ -382,14 +379,13 @@ class ModelSettings(MethodSettings, InputSpaceSettings):
     """How :func:`certifier.load` opens a model: the smoothing method, how inputs reach the
     model, a denoiser in front of it, and where it runs."""
 
-    what: ClassVar[str] = "model settings"
 
     device: Device
     output_kind: Annotated[str | None, _choice("--output-kind", OUTPUT_KINDS),
                            flag("--output-kind", type=OUTPUT_KINDS, group="model",
                                 help="What that output holds, where the graph does not show it (a single score: "
                                      "binary-probability or binary-logit).")] = None
-    resize: Annotated[tuple[int, int] | None, BeforeValidator(_pair),
+    resize: Annotated[tuple[int, int] | None, BeforeValidator(check_resize),
                       flag("--resize", type=(int, int), metavar="H W", group="run",
                            help="Resize images to H x W before any noise (radii are then in the resized images' "
                                 "pixels).")] = None
@@ -413,7 +409,6 @@ class JobSettings(Settings):
     """What :meth:`certifier.Run.job` certifies with: samples, confidence, batches, seed, the
     sampling plan, which inputs, and whether it certifies or predicts."""
 
-    what: ClassVar[str] = "job settings"
 
     n0: Annotated[int, _samples("--n0"), flag("--n0", help="Selection samples per input.")] = 100
     n: Annotated[int, _samples("-n"), flag("-n", "--n", help="Estimation samples per input.")] = 100_000
@@ -531,7 +526,6 @@ def check_ray_address(value: str | None) -> str | None:
 class RaySettings(Settings):
     """Where ``--ray`` runs a job's inputs (:class:`certifier.ray_executor.RayExecutor`)."""
 
-    what: ClassVar[str] = "Ray settings"
 
     ray_address: Annotated[str | None, flag(
         "--ray", flag_value="local", metavar="[ADDRESS]", group="ray", callback=check_ray_address,
@@ -551,7 +545,6 @@ class RaySettings(Settings):
 class RunSettings(Settings):
     """A whole run's settings: the model's, the job's and where it runs, with the rules that join them."""
 
-    what: ClassVar[str] = "run settings"
 
     model: ModelSettings = ModelSettings()
     job: JobSettings = JobSettings()
@@ -602,7 +595,6 @@ class TrainingSettings(Settings):
     plugin's own): a command's record adds its own fields, ``data`` (with its help in
     ``help_values["data"]``) and the defaults of ``lr`` and ``validation_fraction``."""
 
-    what: ClassVar[str] = "training settings"
     leading: ClassVar[tuple[str, ...]] = ("plugin", "sigma", "options", "data", "out")
     trailing: ClassVar[tuple[str, ...]] = ("quiet",)
 

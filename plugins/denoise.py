@@ -58,7 +58,6 @@ class DenoiserTraining(InputSpaceSettings, TrainingSettings):
     trains through, read as ``certify run`` reads it), the network's size, and the settings
     every training command shares."""
 
-    what: ClassVar[str] = "training settings"
     help_values: ClassVar[dict[str, str]] = {
         "data": "Images: .npz (x_train, or x), .npy or a folder; labels are not needed.",
         "lr": "Learning rate (Adam, cosine decay).",

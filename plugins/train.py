@@ -35,7 +35,6 @@ class ClassifierTraining(MethodSettings, TrainingSettings):
     """What ``certify train`` takes: a smoothing method's noise to train with (or ``--no-noise``),
     the data, the network's width, and the settings every training command shares."""
 
-    what: ClassVar[str] = "training settings"
     help_values: ClassVar[dict[str, str]] = {
         "defaults": "", "lr": "Peak learning rate (SGD, one-cycle).",
         "data": ".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.",
