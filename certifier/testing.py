@@ -345,8 +345,9 @@ def _check(plugin, *, sigma, options, alpha, n0, n, inputs, seed, thorough, leve
     if not all(isinstance(check, SoundnessCheck) for check in declared):
         raise CertifyError(f"plugin {plugin}: soundness_checks() must return certifier.SoundnessCheck objects")
     if not declared:
-        problems.append(f"plugin {plugin} declares no soundness check: its method's soundness_checks() names none "
-                        f"(a plugin says which of the kinds linear, mean, pixel, exhaustive hold for its views)")
+        problems.append(f"plugin {plugin} declares no soundness check for these settings: its soundness_checks() "
+                        f"names none (a plugin says which of the kinds linear, mean, pixel, exhaustive hold for its "
+                        f"views; see the plugin guide, docs/writing-a-plugin.md)")
     plans = []
     for check in declared:
         configured, conflict = _with_check_options(plugin, method, sigma, options, check)
@@ -385,6 +386,16 @@ def _applies(row: CheckResult, check: SoundnessCheck, method: SmoothingMethod, s
         return None
     except Exception as error:
         row.verdict, row.note = "error", f"plugin {method.name} failed in prepare(): {type(error).__name__}: {error}"
+        return None
+    try:
+        others = [group for group in method.groups if method.group_model(group) is not None]
+    except Exception as error:
+        row.verdict, row.note = "error", f"plugin {method.name} failed in group_model(): {type(error).__name__}: {error}"
+        return None
+    if others:
+        row.verdict = "skipped"
+        row.note = (f"an option names another model for vote group {others[0]}; the check's model must read every "
+                    f"group: drop that option")
         return None
     if check.kind == "exhaustive":
         return None

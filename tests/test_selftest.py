@@ -207,6 +207,9 @@ def test_a_check_the_users_options_rule_out_is_skipped_and_named():
     assert "this check runs with -o resize nearest" in report.problems[0]
     # left to itself, drs runs its check with the resize it needs
     assert check_soundness("drs", inputs=40).passed
+    # a model of the user's for one side would not be the closed-form model
+    report = check_soundness("drs", options={"model-r": "theirs.onnx"}, inputs=20)
+    assert not report.passed and "names another model for vote group right" in report.problems[0]
 
 
 # -- the parts a plugin's own tests use -----------------------------------------------------------------
