@@ -31,7 +31,8 @@ def register_commands(cli):
         within reach, by brute force, for exact methods), as the method declares, and counts
         violations: certificates for the wrong class or beyond the exact radius. A randomized
         method may have them at rate alpha (a one-sided binomial test); an exact one none.
-        Exit status 1 when the method fails, crashes or declares no check.
+        Exit status 1 when the method fails, crashes or declares no check. A method that
+        needs a noise level and gets none certifies with sigma 0.25.
 
         \b
             certify selftest --plugin rs --sigma 0.25

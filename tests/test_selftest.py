@@ -48,7 +48,7 @@ def test_every_built_in_method_passes_the_selftest(name):
     assert ran, report.table()
     # not vacuous: certificates are issued, and they come close to the exact radii
     assert sum(row.certified for row in ran) >= 0.8 * sum(row.inputs for row in ran)
-    assert max(row.tightness or 0 for row in ran) > 0.75, report.table()
+    assert max(row.tightness or 0 for row in ran) > 0.6, report.table()
 
 
 def mutant(base: str, name: str, change) -> object:
