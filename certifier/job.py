@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 Executor = Callable[["Job", list[int]], Iterator[InputResult]]
 
 
-def select(count: int, *, indices: Sequence[int] | None = None, limit: int | None = None,
-           skip: int = 1) -> list[int]:
+def select(count: int, *, indices: Sequence[int] | None, limit: int | None, skip: int) -> list[int]:
     """The inputs a job certifies, in order: every ``skip``-th of the first ``count`` (Cohen's
     --skip), at most ``limit`` of them; or the ``indices`` given (``JobSettings`` allows one or the other)."""
     if indices is None:

@@ -47,6 +47,8 @@ class ClassifierTraining(MethodSettings, TrainingSettings):
                                                       "side).")] = None
     classes: Annotated[str | None, flag("--classes", help="Class names, comma-separated, recorded in the "
                                                           "model.")] = None
+    limit: Annotated[int | None, flag("--limit", range=Range(1), help="Train on the first K training inputs only (a "
+                                                                      "test split in the data is used whole).")] = None
     validation_fraction: ValidationFraction = 0.1
     no_noise: Annotated[bool, flag("--no-noise", is_flag=True, help="Train a plain classifier on the clean images "
                                                                     "(no plugin, no smoothing defaults "
@@ -83,8 +85,10 @@ def build_network(input_shape: tuple[int, ...], classes: int, width: int = 16):
     return nn.Sequential(*layers)
 
 
-def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int):
-    """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32."""
+def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int,
+                        limit: int | None = None):
+    """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32; with ``limit``, the
+    first ``limit`` training inputs only (the classes are still those of all the labels)."""
 
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
@@ -100,8 +104,10 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         raise CertifyError(f"{path} has no labels (y, y_train or class folders); training needs them")
     if len(train) == 0:
         raise CertifyError(f"{path} holds no inputs to train on")
-    x = train.batch(range(len(train)))
-    y = train.labels
+    every_label = train.labels
+    count = len(train) if limit is None else min(limit, len(train))
+    x = train.batch(range(count))
+    y = every_label[:count]
     if validation is not None and validation.labels is not None:
         x_val, y_val = validation.batch(range(len(validation))), validation.labels
     else:
@@ -113,17 +119,18 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         x_val, y_val, x, y = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
     if len(x_val) == 0:
         raise CertifyError(f"the test split of {path} holds no inputs to validate on; add some, or drop x_test")
-    if max(int(y.max()), int(y_val.max())) >= MAX_CLASSES:
-        raise CertifyError(f"{path}'s labels go up to {max(int(y.max()), int(y_val.max()))}; a classifier here has at "
+    largest = max(int(every_label.max()), int(y_val.max()))
+    if largest >= MAX_CLASSES:
+        raise CertifyError(f"{path}'s labels go up to {largest}; a classifier here has at "
                            f"most {MAX_CLASSES} classes (labels are class indices 0, 1, ...)")
     if classes_option:
         names = [n.strip() for n in classes_option.split(",")]
     elif train.class_names:
         names = train.class_names
     else:
-        names = [str(i) for i in range(int(max(y.max(), y_val.max() if len(y_val) else 0)) + 1)]
-    if int(y.max()) >= len(names):
-        raise CertifyError(f"labels go up to {int(y.max())} but only {len(names)} class names were given")
+        names = [str(i) for i in range(largest + 1)]
+    if largest >= len(names):
+        raise CertifyError(f"labels go up to {largest} but only {len(names)} class names were given")
     return x, y, x_val, y_val, names
 
 
@@ -205,7 +212,7 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
                            f"is not one")
     groups = [training.group] if training.group else list(method.groups)
     x, y, x_val, y_val, names = _load_training_data(training.data, training.classes, training.validation_fraction,
-                                                    training.seed)
+                                                    training.seed, training.limit)
     input_shape = tuple(x.shape[1:])
     method.prepare(input_shape, {})
     view_shapes = {tuple(method.view_shape(input_shape, g)) for g in groups}
@@ -231,6 +238,8 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
         "plugin": training.plugin, "noise": not training.no_noise, "settings": method.settings(),
         "data": str(training.data), "epochs": training.epochs, "batch_size": training.batch_size, "lr": training.lr,
         "width": training.width, "seed": training.seed, "group": training.group,
+        # only when given, so checkpoints written before --limit existed still resume
+        **({"limit": training.limit} if training.limit is not None else {}),
     }
     start_epoch = 0
     if checkpoint.exists() and not training.restart:
