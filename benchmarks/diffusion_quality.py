@@ -63,7 +63,7 @@ def multiply_adds(model: onnx.ModelProto) -> int:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_value = 1
-    inferred = shape_inference.infer_shapes(model)
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes = {}
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]

@@ -50,8 +50,9 @@ def _torch():
     return require_torch("certify train-denoiser --kind diffusion", "pip install 'onnx-certifier[denoise]'")
 
 
-def build_noise_predictor(channels: int, features: int = 16):
-    """The U-Net described in the module docstring, for images of ``channels`` channels."""
+def build_noise_predictor(channels: int, features: int = 16, size: tuple[int, int] = (28, 28)):
+    """The U-Net described in the module docstring, for images of ``channels`` channels and
+    ``size`` pixels (height, width)."""
     torch = _torch()
     nn = torch.nn
 
@@ -83,6 +84,11 @@ def build_noise_predictor(channels: int, features: int = 16):
             self.expand2, self.up2 = nn.ConvTranspose2d(c3, c2, 2, stride=2), Block(c2)
             self.expand1, self.up1 = nn.ConvTranspose2d(c2, c1, 2, stride=2), Block(c1)
             self.out = nn.Conv2d(c1, channels, 3, padding=1)
+            # An odd side halves down and doubles back one pixel larger: those are cropped. Decided
+            # here, from the size, so an export for even sides has no shape-dependent slicing.
+            half = tuple((side + 1) // 2 for side in size)
+            self.crops = [half if any(2 * ((h + 1) // 2) != h for h in half) else None,
+                          tuple(size) if any(2 * h != s for h, s in zip(half, size)) else None]
 
         def forward(self, sample, timestep):
             angles = timestep.float()[:, None] * self.frequencies[None]
@@ -92,10 +98,13 @@ def build_noise_predictor(channels: int, features: int = 16):
             h = self.reduce2(skip2)
             for block in self.middle:
                 h = block(h, embedding)
-            # Crop after upsampling: an odd size halves down and doubles back one pixel larger.
-            h = self.up2(self.expand2(h)[:, :, : skip2.shape[2], : skip2.shape[3]] + skip2, embedding)
-            h = self.up1(self.expand1(h)[:, :, : skip1.shape[2], : skip1.shape[3]] + skip1, embedding)
+            h = self.up2(self._cropped(self.expand2(h), self.crops[0]) + skip2, embedding)
+            h = self.up1(self._cropped(self.expand1(h), self.crops[1]) + skip1, embedding)
             return self.out(nn.functional.silu(h))
+
+        @staticmethod
+        def _cropped(h, size):
+            return h if size is None else h[:, :, : size[0], : size[1]]
 
     return NoisePredictor()
 
@@ -118,7 +127,8 @@ def multiply_adds(network, image_shape: tuple[int, ...]) -> int:
     hooks = [m.register_forward_hook(count) for m in network.modules()]
     try:
         with torch.no_grad():
-            network(torch.zeros(1, *image_shape), torch.zeros(1, dtype=torch.long))
+            network(torch.zeros(1, *image_shape, device=next(network.parameters()).device),
+                    torch.zeros(1, dtype=torch.long))
     finally:
         for hook in hooks:
             hook.remove()
@@ -201,7 +211,7 @@ def train_noise_predictor(
     image_shape = tuple(train_images.shape[1:])
     torch_device = pick_device(device)
     torch.manual_seed(seed)
-    network = build_noise_predictor(image_shape[0], features).to(torch_device)
+    network = build_noise_predictor(image_shape[0], features, image_shape[1:]).to(torch_device)
     average = copy.deepcopy(network)
     settings = {
         "kind": "diffusion", "objective": "ddpm (noise prediction, uniform over steps)", "epochs": epochs,
