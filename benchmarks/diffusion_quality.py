@@ -56,8 +56,9 @@ def run(model: ort.InferenceSession, images: np.ndarray, batch: int = 500) -> np
     return np.concatenate([model.run(None, {name: images[i : i + batch]})[0] for i in range(0, len(images), batch)])
 
 
-def multiply_adds(model: onnx.ModelProto) -> int:
-    """Multiply-adds of one image through the graph: Conv, ConvTranspose, MatMul and Gemm."""
+def multiply_adds(model: onnx.ModelProto) -> int | None:
+    """Multiply-adds of one image through the graph: Conv, ConvTranspose, MatMul and Gemm
+    (None when shape inference leaves a shape they need unknown)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
@@ -66,10 +67,15 @@ def multiply_adds(model: onnx.ModelProto) -> int:
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes = {}
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        shapes[value.name] = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        if dims and all(d > 0 for d in dims):
+            shapes[value.name] = dims
     weights = {t.name: list(t.dims) for t in inferred.graph.initializer}
     total = 0
     for node in inferred.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm") and (
+                node.output[0] not in shapes or (node.input[0] not in shapes and node.input[0] not in weights)):
+            return None
         if node.op_type in ("Conv", "ConvTranspose"):
             kernel = weights[node.input[1]]
             if node.op_type == "Conv":  # every output element: C_in / groups x kernel
@@ -122,7 +128,8 @@ def main(argv=None) -> None:
     costs["classifier"] = multiply_adds(onnx.load(str(args.classifier)))
     print(f"# {len(x)} test images, one noisy view each per sigma (seed {args.seed}); classifier "
           f"{args.classifier.name}; onnxruntime {ort.__version__}, {args.threads} thread(s)")
-    print("# multiply-adds per image: " + ", ".join(f"{name} {value / 1e6:.2f} M" for name, value in costs.items()))
+    print("# multiply-adds per image: " + ", ".join(
+        f"{name} {'unknown' if value is None else f'{value / 1e6:.2f} M'}" for name, value in costs.items()))
 
     rows = []
     for sigma in sigmas:
@@ -131,9 +138,12 @@ def main(argv=None) -> None:
         accuracy = lambda images: float((run(classifier, images).argmax(1) == y).mean())  # noqa: E731
         none = accuracy(noisy)
         rs_path = MODELS / f"fmnist-rs-{sigma:g}.onnx"
-        trained = float((run(session(rs_path, args.threads), noisy).argmax(1) == y).mean()) if rs_path.exists() else None
+        trained = None
+        if rs_path.exists():
+            trained = float((run(session(rs_path, args.threads), noisy).argmax(1) == y).mean())
         rows.append((sigma, "no denoiser", float(((noisy - x) ** 2).mean()), none, None, None))
-        candidates = [(name, session(path, args.threads), name.endswith(f"-{sigma:g}")) for name, path in dncnns.items()]
+        candidates = [(name, session(path, args.threads), name.endswith(f"-{sigma:g}"))
+                      for name, path in dncnns.items()]
         candidates += [(name, session(by_sigma[sigma], args.threads), True) for name, by_sigma in diffusion.items()]
         for name, denoiser, matched in candidates:
             started = time.perf_counter()

@@ -148,7 +148,8 @@ def betas_schedule(betas: Sequence[float] | np.ndarray, source: str = "the betas
     bad = ~(np.isfinite(values) & (values >= 0) & (values < 1))
     if bad.any():
         index = int(np.argmax(bad))
-        raise CertifyError(f"{source}: beta {index} is {float(values[index])!r}; every beta must be at least 0 and below 1")
+        raise CertifyError(f"{source}: beta {index} is {float(values[index])!r}; every beta must be at least 0 and "
+                           f"below 1")
     return Schedule("betas", values)
 
 

@@ -571,7 +571,8 @@ def register_commands(cli):
     @click.option("--features", type=int,
                   help="Channels of the hidden convolutions (default by image size; diffusion: of the U-Net's "
                        "first resolution, default 16).")
-    @click.option("--schedule", help="--kind diffusion: the noise schedule, linear, cosine (default) or a file of betas.")
+    @click.option("--schedule",
+                  help="--kind diffusion: the noise schedule, linear, cosine (default) or a file of betas.")
     @click.option("--steps", type=int, help="--kind diffusion: steps of the schedule (default 1000).")
     @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)

@@ -29,9 +29,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from certifier import CertifyError
-from certifier.diffusion import choose_step, schedule_option
-from certifier.metadata import diffusion_metadata
+from certifier import CertifyError, choose_step, diffusion_metadata, schedule_option
 from certifier_plugins._torch import export_onnx, pick_device, require_torch
 
 CHECKPOINT_VERSION = 1

@@ -427,7 +427,8 @@ def tiny_unet():
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=2, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                        layers_per_block=1, norm_num_groups=4).eval()
 
     class Exported(torch.nn.Module):
@@ -493,7 +494,8 @@ def test_training_writes_a_noise_predictor_certify_recognizes_and_wraps(little_i
     assert settings["data_range"] == (-1.0, 1.0) and settings["convention"] == TimestepConvention(0, 1.0)
     assert metadata["certifier.dataset"] == "little"
     training = json.loads(metadata["certifier.diffusion.training"])
-    assert training["epochs"] == 2 and set(training["validation"]) == {f"mse_sigma_{s:g}" for s in (0.12, 0.25, 0.5, 1.0)}
+    assert training["epochs"] == 2
+    assert set(training["validation"]) == {f"mse_sigma_{s:g}" for s in (0.12, 0.25, 0.5, 1.0)}
     assert json.loads(metadata["certifier.diffusion.architecture"])["multiply_adds"] > 0
     found = as_noise_predictor(model, out.name)
     assert (found.sample_name, found.timestep_name, found.timestep_dims) == ("sample", "timestep", [None])
