@@ -125,8 +125,8 @@ def multiply_adds(network, image_shape: tuple[int, ...]) -> int:
     hooks = [m.register_forward_hook(count) for m in network.modules()]
     try:
         with torch.no_grad():
-            network(torch.zeros(1, *image_shape, device=next(network.parameters()).device),
-                    torch.zeros(1, dtype=torch.long))
+            device = next(network.parameters()).device
+            network(torch.zeros(1, *image_shape, device=device), torch.zeros(1, dtype=torch.long, device=device))
     finally:
         for hook in hooks:
             hook.remove()

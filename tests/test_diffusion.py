@@ -567,3 +567,23 @@ def test_the_gaussian_kind_still_needs_a_sigma_and_refuses_diffusion_options(lit
     assert result.exit_code == 1 and "give --sigma" in result.output
     result = CliRunner().invoke(cli, [*base, "--sigma", "0.5", "--schedule", "linear"])
     assert result.exit_code == 1 and "apply only to --kind diffusion" in result.output
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (5, 6)])
+def test_the_exported_network_gives_torchs_noise_at_any_image_size(tmp_path, size):
+    torch = pytest.importorskip("torch")
+    from certifier_plugins._torch import export_onnx
+    from certifier_plugins.noise_predictor import build_noise_predictor, multiply_adds
+
+    torch.manual_seed(0)
+    network = build_noise_predictor(2, 4, size).eval()
+    path = tmp_path / "eps.onnx"
+    export_onnx(network, (2, *size), path, {}, output_name="noise", input_name="sample",
+                extra_inputs=(("timestep", torch.zeros(1, dtype=torch.long)),))
+    sample = np.random.default_rng(0).normal(size=(3, 2, *size)).astype(np.float32)
+    timestep = np.array([0, 400, 999], np.int64)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(sample), torch.from_numpy(timestep)).numpy()
+    got = run_graph(onnx.load(str(path)), {"sample": sample, "timestep": timestep})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert multiply_adds(network, (2, *size)) > 0
