@@ -38,8 +38,8 @@ from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
     two_bound_gaussian_certificate,
 )
-from .noise import gaussian_views, standard_normal  # noqa: E402
-from .space import LAYOUTS, InputSpace, ModelAdapter  # noqa: E402
+from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # noqa: E402
+from .space import LAYOUTS, MAX_INPUT_MAGNITUDE, InputSpace, ModelAdapter  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
 from .summaries import format_summary, summarize  # noqa: E402
 from .threats import ThreatModel  # noqa: E402
@@ -50,7 +50,7 @@ __all__ = [
     # writing a plugin
     "hookimpl", "SmoothingMethod", "Options", "Votes", "Certificate", "CertifyError",
     "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
-    "gaussian_views", "standard_normal",
+    "gaussian_views", "standard_normal", "LARGEST_STANDARD_NORMAL", "MAX_INPUT_MAGNITUDE",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
     "model_metadata", "method_options", "ThreatModel",
     # opening a model as certify does (for plugins that train through a classifier)

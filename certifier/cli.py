@@ -27,10 +27,10 @@ from .outputs import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
 from .results import FORMATS, load_any_results
 from .sampling import SAMPLINGS
-from .summaries import (DEFAULT_RADII, describe_problems, format_summary, plot_summaries, recorded_levels, summarize,
-                        threat_model)
+from .summaries import (DEFAULT_RADII, describe_problems, format_summary, plot_summaries, radii_by_threat_model,
+                        summarize)
 from .space import LAYOUTS
-from .threats import ThreatModel
+from .threats import ThreatModel, exact_text
 
 
 class Interrupted(BaseException):
@@ -206,7 +206,9 @@ def engine_options(command):
         click.option("-n", "--n", "n", type=int, default=100_000, show_default=True, help="Estimation samples per input."),
         click.option("--alpha", type=float, default=0.001, show_default=True,
                      help="Probability that a certificate is wrong."),
-        click.option("--batch-size", type=int, help="Views per model call (default: about 8 MB of input)."),
+        click.option("--batch-size", type=int,
+                     help="Views per model call (default: about 8 MB of input); a results file resumes only with "
+                          "the batch size that wrote it."),
         click.option("--limit", type=int, help="Only the first K inputs."),
         click.option("--skip", type=int, default=1, show_default=True, help="Every SKIP-th input (Cohen's --skip)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise."),
@@ -391,15 +393,15 @@ def _describe_sequential(header: dict) -> str:
     levels = header["sampling_settings"]["levels"]
     ceiling = header.get("radius_ceiling")
     if len(levels) == 1:
-        text = f"sequential sampling: each input is certified at radius {levels[0]:g} or not"
+        text = f"sequential sampling: each input is certified at radius {exact_text(levels[0])} or not"
     else:
         text = (f"sequential sampling: each radius is the largest of the levels "
-                f"{', '.join(f'{r:g}' for r in levels)} proved")
+                f"{', '.join(exact_text(r) for r in levels)} proved")
     text += f", with at most n = {header['n']} estimation views per input"
     above = [r for r in levels if ceiling is not None and r > ceiling]
     if above:
         text += (f"; levels above the radius ceiling {ceiling:.4g} can never be certified at this -n: "
-                 f"{', '.join(f'{r:g}' for r in above)}")
+                 f"{', '.join(exact_text(r) for r in above)}")
     return text
 
 
@@ -508,11 +510,10 @@ def report_command(files, radii, as_json, plot, fmt):
     """
     loaded = [(path, *load_any_results(path)) for path in files]
     radii_list = _radii(radii)
-    if radii_list is None and any(recorded_levels(header) for _, header, _ in loaded):
-        # a sequential run's radii are its levels: show them beside the threat model's grid
-        radii_list = sorted(set().union(*(set(threat_model(header, records).radii) | set(recorded_levels(header))
-                                          for _, header, records in loaded)))
-    summaries = [summarize(records, radii_list, header) for _, header, records in loaded]
+    # by default each threat model keeps its own radii, with the levels of its sequential runs
+    grids = radii_by_threat_model([(header, records) for _, header, records in loaded])
+    summaries = [summarize(records, radii_list if radii_list is not None else grid, header)
+                 for (_, header, records), grid in zip(loaded, grids)]
     for (path, _, _), summary in zip(loaded, summaries):
         _warn_problems(path.name, summary)
     if fmt == "cohen":

@@ -550,7 +550,8 @@ class Engine:
 
         It is the method's own certificate when every vote (selection and estimation, every
         group) goes to that class, out of ``classes`` (default: the models' class count).
-        Settings for which it is not a finite number are refused.
+        Settings for which it is not a finite number, or is beyond the threat model's diameter
+        (:meth:`_check_diameter`), are refused.
         """
         width = max(2, prediction + 1, classes or max((g.model.num_classes or 2) for g in self.groups))
         key = (prediction, width)
@@ -579,8 +580,31 @@ class Engine:
                 f"plugin {method.name} gives radius {radius} when every vote agrees with these settings "
                 f"({self._describe_settings()}): lower --sigma (or -o lambda) or -n"
             )
+        self._check_diameter(radius)
         self._ceilings[key] = max(radius, 0.0) if answer.prediction is not None else 0.0
         return self._ceilings[key]
+
+    def _check_diameter(self, ceiling: float) -> None:
+        """Refuse settings whose best certificate covers more than the whole input space.
+
+        Beyond the threat model's diameter a radius certifies nothing more (for L2, every
+        input in [0, 1]^d is within sqrt(d)), yet it would count for more in ACR and mean
+        radius. A correct rule reaches it only with noise wider than the inputs' whole range
+        (rs with sigma 2 on 4 features at n = 50), a rule with sane settings never: so the
+        settings are refused here, before anything runs, and since no radius may exceed the
+        ceiling, no radius beyond the diameter is ever written (docs/writing-a-plugin.md).
+        """
+        threat = threat_of(self.method)
+        diameter = threat.diameter(self.input_shape) if self.input_shape is not None else None
+        if diameter is None or ceiling <= diameter:
+            return
+        shape = "x".join(map(str, self.input_shape))
+        raise CertifyError(
+            f"plugin {self.method.name} can certify radius {ceiling:.4g} with these settings "
+            f"({self._describe_settings()}), but {threat.name} radius {diameter:.4g} already covers every input of "
+            f"shape {shape} in [0, 1]: lower --sigma (or the plugin's noise option); if these settings are sane, "
+            f"the plugin has a bug (report it to its author)"
+        )
 
     def _describe_settings(self) -> str:
         method = self.method

@@ -192,6 +192,8 @@ class Job:
             "n": plan["n"],
             "alpha": None if method.deterministic else engine.alpha,
             "seed": engine.seed,
+            # views are drawn batch by batch, one noise stream per batch: a resumed run must keep the batch size
+            "batch_size": None if method.deterministic else engine.batch_size,
             "sampling": engine.plan.name,
             # a plan's settings beyond n0 and n (the fixed plans have none)
             "sampling_settings": {k: v for k, v in plan.items() if k not in ("n0", "n")} or None,

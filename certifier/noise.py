@@ -13,6 +13,9 @@ import numpy as np
 
 _TWO_PI = np.float32(2.0 * np.pi)
 _TINY = np.float32(2.0**-60)
+#: The largest |sample| standard_normal can return (the radius at U = _TINY, in its own float32
+#: steps; cos and sin are at most 1): settings are checked against it (plugins/semantic.py).
+LARGEST_STANDARD_NORMAL = float(np.sqrt(np.log(_TINY) * np.float32(-2.0)))
 
 
 def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -207,6 +207,11 @@ def get_methods() -> dict[str, type[SmoothingMethod]]:
     return {name: method for name, (method, _) in _methods_by_plugin()[0].items()}
 
 
+def find_method(name: str) -> type[SmoothingMethod] | None:
+    """The registered smoothing method ``name``, or None; a plugin that fails to register is skipped."""
+    return _methods_by_plugin(strict=False)[0].get(name, (None, None))[0]
+
+
 def get_method(name: str) -> type[SmoothingMethod]:
     methods = get_methods()
     if name not in methods:

@@ -25,6 +25,10 @@ IDENTITY_KEYS = (
     "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "sampling_settings", "model_sha256",
     "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize", "denoiser_sha256",
 )
+#: Header fields that must match too when the file records them: files written before they were
+#: recorded resume without the check. batch_size: each batch of views is drawn from its own noise
+#: stream, so another batch size gives other views.
+LATER_IDENTITY_KEYS = ("batch_size",)
 #: Header fields that legitimately differ between two runs with the same settings.
 INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started", "denoiser")
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -33,8 +37,30 @@ FORMATS = ("jsonl", "cohen")
 MAX_HEADER_BYTES = 1 << 20
 
 
+def settings_differ(old: dict, new: dict) -> list[str]:
+    """The header fields in which a results file's settings (``old``) differ from a run's."""
+    return ([k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+            + [k for k in LATER_IDENTITY_KEYS if k in old and old[k] != new.get(k)])
+
+
+def _without_batch_size(header: dict) -> dict:
+    """A header without the batch size, in both places it may be (a sequential plan's looks fall on whole batches)."""
+    header = {k: v for k, v in header.items() if k != "batch_size"}
+    plan = header.get("sampling_settings")
+    if isinstance(plan, dict):
+        header["sampling_settings"] = {k: v for k, v in plan.items() if k != "granularity"}
+    return header
+
+
+def _recorded_batch_size(header: dict):
+    if "batch_size" in header:
+        return header["batch_size"]
+    plan = header.get("sampling_settings")
+    return plan.get("granularity") if isinstance(plan, dict) else None
+
+
 def _describe_difference(old: dict, new: dict) -> str:
-    keys = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+    keys = settings_differ(old, new)
     parts = []
     for key in keys[:3]:
         parts.append(f"{key} {json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now")
@@ -52,6 +78,12 @@ def is_index(value) -> bool:
 
 def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_int(text: str) -> int | float:
+    """A JSON integer as an int, or as +-inf when no float holds it, the way json reads 1e400:
+    summaries compute in floats (and Python refuses to read an int of 4,300 digits)."""
+    return int(text) if len(text.lstrip("-")) <= 308 else float(text)
 
 
 def _plain(value):
@@ -196,7 +228,15 @@ class ResultsFile:
         if os.fstat(self._fd).st_size and self._holds_results():
             # Nothing in the file changes until it is known to hold results for these settings.
             old_header = self._read_header()
-            if any(old_header.get(k) != self.header.get(k) for k in IDENTITY_KEYS):
+            differ = settings_differ(old_header, self.header)
+            if differ and not settings_differ(_without_batch_size(old_header), _without_batch_size(self.header)):
+                size = _recorded_batch_size(old_header)
+                raise CertifyError(
+                    f"{self.path} was written with --batch-size {size}, this run's is {self.header.get('batch_size')}: "
+                    f"each batch's views come from their own noise stream, so another batch size gives other views; "
+                    f"resume with --batch-size {size}"
+                )
+            if differ:
                 raise CertifyError(
                     f"{self.path} holds results for other settings ({_describe_difference(old_header, self.header)}); "
                     f"choose another --output or remove the file"
@@ -316,7 +356,7 @@ class ResultsFile:
             return (
                 "\t".join(COHEN_COLUMNS).startswith(text)
                 and sidecar is not None
-                and all(sidecar.get(k) == self.header.get(k) for k in IDENTITY_KEYS)
+                and not settings_differ(sidecar, self.header)
             )
         sha = self.header.get("model_sha256")
         if not isinstance(sha, str) or f'"model_sha256": {json.dumps(sha)}' not in text:
@@ -411,7 +451,7 @@ def _read_json_dict(path: Path) -> dict | None:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_HEADER_BYTES + 1)
-        value = json.loads(data.decode("utf-8")) if len(data) <= MAX_HEADER_BYTES else None
+        value = json.loads(data.decode("utf-8"), parse_int=_json_int) if len(data) <= MAX_HEADER_BYTES else None
     except (OSError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -587,7 +627,7 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
         raise CertifyError(f"{path} is empty")
     try:
         # The first line alone, read with a bound: a large file without newlines is not read whole.
-        header = json.loads(_first_line(path).decode("utf-8", errors="replace"))
+        header = json.loads(_first_line(path).decode("utf-8", errors="replace"), parse_int=_json_int)
     except (json.JSONDecodeError, RecursionError):
         header = None
     if not isinstance(header, dict) or header.get("type") != "header":
@@ -601,7 +641,7 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line, parse_int=_json_int)
                 except (json.JSONDecodeError, RecursionError):
                     if not line.endswith("\n"):
                         break  # half-written last line of a killed run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 
 import numpy as np
@@ -167,7 +168,44 @@ def gaussian_quantile(p: float) -> float:
     return float(ndtri(p))
 
 
-def round_down(value: float, digits: int = 4) -> float:
-    """Round towards zero for display, so a printed radius never exceeds the real one."""
+def round_display(value: float, digits: int = 4, *, up: bool = False) -> float:
+    """``value`` rounded to ``digits`` decimals for display in the direction that claims less:
+    down (a radius, the upper end of a factor range) or ``up`` (the lower end). A value from
+    2^52 / 10^digits on (show it with :func:`show_number`), or not finite, is returned as is."""
     factor = 10.0**digits
-    return math.floor(value * factor) / factor
+    scaled = value * factor
+    if not abs(scaled) < 2.0**52:  # not finite, or too large: value * factor has no fraction left to drop
+        return value
+    rounded = math.ceil(scaled) if up else math.floor(scaled)
+    shown = rounded / factor
+    # value * factor and the division each round to nearest: the result may land on the
+    # wrong side of ``value`` (58.884699999999995 would show as 58.8847), so step once more
+    if up and shown < value:
+        shown = (rounded + 1) / factor
+    if not up and shown > value:
+        shown = (rounded - 1) / factor
+    return shown
+
+
+def round_down(value: float, digits: int = 4) -> float:
+    """Round down for display, so a printed radius never exceeds the real one."""
+    return round_display(value, digits)
+
+
+def show_number(value: float, digits: int = 4, *, up: bool = False) -> str:
+    """``value`` as text for tables, rounded the way that claims less (:func:`round_display`):
+    ``0.4312`` below a million, ``1.2345e+308`` from there on (never 300 digits), ``-`` when
+    it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    if abs(value) < 1e6:
+        return f"{round_display(float(value), digits, up=up):.{digits}f}"
+    exact = decimal.Decimal(value)  # every float is a decimal fraction: this rounds the value itself
+    exponent = exact.adjusted()
+    with decimal.localcontext() as context:
+        context.prec = 1000  # more digits than any float has: nothing is rounded before quantize
+        step = decimal.Decimal(1).scaleb(-digits)
+        mantissa = exact.scaleb(-exponent).quantize(step, rounding=decimal.ROUND_CEILING if up else decimal.ROUND_FLOOR)
+        if abs(mantissa) >= 10:  # rounded up to 10.0000: one more digit of exponent
+            mantissa, exponent = (mantissa / 10).quantize(step, rounding=decimal.ROUND_CEILING), exponent + 1
+    return f"{mantissa}e{exponent:+03d}"

@@ -7,12 +7,13 @@ import collections
 import math
 import os
 import statistics
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from .errors import CertifyError
 from .results import is_index, is_number
-from .stats import round_down
-from .threats import DEFAULT_RADII, STANDARD, ThreatModel
+from .stats import show_number
+from .threats import DEFAULT_RADII, STANDARD, ThreatModel, exact_text
 #: A radius this close above the recorded ceiling is float noise between versions, not a claim.
 CEILING_SLACK = 1e-12
 
@@ -32,7 +33,73 @@ PROBLEMS = {
                           "'correct' values that disagree with their label and prediction", "recomputed"),
     "non_finite_ceiling": ("non-finite radius ceiling in the header", "non-finite radius ceilings in the header",
                            "radii not checked against it"),
+    "exact_header_of_sampled_run": ("header claiming exact certificates for a run that sampled its views",
+                                    "headers claiming exact certificates for runs that sampled their views",
+                                    "every input counted as certifying nothing"),
+    "exact_record_of_sampled_run": ("record claiming an exact certificate in a run that sampled its views",
+                                    "records claiming exact certificates in a run that sampled its views", NOTHING),
+    "radius_not_a_level": ("sequential radius that is none of the run's levels",
+                           "sequential radii that are none of the run's levels", NOTHING),
+    "passes_over_budget": ("record with more forward passes than the run's budget of {budget}",
+                           "records with more forward passes than the run's budget of {budget}", NOTHING),
 }
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What the header says a record can be: None where it says nothing (or nothing readable)."""
+
+    ceiling: float | None = None
+    #: a sequential run's levels: its radii are these or 0
+    levels: frozenset | None = None
+    #: forward passes per input
+    budget: int | None = None
+    #: whether the run drew its views at random (its certificates cannot be exact)
+    sampled: bool = False
+
+
+def _limits(header: dict, problems: collections.Counter) -> _Limits:
+    ceiling = header.get("radius_ceiling")
+    if ceiling is not None and not (is_number(ceiling) and math.isfinite(ceiling)):
+        problems["non_finite_ceiling"] += 1
+        ceiling = None
+    levels = recorded_levels(header)
+    return _Limits(ceiling, frozenset(levels) | {0.0} if levels else None, passes_budget(header),
+                   sampled_views(header))
+
+
+def sampled_views(header: dict | None) -> bool:
+    """Whether the run a header describes drew its views at random (fixed or sequential sampling;
+    files written before ``sampling`` was recorded: whenever they record an alpha)."""
+    header = header or {}
+    sampling = header.get("sampling")
+    return sampling in ("fixed", "sequential") or (sampling is None and header.get("alpha") is not None)
+
+
+def passes_budget(header: dict | None) -> int | None:
+    """The most forward passes the run a header describes makes per input: n0 + n views (every
+    view of an exact method), for each of the method's vote groups; None when the header does
+    not say, or the method is not installed (its vote groups are unknown)."""
+    header = header or {}
+    if sampled_views(header):
+        views = [header.get("n0") or 0, header.get("n")]
+    elif header.get("sampling") == "enumeration":
+        views = [(header.get("settings") or {}).get("views")]
+    else:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in views):
+        return None
+    groups = _vote_groups(header.get("plugin"))
+    return sum(views) * groups if groups else None
+
+
+def _vote_groups(plugin) -> int | None:
+    """How many vote groups an installed method has (None: not installed, or its plugin fails)."""
+    from .plugins import find_method
+
+    method = find_method(plugin) if isinstance(plugin, str) else None
+    groups = getattr(method, "groups", None)
+    return len(groups) if isinstance(groups, tuple) and groups else None
 
 
 def audit(records: Sequence[dict], header: dict | None = None) -> tuple[list[dict], dict[str, int]]:
@@ -48,10 +115,11 @@ def audit(records: Sequence[dict], header: dict | None = None) -> tuple[list[dic
     """
     header = header or {}
     problems: collections.Counter = collections.Counter()
-    ceiling = header.get("radius_ceiling")
-    if ceiling is not None and not (is_number(ceiling) and math.isfinite(ceiling)):
-        problems["non_finite_ceiling"] += 1
-        ceiling = None
+    limits = _limits(header, problems)
+    if header.get("exact") and limits.sampled:
+        # certify records exact only for methods that draw no views: this header was edited
+        problems["exact_header_of_sampled_run"] += 1
+        return [_certifies_nothing(r) for r in _one_per_input(records)], dict(problems)
     by_index: dict[int, list[dict]] = {}
     counted = []
     for record in records:
@@ -69,8 +137,14 @@ def audit(records: Sequence[dict], header: dict | None = None) -> tuple[list[dic
                 problems["conflicting_duplicates"] += 1
                 counted.append(_certifies_nothing(record))
                 continue
-        counted.append(_checked(record, ceiling, problems))
+        counted.append(_checked(record, limits, problems))
     return counted, dict(problems)
+
+
+def _one_per_input(records: Sequence[dict]) -> list[dict]:
+    """The last record of each input (and every record whose index names none)."""
+    by_index = {r["index"]: r for r in records if is_index(r.get("index"))}
+    return list(by_index.values()) + [r for r in records if not is_index(r.get("index"))]
 
 
 def _certifies_nothing(record: dict) -> dict:
@@ -79,14 +153,20 @@ def _certifies_nothing(record: dict) -> dict:
             "correct": None if label is None else False, "valid": False, "source": record}
 
 
-def _checked(record: dict, ceiling: float | None, problems: collections.Counter) -> dict:
+def _checked(record: dict, limits: _Limits, problems: collections.Counter) -> dict:
     label, prediction, radius = record.get("label"), record.get("prediction"), float(record["radius"])
-    if not (math.isfinite(radius) and radius >= 0):
-        problems["negative_or_non_finite_radius"] += 1
-        return _certifies_nothing(record)
-    if ceiling is not None and radius > ceiling * (1 + CEILING_SLACK):
-        problems["radius_above_ceiling"] += 1
-        return _certifies_nothing(record)
+    passes = record.get("forward_passes")
+    impossible = [
+        ("negative_or_non_finite_radius", not (math.isfinite(radius) and radius >= 0)),
+        ("radius_above_ceiling", limits.ceiling is not None and radius > limits.ceiling * (1 + CEILING_SLACK)),
+        ("radius_not_a_level", limits.levels is not None and radius not in limits.levels),
+        ("passes_over_budget", limits.budget is not None and is_number(passes) and passes > limits.budget),
+        ("exact_record_of_sampled_run", limits.sampled and record.get("exact") is True),
+    ]
+    for problem, found in impossible:
+        if found:
+            problems[problem] += 1
+            return _certifies_nothing(record)
     if prediction is None and radius != 0:
         problems["abstain_with_radius"] += 1
         radius = 0.0
@@ -103,13 +183,13 @@ def describe_problems(summary: dict) -> str | None:
     problems = summary.get("problems") or {}
     if not problems:
         return None
-    ceiling = summary.get("radius_ceiling")
-    shown = f"{ceiling:.6g}" if is_number(ceiling) else "?"
+    ceiling, budget = summary.get("radius_ceiling"), summary.get("passes_budget")
+    values = {"ceiling": f"{ceiling:.6g}" if is_number(ceiling) else "?", "budget": budget or "?"}
     parts = []
     for key, (one, many, consequence) in PROBLEMS.items():
         count = problems.get(key, 0)
         if count:
-            parts.append(f"{count} {(one if count == 1 else many).format(ceiling=shown)} ({consequence})")
+            parts.append(f"{count} {(one if count == 1 else many).format(**values)} ({consequence})")
     return "; ".join(parts)
 
 
@@ -123,6 +203,17 @@ def recorded_levels(header: dict | None) -> list[float]:
     if not isinstance(levels, list) or not all(is_number(r) and math.isfinite(r) for r in levels):
         return []
     return [float(r) for r in levels]
+
+
+def radii_by_threat_model(runs: Sequence[tuple[dict, Sequence[dict]]]) -> list[list[float]]:
+    """The default radii of each run's summary: its threat model's, and the levels of every
+    sequential run of that threat model (so their tables line up); never another threat
+    model's radii, which are in other units."""
+    threats = [threat_model(header, records) for header, records in runs]
+    grids: dict[str, set[float]] = {}
+    for (header, _), threat in zip(runs, threats):
+        grids.setdefault(threat.name, set()).update(threat.radii, recorded_levels(header))
+    return [sorted(grids[threat.name]) for threat in threats]
 
 
 def threat_model(header: dict | None, records: Sequence[dict] = ()) -> ThreatModel:
@@ -167,7 +258,8 @@ def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, hea
         "budget": header.get("n"),
         "levels": recorded_levels(header) or None,
         "radius_ceiling": header.get("radius_ceiling"),
-        "exact": bool(header.get("exact", False)),
+        "passes_budget": passes_budget(header),
+        "exact": bool(header.get("exact", False)) and "exact_header_of_sampled_run" not in problems,
         "conditional": sorted({r["conditional"] for r in records if r.get("conditional")}),
         # About the smoothed prediction, right or wrong: what there is to say without labels.
         "certified_fraction": {str(r): share(sum(1 for x in certified if x["radius"] >= r), count) for r in radii},
@@ -239,7 +331,7 @@ def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel)
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
     def number(value, digits: int = 4) -> str:
-        return "-" if not is_number(value) or not math.isfinite(value) else f"{round_down(value, digits):.{digits}f}"
+        return show_number(value, digits) if is_number(value) else "-"
 
     def shown(value) -> str:
         """A radius in the threat model's units (a factor range, pixels); a plain number for distances."""
@@ -291,7 +383,7 @@ def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel)
                      "(no labels: not an accuracy)")
     for s, name in zip(summaries, names):
         if s.get("sampling") == "sequential" and s.get("levels"):
-            levels = ", ".join(f"{r:g}" for r in s["levels"])
+            levels = ", ".join(exact_text(r) for r in s["levels"])
             lines.append(f"{name}: sequential, at most n = {s.get('budget')} views per input: each radius is the "
                          f"largest level proved of {levels} (0 below the lowest)")
         if s.get("exact"):

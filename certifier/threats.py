@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from .stats import show_number
 
 #: Radii of the summary table unless others are asked for (the pixel-norm threat models').
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -19,6 +22,8 @@ DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 #: factor strictly between e^-r and e^r: r bounds a log factor), "shift" (every whole-pixel
 #: shift of at most floor(r) pixels on each axis).
 DISPLAYS = ("distance", "factor", "shift")
+#: Beyond this log factor, e^r is no float: a factor range is shown as powers of e.
+LARGEST_LOG_FACTOR = math.log(sys.float_info.max)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -64,23 +69,31 @@ class ThreatModel:
 
     def factor_range(self, radius: float) -> tuple[float, float]:
         """The factors a log-radius certifies, rounded inwards: every factor in [low, high] is
-        strictly between e^-r and e^r."""
-        low, high = math.exp(-radius), math.exp(radius)
+        strictly between e^-r and e^r (floats: beyond float range, high is the largest float)."""
+        low = math.exp(-radius)  # 0.0 when e^-r is below every float
+        try:
+            high = math.exp(radius)
+        except OverflowError:  # e^r beyond float range: every float factor above 1 is inside
+            high = sys.float_info.max
         for _ in range(2):  # exp is within an ulp: step inside by two
             low, high = math.nextafter(low, 1.0), math.nextafter(high, 1.0)
         return (low, high) if low <= high else (1.0, 1.0)
 
     def show(self, radius: float, digits: int = 4) -> str:
-        """A radius in this threat model's terms, never claiming more than it certifies:
-        ``0.4312``, ``[0.6498, 1.5389]`` (a factor range), ``2 px``."""
-        if not (isinstance(radius, (int, float)) and math.isfinite(radius)):
+        """A radius in this threat model's terms, never claiming more than it certifies, whatever
+        the number: ``0.4312``, ``[0.6498, 1.5389]`` (a factor range; ``(e^-800.0000, e^800.0000)``
+        where e^r is beyond float range), ``2 px``, ``1.0000e+308``; ``-`` when it is not a finite number."""
+        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not math.isfinite(radius):
             return "-"
         if self.display == "factor":
-            low, high = self.factor_range(radius)
-            return f"[{_round(low, digits, up=True):.{digits}f}, {_round(high, digits, up=False):.{digits}f}]"
+            if radius < LARGEST_LOG_FACTOR:
+                low, high = self.factor_range(radius)
+                return f"[{show_number(low, digits, up=True)}, {show_number(high, digits)}]"
+            exponent = show_number(radius, digits)  # rounded down: the open range stays inside
+            return f"(e^-{exponent}, e^{exponent})"
         if self.display == "shift":
-            return f"{math.floor(radius + 1e-9)} px"
-        return f"{_round(radius, digits, up=False):.{digits}f}"
+            return f"{show_number(math.floor(radius), 0)} px"
+        return show_number(radius, digits)
 
     def certified_set(self, radius: float | str) -> str:
         """What a radius of at least ``radius`` certifies, for table rows: ``r >= 0.5`` for the
@@ -94,7 +107,7 @@ class ThreatModel:
             return f"{self.parameter} in {self.show(radius)}"
         if self.display == "shift":
             return f"{self.parameter} <= {self.show(radius)}"
-        return f"{self.parameter} < {radius:g}"
+        return f"{self.parameter} < {exact_text(radius)}"
 
     def heading(self) -> str:
         """One line naming the threat model, for reports."""
@@ -104,6 +117,22 @@ class ThreatModel:
             "shift": f"radius r: every shift with {self.parameter} <= r, in {self.unit}",
         }[self.display]
         return f"threat model {self.name}: {self.description}; {reads}"
+
+    # -- the space the radius lives in -------------------------------------------
+
+    def diameter(self, input_shape: Sequence[int]) -> float | None:
+        """The largest radius that can certify more than a smaller one for inputs of ``input_shape``
+        in [0, 1]: beyond it every change the threat model allows is already covered. sqrt(d) for
+        L2, d for L1, 1 for Linf (the farthest two points of [0, 1]^d); for whole-pixel shifts the
+        larger side of the image (a cyclic shift by the side is none, and a shift that fills the
+        edge has moved every pixel out by then). None when the threat model has no bound: a
+        brightness shift or a log factor may be any number."""
+        size = math.prod(int(d) for d in input_shape)
+        if STANDARD.get(self.name) == self:
+            return {"l1": float(size), "l2": math.sqrt(size), "linf": 1.0}[self.name]
+        if self.display == "shift" and input_shape:
+            return float(max(int(d) for d in input_shape[-2:]))
+        return None
 
     # -- recording ------------------------------------------------------------
 
@@ -131,18 +160,10 @@ class ThreatModel:
                    "r", "the method's units")
 
 
-def _round(value: float, digits: int, *, up: bool) -> float:
-    """Round for display in the direction that claims less."""
-    factor = 10.0**digits
-    scaled = value * factor
-    rounded = math.ceil(scaled) if up else math.floor(scaled)
-    shown = rounded / factor
-    # the division may land on the wrong side of ``value`` by an ulp: step once more
-    if up and shown < value:
-        shown = (rounded + 1) / factor
-    if not up and shown > value:
-        shown = (rounded - 1) / factor
-    return shown
+def exact_text(value: float) -> str:
+    """A number as short as it reads back the same: ``0.25``, ``3``, ``0.1234567``, ``1e+308``."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def _norm(name: str, label: str) -> ThreatModel:

@@ -23,7 +23,8 @@ import math
 import numpy as np
 
 from certifier import (
-    Certificate, CertifyError, SmoothingMethod, ThreatModel, Votes, gaussian_certificate, hookimpl, standard_normal,
+    LARGEST_STANDARD_NORMAL, MAX_INPUT_MAGNITUDE, Certificate, CertifyError, SmoothingMethod, ThreatModel, Votes,
+    gaussian_certificate, hookimpl, standard_normal,
 )
 
 #: Default radii of summaries: brightness shifts in pixel units, log factors for contrast and gamma.
@@ -31,10 +32,38 @@ PARAMETER_RADII = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
 
 
 class ParameterSmoothing(SmoothingMethod):
-    """Views psi_theta(x) with theta ~ N(0, sigma^2), one theta per view; Cohen et al.'s rule in theta."""
+    """Views psi_theta(x) with theta ~ N(0, sigma^2), one theta per view; Cohen et al.'s rule in theta.
+
+    A sigma whose draws make views float32 cannot hold is refused when the method is made,
+    as input-space settings are: theta reaches LARGEST_STANDARD_NORMAL (9.12) sigma, and at
+    that theta the views of pixels in [0, 1] must stay within MAX_INPUT_MAGNITUDE and, for a
+    factor threat model, the factor e^theta must be a float32.
+    """
 
     #: The symbol of theta in pictures.
     symbol = "theta"
+
+    def __init__(self, sigma: float | None = None, options=None):
+        super().__init__(sigma, options)
+        problem = self.range_problem(self.sigma)
+        if problem:
+            raise CertifyError(f"plugin {self.name}: --sigma {self.sigma:g} {problem}; use --sigma "
+                               f"{_largest_sigma(self.range_problem, self.sigma):.3g} or less")
+
+    def range_problem(self, sigma: float) -> str | None:
+        """What float32 cannot hold of the views drawn with ``sigma`` (None: nothing)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            theta = np.float32(sigma) * np.float32(LARGEST_STANDARD_NORMAL)  # as parameters() draws it
+            if self.threat_model.display == "factor" and not np.isfinite(np.exp(theta)):
+                return (f"draws {self.threat_model.parameter}s up to e^{float(theta):.4g} ({self.symbol} reaches "
+                        f"{LARGEST_STANDARD_NORMAL:.3g} sigma), beyond float32's largest number (about e^88.7)")
+            pixels = np.broadcast_to(np.array([0.0, 0.5, 1.0], dtype=np.float32), (2, 3))
+            views = self.transform(pixels, np.array([[-theta], [theta]], dtype=np.float32))
+            largest = float(np.max(np.abs(views)))
+        if not largest <= MAX_INPUT_MAGNITUDE:
+            return (f"makes views up to {largest:.3g} ({self.symbol} reaches {LARGEST_STANDARD_NORMAL:.3g} sigma), "
+                    f"beyond {MAX_INPUT_MAGNITUDE:.3g}, where float32 arithmetic overflows")
+        return None
 
     def transform(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """psi_theta(x) for a batch x and one theta per row, shaped to broadcast against x."""
@@ -109,6 +138,18 @@ class Gamma(ParameterSmoothing):
 
     def caption(self, theta: float) -> str:
         return f"exponent {math.exp(theta):.3f}"
+
+
+def _largest_sigma(problem, refused: float) -> float:
+    """The largest sigma below ``refused`` that ``problem`` accepts, to three digits rounded down."""
+    good, bad = 0.0, refused
+    for _ in range(200):
+        middle = (good + bad) / 2
+        if middle in (good, bad):
+            break
+        good, bad = (middle, bad) if problem(middle) is None else (good, middle)
+    exponent = math.floor(math.log10(good)) - 2 if good > 0 else 0
+    return math.floor(good / 10.0**exponent) * 10.0**exponent
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from scipy.stats import norm
 import certifier
 from certifier import Certificate, CertifyError, SmoothingMethod, hookimpl, plugins
 from certifier.cli import CertifyGroup, _blame, cli
-from certifier.engine import FixedSampling, MAX_SAMPLES, check_settings
+from certifier.engine import MAX_SAMPLES, Engine, FixedSampling, check_settings
 from certifier.methods import Votes
 
 from onnx_models import hyperplane_model, linear_model, save
@@ -103,6 +103,58 @@ def test_a_plugin_whose_best_radius_is_infinite_is_refused_up_front(register_met
     assert not (case / "r.jsonl").exists()
 
 
+class Boundless(SmoothingMethod):
+    """A hostile rule: unanimous votes for class ``huge_for`` (every class when None) give radius 1e308,
+    its own ceiling; other classes get sane radii."""
+
+    name = "boundless"
+    norm = "l2"
+    huge_for = None
+
+    def sample(self, x, rng, group):
+        return x + 0
+
+    def certify(self, selection, estimation, alpha):
+        top = selection.top()
+        share = estimation.count("model", top) / estimation.trials("model")
+        huge = Boundless.huge_for is None or top == Boundless.huge_for
+        return Certificate(top, (1e308 if huge else 0.5) * share)
+
+
+@pytest.mark.parametrize("huge_for", [None, 1])
+def test_a_radius_beyond_the_whole_input_space_is_refused_naming_the_plugin(register_methods, case, huge_for):
+    """Beyond sqrt(d) an L2 radius certifies nothing more (every input of [0, 1]^4 is within 2): a rule
+    whose ceiling goes beyond is refused before its first certificate is written, and nothing shows 1e308."""
+    Boundless.huge_for = huge_for
+    register_methods(Boundless)
+    result = certify_cli(case, "-p", "boundless", "-s", "0.1")
+    one_line_error(result, "plugin boundless can certify radius 1e+308", "l2 radius 2 already covers every input "
+                   "of shape 4 in [0, 1]", "the plugin has a bug")
+    # class 0 (input 0) was sane and is kept; input 1 (class 1) never written
+    assert [r["index"] for r in written_results(case / "r.jsonl")] == ([] if huge_for is None else [0])
+
+
+def test_a_built_in_whose_ceiling_is_beyond_the_input_space_is_refused_as_settings(case):
+    """rs with sigma 2 on 4 features can certify 2.26 > sqrt(4) at n 50: not a bug, settings that
+    cover the whole space; they are refused up front with what to change, and sigma 1 (ceiling 1.13) runs."""
+    one_line_error(certify_cli(case, "-p", "rs", "-s", "2"), "plugin rs can certify radius 2.262",
+                   "sigma 2, n 50, alpha 0.001", "l2 radius 2 already covers every input", "lower --sigma")
+    assert not (case / "r.jsonl").exists()
+    assert certify_cli(case, "-p", "rs", "-s", "1").exit_code == 0
+
+
+def test_the_diameter_of_each_threat_model():
+    from certifier.threats import STANDARD
+
+    methods = plugins.get_methods()
+    assert STANDARD["l2"].diameter((1, 6, 6)) == 6.0
+    assert STANDARD["l1"].diameter((3, 2, 2)) == 12.0
+    assert STANDARD["linf"].diameter((784,)) == 1.0
+    assert methods["translation"].threat_model.diameter((1, 5, 9)) == 9.0  # every shift of a 9-px axis
+    for semantic in ("brightness", "contrast", "gamma"):
+        assert methods[semantic].threat_model.diameter((1, 6, 6)) is None  # unbounded: no clipping, any factor
+
+
 class Decreasing(SmoothingMethod):
     """A buggy rule: the radius grows as the votes disagree (above its own unanimous radius)."""
 
@@ -163,7 +215,8 @@ def test_no_legitimate_certificate_exceeds_the_ceiling(tmp_path, plugin, sigma, 
     ceiling, float rounding included, so the check (with no tolerance) rejects nothing true."""
     path = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
     run = certifier.load(path, plugin=plugin, sigma=sigma, options=options)
-    engine = run.engine((4,), n0=3, n=n, alpha=alpha)
+    # no input shape: the engine does not refuse the huge sigmas' ceilings beyond the inputs' diameter
+    engine = Engine(run.method, run.groups((4,)), n0=3, n=n, alpha=alpha)
     for top in range(3):
         selection = _votes([3 if c == top else 0 for c in range(3)])
         ceiling = engine.radius_ceiling(top, 3)

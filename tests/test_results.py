@@ -221,6 +221,130 @@ def test_a_torn_last_line_is_still_skipped(tmp_path):
     assert json.loads(report(tsv, "--json").stdout)[str(tsv)]["inputs"] == 1
 
 
+# -- issue 18: files no run wrote as recorded, and radii of any size -------------------------
+
+
+def edited(path: Path, header: dict | None = None, records: dict[int, dict] | None = None) -> Path:
+    """``path`` with header fields and fields of the records at some positions replaced."""
+    first, *rest = [json.loads(line) for line in path.read_text().splitlines()]
+    for position, fields in (records or {}).items():
+        rest[position].update(fields)
+    return write_jsonl(path, {**first, **(header or {})}, rest)
+
+
+def test_a_header_claiming_exact_certificates_for_a_sampled_run_is_flagged(finished):
+    _, out = finished
+    assert json.loads(report(out, "--json").stdout)[str(out)]["certified_accuracy"]["0.0"] > 0
+    edited(out, header={"exact": True})
+    result = report(out, "--json")
+    summary = json.loads(result.stdout)[str(out)]
+    assert summary["problems"] == {"exact_header_of_sampled_run": 1}
+    assert summary["inputs"] == 6 and summary["certified_accuracy"]["0.0"] == 0 and summary["exact"] is False
+    (line,) = warnings_in(result)
+    assert "1 header claiming exact certificates for a run that sampled its views (every input counted as " \
+           "certifying nothing)" in line
+    assert "exact" not in report(out).stdout  # the table never repeats the claim
+
+
+def test_a_record_claiming_an_exact_certificate_in_a_sampled_run_is_flagged(finished):
+    _, out = finished
+    summary = json.loads(report(edited(out, records={2: {"exact": True}}), "--json").stdout)[str(out)]
+    assert summary["problems"] == {"exact_record_of_sampled_run": 1}
+
+
+def test_a_record_with_more_forward_passes_than_the_budget_is_flagged(finished):
+    _, out = finished  # n0 10 + n 60 views per input
+    assert json.loads(report(edited(out, records={1: {"forward_passes": 70}}), "--json").stdout)[str(out)][
+        "problems"] == {}
+    result = report(edited(out, records={1: {"forward_passes": 71}, 3: {"forward_passes": 10**9}}), "--json")
+    summary = json.loads(result.stdout)[str(out)]
+    assert summary["problems"] == {"passes_over_budget": 2} and summary["passes_budget"] == 70
+    assert "2 records with more forward passes than the run's budget of 70 (counted as certifying nothing)" \
+        in warnings_in(result)[0]
+
+
+def test_a_sequential_radius_that_is_none_of_the_levels_is_flagged(case):
+    out = case / "s.jsonl"
+    invoke("--plugin", "rs", case / "plane.onnx", "--data", case / "d.npz", "-s", "0.25", "--n0", "10", "-n", "400",
+           "--sampling", "sequential", "--radii", "0.1,0.2", "-q", "--output", out)
+    clean = json.loads(report(out, "--json").stdout)[str(out)]
+    assert clean["problems"] == {} and clean["certified_accuracy"]["0.1"] > 0
+    certified = next(i for i, r in enumerate(results_of(out)) if r["radius"] == 0.2)
+    result = report(edited(out, records={certified: {"radius": 0.15}}), "--json")  # below the ceiling, no level
+    assert json.loads(result.stdout)[str(out)]["problems"] == {"radius_not_a_level": 1}
+    assert "1 sequential radius that is none of the run's levels (counted as certifying nothing)" \
+        in warnings_in(result)[0]
+
+
+def test_runs_of_several_vote_groups_and_exact_runs_are_within_their_budgets(tmp_path):
+    """drs votes on two sub-images (2 (n0 + n) passes), translation on its (2K+1)^2 views: no flags."""
+    weights = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    save(linear_model(weights, np.zeros(2), (1, 4, 4)), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).random((3, 1, 4, 4)).astype(np.float32))
+    runs = {"drs": ["-s", "0.25", "--n0", "10", "-n", "60"], "translation": ["-o", "k", "1"],
+            "drs-sequential": ["-p", "drs", "-s", "0.25", "--n0", "10", "-n", "300", "--sampling", "sequential"]}
+    for name, args in runs.items():
+        plugin = [] if args[0] == "-p" else ["-p", name]
+        invoke(*plugin, *args, tmp_path / "m.onnx", "--data", tmp_path / "d.npz", "-q", "--output",
+               tmp_path / f"{name}.jsonl")
+    result = report(*(tmp_path / f"{name}.jsonl" for name in runs), "--json")
+    summaries = json.loads(result.stdout)
+    assert warnings_in(result) == []
+    budgets = {Path(path).stem: s["passes_budget"] for path, s in summaries.items()}
+    assert budgets == {"drs": 140, "translation": 9, "drs-sequential": 620}
+    assert summaries[str(tmp_path / "drs.jsonl")]["forward_passes_per_input"] == 140
+
+
+def test_radii_of_any_size_are_shown_and_never_rounded_up(tmp_path):
+    """A file a hostile plugin wrote before radii beyond the input space were refused: 1e308 and
+    its ceiling print, rounded down, in every display; so does a contrast file of sigma 300."""
+    huge = write_jsonl(tmp_path / "huge.jsonl", {**HEADER, "radius_ceiling": 1e308},
+                       [record(0, 0, 0, 1e308), record(1, 1, 1, 1.7976931348623157e308), record(2, 1, 1, 0.4)])
+    text = report(huge).stdout
+    assert "radius ceiling" in text and "1.0000e+308" in text and "Error" not in text
+    summary = json.loads(report(huge, "--json").stdout)[str(huge)]
+    assert summary["problems"] == {"radius_above_ceiling": 1}
+    contrast = {"name": "contrast", "description": "every pixel multiplied by e^c", "parameter": "factor",
+                "unit": "factor", "display": "factor", "radii": [0, 0.5]}
+    header = {"plugin": "contrast", "norm": "contrast", "threat_model": contrast, "settings": {"sigma": 300.0},
+              "radius_ceiling": 1233.2081278563172}
+    wide = write_jsonl(tmp_path / "contrast.jsonl", header, [record(0, 0, 0, 800.0), record(1, 1, 1, 3.0)])
+    for args in [(), ("--radii", "0,1,1000"), ("--json",)]:
+        result = report(wide, *args)
+        assert result.exit_code == 0 and "unexpected" not in result.output
+    table = report(wide, "--radii", "0,1,1000").stdout
+    assert "radius ceiling" in table and "(e^-1233.2081, e^1233.2081)" in table
+    assert "factor in (e^-1000.0000, e^1000.0000)" in table
+    ranges = json.loads(report(wide, "--radii", "0,1000", "--json").stdout)[str(wide)]["factor_ranges"]
+    assert 0 < ranges["1000.0"][0] < 1 < ranges["1000.0"][1] < float("inf")
+
+
+def test_integers_beyond_float_range_read_as_infinities(tmp_path):
+    """JSON integers of 400 and 5,000 digits: flagged as non-finite like 1e400, never a crash."""
+    lines = [json.dumps({"type": "header", **HEADER, "settings": {"sigma": 0.25}}).replace("0.25", "1" + "0" * 5000),
+             json.dumps(record(0, 0, 0, 0.1)).replace("0.1", "1" + "0" * 400),
+             json.dumps(record(1, 0, 0, 0.1)).replace("0.1", "1" + "0" * 5000)]
+    (tmp_path / "big.jsonl").write_text("\n".join(lines) + "\n")
+    result = report(tmp_path / "big.jsonl", "--json")
+    summary = json.loads(result.stdout)[str(tmp_path / "big.jsonl")]
+    assert summary["problems"] == {"negative_or_non_finite_radius": 2} and summary["sigma"] is None
+    assert "inf" in report(tmp_path / "big.jsonl").stdout
+
+
+def test_shown_numbers_never_exceed_the_value(tmp_path):
+    from certifier.stats import round_down, show_number
+
+    rng = np.random.default_rng(0)
+    values = [58.884699999999995, 0.3, 1e6, 999999.99995, 1.7976931348623157e308, 5e-324]
+    values += list(rng.uniform(0, 100, 2000)) + list(10.0 ** rng.uniform(-10, 308, 2000))
+    values += [float(np.nextafter(k / 1e4, 0)) for k in rng.integers(1, 10**6, 2000)]
+    for value in map(float, values):
+        assert round_down(value) <= value and float(show_number(value)) <= value, value
+        assert float(show_number(value, up=True)) >= value, value
+    assert show_number(58.884699999999995) == "58.8846" and show_number(1e308) == "1.0000e+308"
+    assert show_number(float("inf")) == show_number(float("nan")) == "-"
+
+
 # -- item 14: no accuracy without labels -------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ wrong rules and views must break the same checks.
 from __future__ import annotations
 
 import math
+import sys
 from decimal import Decimal, getcontext
 
 import numpy as np
@@ -237,3 +238,67 @@ def test_factor_ranges_are_inside_the_certified_open_interval():
         shown_low, shown_high = (Decimal(v) for v in shown.strip("[]").split(", "))
         assert shown_low > exact_low and shown_high < exact_high, shown
     assert threat.factor_range(0.0) == (1.0, 1.0)
+
+
+def test_radii_whose_factor_is_beyond_float_range_show_as_powers_of_e():
+    """e^r overflows a float from r = 709.78: ranges and their display stay inside (e^-r, e^r), never crash."""
+    getcontext().prec = 60
+    threat = get_method("contrast").threat_model
+    for radius in [50.0, 709.0, 709.78, 709.79, 745.2, 800.0, 1e6, 1e308, 1.7976931348623157e308]:
+        low, high = threat.factor_range(radius)
+        assert -Decimal(radius) < Decimal(low).ln() and Decimal(high).ln() < Decimal(radius)
+        shown = threat.show(radius)
+        if radius < math.log(sys.float_info.max):  # e^r is a float
+            shown_low, shown_high = (Decimal(v) for v in shown.strip("[]").split(", "))
+            assert -Decimal(radius) < shown_low.ln() and shown_high.ln() < Decimal(radius), shown
+        else:
+            assert shown.startswith("(e^-") and shown.endswith(")"), shown
+            exponent = shown.split(", e^")[1].rstrip(")")
+            # read back as a float, the exponent is at most the radius (as every radius shown)
+            assert shown == f"(e^-{exponent}, e^{exponent})" and 0 < float(exponent) <= radius, shown
+        assert threat.certified_set(radius) == f"factor in {shown}"
+    assert threat.show(800.0) == "(e^-800.0000, e^800.0000)"
+    assert threat.show(float("inf")) == threat.show(float("nan")) == "-"
+
+
+# -- settings whose views float32 cannot hold are refused up front -------------------------------------
+
+
+@pytest.mark.parametrize("plugin, sigma, fragments", [
+    ("gamma", 300, ["plugin gamma: --sigma 300 draws exponents up to e^2736", "use --sigma 9.72 or less"]),
+    ("contrast", 30, ["plugin contrast: --sigma 30 draws factors up to e^273.6", "use --sigma 4.86 or less"]),
+    ("contrast", 4.87, ["makes views up to 1.95e+19", "beyond 1.84e+19", "use --sigma 4.86 or less"]),
+    ("brightness", 1e30, ["makes views up to 9.12e+30", "use --sigma 2.02e+18 or less"]),
+])
+def test_a_sigma_whose_views_overflow_float32_is_refused_naming_the_largest_that_works(tmp_path, plugin, sigma,
+                                                                                     fragments):
+    """The noise reaches 9.12 sigma (LARGEST_STANDARD_NORMAL): at that theta the views (and the factor
+    e^theta) must be float32 numbers a model can compute with. The largest sigma named works."""
+    with pytest.raises(certifier.CertifyError) as refused:
+        threshold_run(tmp_path, plugin, sigma)
+    message = str(refused.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    largest = float(message.split("use --sigma ")[1].split(" or less")[0])
+    method = threshold_run(tmp_path, plugin, largest).method
+    extreme = np.float32(largest) * np.float32(certifier.LARGEST_STANDARD_NORMAL)
+    with np.errstate(over="raise", invalid="raise"):  # nothing overflows at the largest theta drawn
+        views = method.transform(np.array([[0.0, 0.5, 1.0]] * 2, np.float32), np.array([[-extreme], [extreme]]))
+    assert np.abs(views).max() <= certifier.MAX_INPUT_MAGNITUDE
+
+
+def test_the_largest_standard_normal_is_what_the_generator_can_reach():
+    class Zeros:
+        """A generator at the far end: U = 0 for the radius (clamped to 2^-60), angle 0 (cos = 1)."""
+
+        def random(self, size, dtype=np.float64, out=None):
+            values = np.zeros(size, dtype=dtype)
+            if out is not None:
+                out[...] = values
+                return out
+            return values
+
+    drawn = certifier.standard_normal(Zeros(), (4,))
+    assert float(np.abs(drawn).max()) == certifier.LARGEST_STANDARD_NORMAL
+    assert abs(certifier.LARGEST_STANDARD_NORMAL - math.sqrt(120 * math.log(2))) < 1e-5

@@ -99,6 +99,30 @@ def test_report_groups_runs_by_threat_model_with_radii_in_its_units(runs):
     assert "|b| < 0.3 " in invoke("report", runs["brightness"], "--radii", "0,0.3").output
 
 
+def test_each_threat_model_keeps_its_own_radii_beside_a_sequential_run(runs, tmp_path):
+    """A sequential l2 run's levels join the l2 table only: the other tables keep their own radii."""
+    sequential = tmp_path / "sequential.jsonl"
+    invoke("--plugin", "rs", "-s", "0.1", "--n0", "10", "-n", "300", "--sampling", "sequential", "--radii",
+           "0,0.3,0.6", "-q", tmp_path / "m.onnx", "--data", tmp_path / "d.npz", "--output", sequential)
+    text = invoke("report", sequential, runs["rs"], runs["contrast"], runs["translation"]).output
+    l2, contrast, shift = text.split("\n\n")
+
+    def rows(table):
+        return [line.split("  ")[0] for line in table.splitlines() if line.startswith("certified accuracy")]
+
+    assert rows(l2) == [f"certified accuracy r >= {r}" for r in
+                        ("0.0", "0.25", "0.3", "0.5", "0.6", "0.75", "1.0", "1.5", "2.0")]
+    factor = get_methods()["contrast"].threat_model
+    assert rows(contrast) == [f"certified accuracy {factor.certified_set(r)}" for r in factor.radii]
+    assert "factor in [0.5489, 1.8221]" not in contrast  # r = 0.6, the l2 level
+    assert rows(shift) == ["certified accuracy max(|t_x|, |t_y|) = 0"] + [
+        f"certified accuracy max(|t_x|, |t_y|) <= {k} px" for k in range(1, 5)]
+    summaries = json.loads(invoke("report", sequential, runs["contrast"], "--json").output)
+    assert list(summaries[str(runs["contrast"])]["certified_accuracy"]) == ["0.0", "0.1", "0.2", "0.3", "0.4", "0.5",
+                                                                             "0.75"]
+    assert "0.6" in summaries[str(sequential)]["certified_accuracy"]
+
+
 def test_a_plot_has_one_panel_per_threat_model(runs, tmp_path):
     pytest.importorskip("matplotlib")
     invoke("report", *runs.values(), "--plot", tmp_path / "plot.png")
