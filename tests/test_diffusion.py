@@ -587,3 +587,23 @@ def test_the_exported_network_gives_torchs_noise_at_any_image_size(tmp_path, siz
     got = run_graph(onnx.load(str(path)), {"sample": sample, "timestep": timestep})
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert multiply_adds(network, (2, *size)) > 0
+
+
+def test_the_bundled_diffusion_model_denoises_every_sigma(fashion):
+    """models/fmnist-diffusion.onnx: recognized, its schedule read from its metadata, and at
+    each sigma its one-shot estimate is far closer to the clean images than the noisy views,
+    and closer than the MSE denoiser trained for that sigma where there is one."""
+    path = Path(__file__).resolve().parents[1] / "models" / "fmnist-diffusion.onnx"
+    found = as_noise_predictor(onnx.load(str(path)), path.name)
+    settings = recorded_settings(found.metadata)
+    assert settings["schedule"].same_as(cosine_schedule()) and settings["data_range"] == (-1.0, 1.0)
+    clean = (fashion["x_test"][:100].astype(np.float32) / 255)[:, None]
+    for sigma in (0.12, 0.25, 0.5, 1.0):
+        step = choose_step(settings["schedule"], sigma, settings["data_range"], settings["convention"])
+        noisy = (clean + np.random.default_rng(0).normal(0, sigma, clean.shape)).astype(np.float32)
+        denoised = run_graph(one_shot_denoiser(found, step, (1, 28, 28)), {"noisy": noisy})
+        error = ((denoised - clean) ** 2).mean()
+        assert error < 0.25 * sigma**2  # the noise's own is about sigma^2; the card: 15% at 0.12, 2% at 1.0
+        dncnn = path.parent / f"fmnist-denoiser-mse-{sigma:g}.onnx"
+        if dncnn.exists():  # at least as good as the denoiser trained for this sigma
+            assert error < ((run_graph(onnx.load(str(dncnn)), {"input": noisy}) - clean) ** 2).mean()
