@@ -29,6 +29,7 @@ from .command_options import method_options  # noqa: E402
 from .data import load_data  # noqa: E402
 from .diffusion import choose_step, schedule_option  # noqa: E402
 from .errors import CertifyError  # noqa: E402
+from .files import check_output_file, replacing_file  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .metadata import (  # noqa: E402
     denoiser_metadata, diffusion_metadata, model_metadata, read_metadata, recorded_group, recorded_json,
@@ -39,6 +40,7 @@ from .methods import (  # noqa: E402
     two_bound_gaussian_certificate,
 )
 from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # noqa: E402
+from .resources import check_memory  # noqa: E402
 from .space import LAYOUTS, MAX_INPUT_MAGNITUDE, InputSpace, ModelAdapter  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
 from .summaries import format_summary, summarize  # noqa: E402
@@ -53,6 +55,8 @@ __all__ = [
     "gaussian_views", "standard_normal", "LARGEST_STANDARD_NORMAL", "MAX_INPUT_MAGNITUDE",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
     "model_metadata", "method_options", "ThreatModel",
+    # commands that write files or take memory
+    "check_output_file", "replacing_file", "check_memory",
     # opening a model as certify does (for plugins that train through a classifier)
     "load_model", "InputSpace", "ModelAdapter", "LAYOUTS", "denoiser_metadata",
     # diffusion noise predictors (certify train-denoiser --kind diffusion)

@@ -21,6 +21,7 @@ from . import __version__, _interrupted_while_importing
 from .api import load
 from .command_options import method_options
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
+from .files import check_output_file
 from .job import check_job_settings
 from .metadata import recorded_sigma
 from .outputs import OUTPUT_KINDS
@@ -191,6 +192,13 @@ def _ray_address(ctx, param, value):
     if value is not None and (value.endswith(".onnx") or os.path.isfile(value)):
         raise click.BadParameter(f"{value} is a file, not a cluster address; put --ray after the model, or give "
                                  f"an address (--ray auto)")
+    if value is not None:
+        from .ray_executor import ADDRESS_FORMS, parse_address
+
+        try:
+            parse_address(value)
+        except CertifyError:
+            raise click.BadParameter(f"{value!r} is not a cluster address; give {ADDRESS_FORMS}") from None
     return value
 
 
@@ -257,6 +265,8 @@ def engine_options(command):
                      "the cluster holds: one per GPU, or one per --threads CPUs)."),
         click.option("--ray-gpus", type=float, default=1.0, show_default=True,
                      help="With --ray on CUDA: GPUs per actor (0.5 puts two actors on each GPU)."),
+        click.option("--ray-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+                     help="With --ray ADDRESS: seconds the cluster may take to answer before certify gives up."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -298,7 +308,7 @@ def _sampling(sampling: str | None, radius: float | None, radii: str | None) -> 
 JOB_OPTIONS = ("n0", "n", "alpha", "batch_size", "seed", "workers", "limit", "skip")
 
 
-def _ray_executor(address: str, *, actors, gpus, device, threads, workers, quiet):
+def _ray_executor(address: str, *, actors, gpus, timeout, device, threads, workers, quiet):
     """The Ray executor for ``--ray ADDRESS`` (it prints where the run goes)."""
     from .ray_executor import RayExecutor, require_ray
 
@@ -309,11 +319,11 @@ def _ray_executor(address: str, *, actors, gpus, device, threads, workers, quiet
             click.echo(f"certify: {message}", err=True)
 
     return RayExecutor(address, device=device, threads=threads, workers=workers, max_actors=actors,
-                       gpus_per_actor=gpus, note=note)
+                       gpus_per_actor=gpus, connect_timeout=timeout, note=note)
 
 
 def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, std, radii, quiet, ray_address,
-             ray_actors, ray_gpus, **rest):
+             ray_actors, ray_gpus, ray_timeout, **rest):
     if data_path is None:
         raise CertifyError("no --data given: pass an .npz/.npy file, an image folder or an image to certify")
     settings = {name: rest.pop(name) for name in JOB_OPTIONS}
@@ -323,8 +333,8 @@ def _execute(mode: str, *, model, data_path, split, output, fmt, options, mean, 
         executor = None
         if ray_address is not None:
             executor = stack.enter_context(_ray_executor(
-                ray_address, actors=ray_actors, gpus=ray_gpus, device=rest["device"], threads=rest["threads"],
-                workers=settings["workers"], quiet=quiet))
+                ray_address, actors=ray_actors, gpus=ray_gpus, timeout=ray_timeout, device=rest["device"],
+                threads=rest["threads"], workers=settings["workers"], quiet=quiet))
             rest.update(device="cpu", threads=1)  # the driver only reads the model; the actors run it
         _certify(mode, model=model, data_path=data_path, split=split, output=output, fmt=fmt, options=options,
                  mean=mean, std=std, radii_list=radii_list, quiet=quiet, settings=settings, executor=executor,
@@ -499,15 +509,30 @@ def plugins_command(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of certified accuracy against radius.")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one self-contained HTML page to send: settings, model hashes, plot, tables, per-class "
+                   "accuracy, cost and a gallery of inputs with noisy views.")
 @click.option("--format", "fmt", type=click.Choice(["table", "cohen"]), default="table", show_default=True,
               help="cohen: print the first file as Cohen et al.'s TSV.")
-def report_command(files, radii, as_json, plot, fmt):
+def report_command(files, radii, as_json, plot, html, fmt):
     """Summarize results files side by side: certified accuracy, ACR, abstain rate, cost.
 
     Files without labels get prediction statistics instead of accuracy. Records that
     cannot be right (a radius above the recorded ceiling, a repeated index, ...) are
     named in a warning and count as inputs that certify nothing.
+
+    --html report.html writes a page to send, which opens offline (no scripts, nothing
+    fetched): hashes, settings, plot and tables, per-class accuracy, cost, problems, and
+    a gallery of inputs with views made by the run's plugin.
     """
+    sidecars = [p.with_name(p.name + ".header.json") for p in files]  # a Cohen-format file's settings
+    inputs = [("FILES", p) for p in [*files, *sidecars]]
+    if plot:
+        check_output_file(plot, "--plot", inputs)
+    if html:
+        from .html_report import check_html_path
+
+        check_html_path(html, inputs)
     loaded = [(path, *load_any_results(path)) for path in files]
     radii_list = _radii(radii)
     # by default each threat model keeps its own radii, with the levels of its sequential runs
@@ -522,11 +547,17 @@ def report_command(files, radii, as_json, plot, fmt):
         click.echo("\t".join(COHEN_COLUMNS))
         for record in loaded[0][2]:
             click.echo(cohen_row(record))
-        return
-    if as_json:
+    elif as_json:
         click.echo(json.dumps({str(p): _json_safe(s) for (p, _, _), s in zip(loaded, summaries)}, indent=2))
     else:
         click.echo(format_summary(summaries, [p.name for p, _, _ in loaded]))
     if plot:
         plot_summaries([(p.name, header, records) for p, header, records in loaded], plot)
         click.echo(f"certify: wrote {plot}", err=True)
+    if html:
+        from .html_report import ReportedRun, write_html_report
+
+        runs = [ReportedRun(*run, summary) for run, summary in zip(loaded, summaries)]
+        for note in write_html_report(html, runs):
+            click.echo(f"certify: note: {note}", err=True)
+        click.echo(f"certify: wrote {html}", err=True)

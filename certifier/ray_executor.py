@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import importlib.util
 import logging
 import math
 import os
+import re
 import socket
 import statistics
 import time
@@ -46,6 +48,17 @@ GPU_ACTOR_CPUS = 2
 STRAGGLER_SLACK_SECONDS = 1.0
 #: How long to wait for actors before saying so (a busy cluster places them when resources free up).
 PLACEMENT_NOTE_SECONDS = 30.0
+#: Seconds a cluster's address may take to answer as a Ray server (``--ray-timeout``).
+CONNECT_TIMEOUT = 10.0
+ADDRESS_FORMS = ("HOST:PORT (the head node's GCS port, 6379 by default), ray://HOST:PORT (Ray Client), auto, or "
+                 "no value to start Ray here")
+#: A host name (underscores too: container names are used as host names), an IPv4 address or a
+#: bracketed IPv6 one (with a zone), then the port.
+_HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|(?P<host>\w(?:[\w.-]*\w)?)):(?P<port>[0-9]{1,5})",
+                        re.ASCII)
+#: What an HTTP/2 client sends first (RFC 9113, 3.4): the preface, then its SETTINGS frame (empty).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
 
 
 def require_ray():
@@ -101,17 +114,70 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     return plan
 
 
-def _check_reachable(address: str) -> None:
-    """Refuse, in one line, a HOST:PORT nobody listens on (Ray itself would retry for
-    minutes, logging to the terminal)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
+def parse_address(address: str) -> tuple[str, str | None, int | None]:
+    """(form, host, port) of a ``--ray`` address: ("local" or "auto", None, None), ("gcs", host,
+    port) for HOST:PORT, ("client", host, port) for ray://HOST:PORT; anything else is refused
+    in one line (Ray would raise a ValueError of its own)."""
+    if address in ("local", "auto"):
+        return address, None, None
+    scheme, separator, rest = address.partition("://")
+    if not separator:
+        scheme, rest = "", address
+    match = _HOST_PORT.fullmatch(rest)
+    if scheme not in ("", "ray") or match is None or not 0 < int(match["port"]) < 65536:
+        raise CertifyError(f"--ray {address!r} is not a cluster address; give {ADDRESS_FORMS}")
+    return ("client" if scheme else "gcs"), match["ipv6"] or match["host"], int(match["port"])
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, in one line, an address certify cannot join: malformed, Ray Client without its
+    extra, nobody listening, or a server that does not answer as Ray does within ``timeout``
+    seconds (Ray itself would retry for minutes, logging to the terminal). "auto" is checked
+    when RAY_ADDRESS names the cluster."""
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise CertifyError(f"--ray-timeout must be a positive number of seconds, got {timeout}")
+    form, host, port = parse_address(address)
+    if form == "auto" and os.environ.get("RAY_ADDRESS", "auto") not in ("", "auto"):
+        address = os.environ["RAY_ADDRESS"]
+        try:
+            form, host, port = parse_address(address)
+        except CertifyError:
+            raise CertifyError(f"RAY_ADDRESS={address!r} (the cluster --ray auto joins) is not a cluster address; "
+                               f"give {ADDRESS_FORMS.replace(', auto, or no value to start Ray here', '')}") from None
+    if form == "client" and importlib.util.find_spec("grpc") is None:
+        raise CertifyError(f"--ray {address}: Ray Client (ray://) needs Ray's client extra on this machine: "
+                           f"pip install 'ray[client]'; or give the head node's HOST:PORT")
+    if host is not None:
+        _check_ray_answers(address, host, port, timeout)
+
+
+def _check_ray_answers(address: str, host: str, port: int, timeout: float) -> None:
+    """Connect and start an HTTP/2 connection: a Ray head node (and a Ray Client server) speaks
+    gRPC, whose first frame back is SETTINGS. A server that says nothing, or anything else
+    (an HTTP/1 web server, say), is not Ray. Under RAY_USE_TLS the handshake is TLS's, so only
+    the connection is checked."""
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            connection.sendall(_HTTP2_PREFACE)
+            answer = b""
+            while len(answer) < 9:
+                connection.settimeout(max(deadline - time.monotonic(), 1e-3))
+                chunk = connection.recv(9 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+    except TimeoutError:
+        raise CertifyError(f"{address} does not answer as a Ray cluster within {timeout:g} s; check the address "
+                           f"(the head node's GCS port, 6379 by default), or wait longer with --ray-timeout") from None
     except OSError as error:
         raise CertifyError(f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check the "
                            f"address, or start the cluster with `ray start --head` (see docs/scale-out.md)") from None
+    if len(answer) < 9 or answer[3] != _HTTP2_SETTINGS:
+        raise CertifyError(f"{address} answers, but not as a Ray cluster does (gRPC); give the head node's GCS port "
+                           f"(6379 by default; the dashboard's, 8265, is not it)")
 
 
 def _node() -> str:
@@ -186,17 +252,19 @@ class RayExecutor:
     """Runs jobs' inputs on Ray actors; use as ``run.job(..., executor=RayExecutor(...))``.
 
     ``address``: "local" (default) starts a Ray instance on this machine, "auto" joins the
-    cluster this machine belongs to, or a cluster's address. When Ray is already
-    initialized in this process, its cluster is used. ``device``, ``threads`` and
+    cluster this machine belongs to, or a cluster's address (HOST:PORT or ray://HOST:PORT), which
+    must answer within ``connect_timeout`` seconds. When Ray is already initialized in this
+    process, its cluster is used. ``device``, ``threads`` and
     ``workers`` are the actors' (see :func:`plan_actors`); ``note`` receives one-line
     messages (where the run goes, workers that cannot run).
     """
 
     def __init__(self, address: str | None = "local", *, device: str = "auto", threads: int | None = None,
                  workers: int | None = None, max_actors: int | None = None, gpus_per_actor: float = 1.0,
-                 in_flight: int = IN_FLIGHT, num_cpus: int | None = None,
+                 in_flight: int = IN_FLIGHT, num_cpus: int | None = None, connect_timeout: float = CONNECT_TIMEOUT,
                  note: Callable[[str], None] = lambda message: None):
         require_ray()
+        parse_address(address or "local")
         #: the actors, started below so they import their libraries while the driver opens the model
         #: (tests kill one to see a run survive)
         self.actors: list[_Actor] = []
@@ -212,7 +280,7 @@ class RayExecutor:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 settings.update(include_dashboard=False, num_cpus=num_cpus)
             else:
-                _check_reachable(address)
+                check_address(address, connect_timeout)
             try:
                 ray.init(address=address, **settings)
             except ConnectionError as error:

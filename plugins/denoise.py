@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 import types
@@ -30,12 +29,22 @@ import click
 import numpy as np
 
 from certifier import (
-    LAYOUTS, CertifyError, InputSpace, ModelAdapter, denoiser_metadata, hookimpl, load_data, load_model,
+    LAYOUTS, CertifyError, InputSpace, ModelAdapter, check_output_file, denoiser_metadata, hookimpl, load_data,
+    load_model,
 )
-from certifier_plugins._torch import export_onnx, pick_device, require_torch
+from certifier_plugins._torch import (
+    MAX_EPOCHS, MAX_LR, check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch,
+    save_checkpoint,
+)
 
 CHECKPOINT_VERSION = 1
 LOSSES = ("mse", "stability", "mse+stability")
+#: Convolutions of a denoiser at most (DnCNN has 17 to 20), and its hidden channels at most (DnCNN: 64).
+MAX_DEPTH = 100
+MAX_FEATURES = 1024
+#: Noise levels at most: pixels are in [0, 1], so far below this no image is left to recover, and
+#: far above it the noise overflows float32 inside the network.
+MAX_SIGMA = 100.0
 #: Operators whose onnx2torch converters need torchvision (detection models only).
 TORCHVISION_OPERATORS = {"NonMaxSuppression", "RoiAlign"}
 INSTALL_HINT = "pip install 'onnx-certifier[denoise]'"
@@ -290,7 +299,7 @@ def load_images(path: Path, validation_fraction: float, seed: int):
     if len(data) < 2:
         raise CertifyError(f"{path} holds {len(data)} image(s); a denoiser needs at least 2 to train and validate")
     if not 0 < validation_fraction < 1:
-        raise CertifyError("--validation-fraction must be between 0 and 1")
+        raise CertifyError(f"--validation-fraction must be above 0 and below 1, got {validation_fraction!r}")
     images = data.batch(range(len(data)))
     order = np.random.default_rng(seed).permutation(len(images))
     cut = max(1, int(round(len(images) * validation_fraction)))
@@ -313,6 +322,31 @@ def _phases(loss: str, epochs: int, mse_epochs: int | None) -> list[str]:
     if mse_epochs is not None:
         raise CertifyError("--mse-epochs applies only to --loss mse+stability")
     return [loss] * epochs
+
+
+def check_settings(*, sigma, epochs, batch_size, lr, stability_lr=None, depth=None, features=None,
+                   validation_fraction=0.05) -> None:
+    """Refuse, each in one line, training settings that cannot work, before any data is read
+    (the command line's ranges say the same; this guards calls from Python)."""
+    if not (_is_number(sigma) and 0 < sigma <= MAX_SIGMA):
+        raise CertifyError(f"--sigma must be a positive number of at most {MAX_SIGMA:g} (pixels are in [0, 1]), "
+                           f"got {sigma!r}")
+    for name, value, low, high in (("epochs", epochs, 1, MAX_EPOCHS), ("batch-size", batch_size, 1, None),
+                                   ("depth", depth, 2, MAX_DEPTH), ("features", features, 1, MAX_FEATURES)):
+        if value is None and name in ("depth", "features"):
+            continue  # chosen by image size
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            bounds = f"from {low} to {high}" if high else f"at least {low}"
+            raise CertifyError(f"--{name} must be a whole number {bounds}, got {value!r}")
+    for name, value in (("lr", lr), ("stability-lr", stability_lr)):
+        if value is not None and not (_is_number(value) and 0 < value <= MAX_LR):
+            raise CertifyError(f"--{name} must be a positive number of at most {MAX_LR:g}, got {value!r}")
+    if not (_is_number(validation_fraction) and 0 < validation_fraction < 1):
+        raise CertifyError(f"--validation-fraction must be above 0 and below 1, got {validation_fraction!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _optimizer(torch, network, lr: float, steps: int):
@@ -381,14 +415,12 @@ def train_denoiser(
 
     if loss not in LOSSES:
         raise CertifyError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise CertifyError(f"--sigma must be a positive number, got {sigma}")
-    for name, value in (("epochs", epochs), ("batch-size", batch_size)):
-        if value < 1:
-            raise CertifyError(f"--{name} must be at least 1")
-    for name, value in (("lr", lr), ("stability-lr", stability_lr)):
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise CertifyError(f"--{name} must be a positive number")
+    check_settings(sigma=sigma, epochs=epochs, batch_size=batch_size, lr=lr, stability_lr=stability_lr, depth=depth,
+                   features=features, validation_fraction=validation_fraction)
+    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
+    inputs = [("--data", data), ("--classifier", classifier)]
+    check_output_file(out, "--out", inputs)
+    check_output_file(checkpoint, "--checkpoint", [*inputs, ("--out", out)])
     phases = _phases(loss, epochs, mse_epochs)
     space_options = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
                      "std": tuple(std) if std is not None else None, "layout": layout}
@@ -405,11 +437,13 @@ def train_denoiser(
     image_shape = tuple(train_images.shape[1:])
     channels, height, width = image_shape
     default_depth, default_features = denoiser_size(height, width)
-    depth = depth or default_depth
-    features = features or default_features
-    if depth < 2 or features < 1:
-        raise CertifyError("--depth must be at least 2 and --features at least 1")
+    depth = default_depth if depth is None else depth
+    features = default_features if features is None else features
     torch_device = pick_device(device)
+    check_training_memory(lambda: build_denoiser(channels, depth, features), image_shape,
+                          min(batch_size, len(train_images)), 2, torch_device,
+                          f"training a denoiser of depth {depth} and {features} features on batches of {batch_size} "
+                          f"{height}x{width} images", "lower --features, --depth or --batch-size")
 
     frozen, model = None, None
     if needs_classifier:
@@ -427,10 +461,9 @@ def train_denoiser(
         "output_name": output_name,
     }
     steps_per_epoch = math.ceil(len(train_images) / batch_size)
-    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
     start_epoch, state = 0, None
     if checkpoint.exists() and not restart:
-        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+        state = load_checkpoint(checkpoint, torch_device, "certify train-denoiser")
         if state.get("settings") != settings or state.get("version") != CHECKPOINT_VERSION:
             raise CertifyError(f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it")
         network.load_state_dict(state["network"])
@@ -443,8 +476,8 @@ def train_denoiser(
         if not quiet:
             click.echo(f"certify: {classifier.name}'s classes on the {len(train_images)} clean training images "
                        "(the stability targets)", err=True)
-        targets = _predict(torch, frozen, train_images, torch_device, 512)
-        val_targets = _predict(torch, frozen, val_images, torch_device, 512)
+        targets = _predict(torch, frozen, train_images, torch_device, batch_size)
+        val_targets = _predict(torch, frozen, val_images, torch_device, batch_size)
 
     mse_loss = torch.nn.MSELoss()
     cross_entropy = torch.nn.CrossEntropyLoss()
@@ -481,22 +514,24 @@ def train_denoiser(
             optimizer.step()
             scheduler.step()
             total += value.item()
+            if not math.isfinite(value.item()):
+                raise CertifyError(f"training diverged (loss {value.item()} at epoch {epoch + 1}, step {step + 1}); "
+                                   f"lower --{'lr' if phase == 'mse' else 'stability-lr'} (now {phase_lr:g})")
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{total / (step + 1):.4f}")
         figures = _validate(torch, network, frozen, val_images, val_targets, val_labels, sigma, torch_device,
-                            seed, 512)
+                            seed, batch_size)
         history.append({"epoch": epoch + 1, "phase": phase, "loss": total / steps_per_epoch, **figures,
                          "seconds": time.perf_counter() - started})
         if not quiet:
             click.echo(f"certify: epoch {epoch + 1}/{epochs} ({phase}): loss {total / steps_per_epoch:.5f}, "
                        f"validation {_describe(figures)} ({time.perf_counter() - started:.0f} s)", err=True)
-        temporary = checkpoint.with_name(checkpoint.name + ".tmp")
-        torch.save({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1, "phase": phase,
-                    "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "history": history}, temporary)
-        os.replace(temporary, checkpoint)
+        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1, "phase": phase,
+                         "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "history": history}, checkpoint)
 
-    figures = _validate(torch, network, frozen, val_images, val_targets, val_labels, sigma, torch_device, seed, 512)
+    figures = _validate(torch, network, frozen, val_images, val_targets, val_labels, sigma, torch_device, seed,
+                        batch_size)
     metadata = denoiser_metadata(
         sigma=sigma, loss=loss, input_shape=image_shape,
         architecture={"name": "dncnn", "depth": depth, "features": features, "residual": True,
@@ -551,7 +586,8 @@ def register_commands(cli):
     @click.option("--kind", type=click.Choice(KINDS), default="gaussian", show_default=True,
                   help="gaussian: a denoiser for one --sigma; diffusion: a noise predictor for every sigma "
                        "(DDPM objective; certify uses it as a one-shot denoiser).")
-    @click.option("-s", "--sigma", type=float, help="Noise level in pixel space to denoise (--kind gaussian).")
+    @click.option("-s", "--sigma", type=click.FloatRange(0, MAX_SIGMA, min_open=True),
+                  help="Noise level in pixel space to denoise (--kind gaussian).")
     @click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True,
                   help="mse: images only; stability: through --classifier; mse+stability: both, in turn.")
     @click.option("--classifier", type=click.Path(dir_okay=False, path_type=Path),
@@ -561,27 +597,30 @@ def register_commands(cli):
     @click.option("--std", help="Per-channel std divided by after subtracting the mean.")
     @click.option("--layout", type=click.Choice(LAYOUTS), help="How the classifier reads images (default auto).")
     @click.option("--output-name", help="The classifier output holding class scores.")
-    @click.option("--epochs", type=int, default=10, show_default=True)
-    @click.option("--mse-epochs", type=int, help="mse+stability: epochs of MSE first (default half).")
-    @click.option("--batch-size", type=int, default=128, show_default=True)
-    @click.option("--lr", type=float, help="Learning rate (Adam, cosine decay; default 1e-3, diffusion 2e-3).")
-    @click.option("--stability-lr", type=float,
+    @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, show_default=True)
+    @click.option("--mse-epochs", type=click.IntRange(min=1), help="mse+stability: epochs of MSE first (default half).")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+    @click.option("--lr", type=click.FloatRange(0, MAX_LR, min_open=True),
+                  help="Learning rate (Adam, cosine decay; default 1e-3, --kind diffusion 2e-3).")
+    @click.option("--stability-lr", type=click.FloatRange(0, MAX_LR, min_open=True),
                   help="Learning rate of the stability epochs (default: --lr, or --lr / 10 after MSE epochs).")
-    @click.option("--depth", type=int, help="Convolutions (default by image size: 6 up to 32 pixels, 17 from 97).")
-    @click.option("--features", type=int,
-                  help="Channels of the hidden convolutions (default by image size; diffusion: of the U-Net's "
-                       "first resolution, default 16).")
+    @click.option("--depth", type=click.IntRange(2, MAX_DEPTH),
+                  help="Convolutions (default by image size: 6 up to 32 pixels, 17 from 97).")
+    @click.option("--features", type=click.IntRange(1, MAX_FEATURES),
+                  help="Channels of the hidden convolutions (default by image size; --kind diffusion: of the "
+                       "U-Net's first resolution, default 16).")
     @click.option("--schedule",
                   help="--kind diffusion: the noise schedule, linear, cosine (default) or a file of betas.")
-    @click.option("--steps", type=int, help="--kind diffusion: steps of the schedule (default 1000).")
+    @click.option("--steps", type=click.IntRange(min=1), help="--kind diffusion: steps of the schedule "
+                  "(default 1000).")
     @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
     @click.option("--dataset-name", help="Name of the data set, recorded in the model.")
     @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
                   help="Checkpoint file (default: OUT.ckpt); an interrupted run resumes from it.")
     @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
-    @click.option("--validation-fraction", type=float, default=0.05, show_default=True,
-                  help="Training images held out for the figures printed per epoch.")
+    @click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+                  show_default=True, help="Training images held out for the figures printed per epoch.")
     @click.option("-q", "--quiet", is_flag=True)
     def train_denoiser_command(kind, mean, std, schedule, steps, **kwargs):
         """Train a Gaussian denoiser for denoised smoothing and export it as ONNX.

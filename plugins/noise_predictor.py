@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from certifier import CertifyError, choose_step, diffusion_metadata, schedule_option
-from certifier_plugins._torch import export_onnx, pick_device, require_torch
+from certifier import CertifyError, check_output_file, choose_step, diffusion_metadata, schedule_option
+from certifier_plugins._torch import (
+    MAX_EPOCHS, MAX_LR, check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch,
+    save_checkpoint,
+)
+from certifier_plugins.denoise import MAX_FEATURES, load_images
 
 CHECKPOINT_VERSION = 1
 #: the data range the network is trained in
@@ -41,11 +44,11 @@ TIME_FEATURES = 64
 VALIDATION_SIGMAS = (0.12, 0.25, 0.5, 1.0)
 #: the share of the steps over which the learning rate warms up
 WARMUP = 0.05
-MAX_FEATURES = 512
+COMMAND = "certify train-denoiser --kind diffusion"
 
 
 def _torch():
-    return require_torch("certify train-denoiser --kind diffusion", "pip install 'onnx-certifier[denoise]'")
+    return require_torch(COMMAND, "pip install 'onnx-certifier[denoise]'")
 
 
 def build_noise_predictor(channels: int, features: int = 16, size: tuple[int, int] = (28, 28)):
@@ -105,6 +108,21 @@ def build_noise_predictor(channels: int, features: int = 16, size: tuple[int, in
             return h if size is None else h[:, :, : size[0], : size[1]]
 
     return NoisePredictor()
+
+
+def _at_step_zero(network):
+    """``network`` as a function of the images alone (step 0), for measuring its memory."""
+    torch = _torch()
+
+    class AtStepZero(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.network = network
+
+        def forward(self, sample):
+            return self.network(sample, torch.zeros(len(sample), dtype=torch.long, device=sample.device))
+
+    return AtStepZero()
 
 
 def multiply_adds(network, image_shape: tuple[int, ...]) -> int:
@@ -192,22 +210,28 @@ def train_noise_predictor(
     torch = _torch()
     from tqdm import tqdm
 
-    from certifier_plugins.denoise import load_images
-
-    for name, value in (("epochs", epochs), ("batch-size", batch_size), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CertifyError(f"--{name} must be at least 1 (a whole number), got {value!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise CertifyError(f"--lr must be a positive number, got {lr!r}")
     features = 16 if features is None else features
-    if isinstance(features, bool) or not isinstance(features, int) or not 1 <= features <= MAX_FEATURES:
-        raise CertifyError(f"--features must be between 1 and {MAX_FEATURES}, got {features!r}")
+    for name, value, low, high in (("epochs", epochs, 1, MAX_EPOCHS), ("batch-size", batch_size, 1, None),
+                                   ("steps", steps, 1, None), ("features", features, 1, MAX_FEATURES)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            bounds = f"from {low} to {high}" if high else f"at least {low}"
+            raise CertifyError(f"--{name} must be a whole number {bounds}, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= MAX_LR:
+        raise CertifyError(f"--lr must be a positive number of at most {MAX_LR:g}, got {lr!r}")
     noise_schedule = schedule_option(schedule, steps)
     alpha_bar = noise_schedule.alpha_bar
+    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
+    inputs = [("--data", data)] + ([("--schedule", Path(schedule))] if noise_schedule.kind == "betas" else [])
+    check_output_file(out, "--out", inputs)
+    check_output_file(checkpoint, "--checkpoint", [*inputs, ("--out", out)])
 
     train_images, val_images, _ = load_images(data, validation_fraction, seed)
     image_shape = tuple(train_images.shape[1:])
     torch_device = pick_device(device)
+    check_training_memory(lambda: _at_step_zero(build_noise_predictor(image_shape[0], features, image_shape[1:])),
+                          image_shape, min(batch_size, len(train_images)), 2, torch_device,
+                          f"training a noise predictor of {features} features on batches of {batch_size} "
+                          f"{image_shape[1]}x{image_shape[2]} images", "lower --features or --batch-size")
     torch.manual_seed(seed)
     network = build_noise_predictor(image_shape[0], features, image_shape[1:]).to(torch_device)
     average = copy.deepcopy(network)
@@ -221,10 +245,9 @@ def train_noise_predictor(
     total_steps = epochs * steps_per_epoch
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _learning_rate(step, total_steps))
-    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
     start_epoch, history = 0, []
     if checkpoint.exists() and not restart:
-        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+        state = load_checkpoint(checkpoint, torch_device, COMMAND)
         if state.get("settings") != settings or state.get("version") != CHECKPOINT_VERSION:
             raise CertifyError(f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it")
         network.load_state_dict(state["network"])
@@ -268,12 +291,10 @@ def train_noise_predictor(
         if not quiet:
             click.echo(f"certify: epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.5f}, validation "
                        f"{_describe(figures)} ({time.perf_counter() - started:.0f} s)", err=True)
-        temporary = checkpoint.with_name(checkpoint.name + ".tmp")
-        torch.save({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1,
-                    "network": network.state_dict(), "average": average.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history},
-                   temporary)
-        os.replace(temporary, checkpoint)
+        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1,
+                         "network": network.state_dict(), "average": average.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "history": history}, checkpoint)
 
     figures = _validate(torch, average, val_images, alpha_bar, noise_schedule, torch_device, seed)
     architecture = {"name": "unet", "features": features, "channels": [features, 2 * features, 2 * features],

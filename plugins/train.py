@@ -8,7 +8,6 @@ exactly what it will see during certification.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,8 +15,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from certifier import CertifyError, SmoothingMethod, hookimpl, load_data, make_method, method_options, model_metadata
-from certifier_plugins._torch import export_onnx, pick_device, require_torch
+from certifier import (
+    CertifyError, SmoothingMethod, check_output_file, hookimpl, load_data, make_method, method_options, model_metadata,
+)
+from certifier_plugins._torch import (
+    MAX_EPOCHS, MAX_LR, check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch,
+    save_checkpoint,
+)
 
 CHECKPOINT_VERSION = 1
 #: Channels of the first layer at most (the last conv layer has four times as many).
@@ -63,16 +67,11 @@ def _check_settings(*, epochs, batch_size, lr, width, validation_fraction) -> No
             raise CertifyError(f"--{name.replace('_', '-')} must be at least 1 (a whole number), got {value!r}")
     if width > MAX_WIDTH:
         raise CertifyError(f"--width must be at most {MAX_WIDTH} (channels of the first layer), got {width}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise CertifyError(f"--lr must be a positive number, got {lr!r}")
+    if epochs > MAX_EPOCHS:
+        raise CertifyError(f"--epochs must be at most {MAX_EPOCHS}, got {epochs}")
+    if not (isinstance(lr, (int, float)) and 0 < lr <= MAX_LR):
+        raise CertifyError(f"--lr must be a positive number of at most {MAX_LR:g}, got {lr!r}")
     _check_fraction(validation_fraction)
-
-
-def _check_replaceable(**paths: Path) -> None:
-    """Refuse to replace what is not a regular file (run as root, /dev/null would be replaced)."""
-    for name, path in paths.items():
-        if path.exists() and not path.is_file():
-            raise CertifyError(f"--{name} {path} exists and is not a regular file; choose a file path")
 
 
 def _check_fraction(validation_fraction) -> None:
@@ -188,6 +187,9 @@ def train(
     records no plugin or sigma, so certify applies no smoothing defaults to it.
     """
     torch = _torch()
+    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
+    check_output_file(out, "--out", [("--data", data)])
+    check_output_file(checkpoint, "--checkpoint", [("--data", data), ("--out", out)])
     if no_noise:
         given = [name for name, value in (("--plugin", plugin), ("--sigma", sigma), ("--option", options),
                                           ("--group", group)) if value]
@@ -212,8 +214,12 @@ def train(
     x_val = method.check_inputs(x_val)
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, width=width, validation_fraction=validation_fraction)
 
-    torch.manual_seed(seed)
     torch_device = pick_device(device)
+    check_training_memory(lambda: build_network(view_shape, len(names), width), view_shape,
+                          min(batch_size, len(x)) * len(groups), 1, torch_device,
+                          f"training a width-{width} network on batches of {batch_size}",
+                          "lower --batch-size or --width")
+    torch.manual_seed(seed)
     network = build_network(view_shape, len(names), width).to(torch_device)
     optimizer = torch.optim.SGD(network.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     steps_per_epoch = math.ceil(len(x) / batch_size)
@@ -222,11 +228,9 @@ def train(
         "plugin": plugin, "noise": not no_noise, "settings": method.settings(), "data": str(data), "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
     }
-    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
-    _check_replaceable(out=out, checkpoint=checkpoint)
     start_epoch = 0
     if checkpoint.exists() and not restart:
-        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+        state = load_checkpoint(checkpoint, torch_device, "certify train")
         if state.get("settings") != settings or state.get("version") != CHECKPOINT_VERSION:
             raise CertifyError(
                 f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it"
@@ -265,7 +269,7 @@ def train(
                                    f"lower --lr (now {lr:g})")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}")
-        clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000,
+        clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, batch_size,
                                  np.random.default_rng([seed, epoch, 1]))
         history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch, "clean_accuracy": clean,
                         "noisy_accuracy": noisy, "seconds": time.perf_counter() - started})
@@ -275,13 +279,12 @@ def train(
                 f"{_accuracies(clean, noisy, no_noise)} ({time.perf_counter() - started:.0f} s)",
                 err=True,
             )
-        temporary = checkpoint.with_name(checkpoint.name + ".tmp")
-        torch.save({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1,
-                    "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}, temporary)
-        os.replace(temporary, checkpoint)
+        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1,
+                         "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict()}, checkpoint)
 
-    clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
+    clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, batch_size,
+                             np.random.default_rng([seed, 99]))
     # A plain model carries no smoothing defaults, like a third-party model: certify
     # asks for --plugin and --sigma instead of smoothing it silently.
     metadata = model_metadata(
@@ -305,10 +308,12 @@ def register_commands(cli):
     @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
                   help=".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.")
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
-    @click.option("--epochs", type=int, default=10, show_default=True)
-    @click.option("--batch-size", type=int, default=128, show_default=True)
-    @click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, one-cycle).")
-    @click.option("--width", type=int, default=16, show_default=True, help="Channels of the first conv layer.")
+    @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, show_default=True)
+    @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+    @click.option("--lr", type=click.FloatRange(0, MAX_LR, min_open=True), default=0.05, show_default=True,
+                  help="Peak learning rate (SGD, one-cycle).")
+    @click.option("--width", type=click.IntRange(1, MAX_WIDTH), default=16, show_default=True,
+                  help="Channels of the first conv layer.")
     @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
     @click.option("--group", help="Train on one vote group's views only (e.g. one DRS side).")
@@ -317,8 +322,8 @@ def register_commands(cli):
     @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
                   help="Checkpoint file (default: OUT.ckpt); an interrupted run resumes from it.")
     @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
-    @click.option("--validation-fraction", type=float, default=0.1, show_default=True,
-                  help="Held out when the data has no test split.")
+    @click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+                  show_default=True, help="Held out when the data has no test split.")
     @click.option("--no-noise", is_flag=True,
                   help="Train a plain classifier on the clean images (no plugin, no smoothing defaults recorded).")
     @click.option("-q", "--quiet", is_flag=True)

@@ -548,14 +548,28 @@ def test_an_interrupted_training_resumes_to_the_same_weights(little_images, tmp_
     (["--depth", "4"], "drop --depth"),
     (["--mean", "0.5"], "drop --mean"),
     (["--schedule", "quadratic"], "must be linear, cosine or a file of betas"),
-    (["--steps", "0"], "--steps must be at least 1"),
-    (["--features", "0"], "--features must be between 1 and"),
+    (["--steps", "100001"], "between 1 and 100000"),
 ])
 def test_bad_diffusion_options_are_one_line_errors(little_images, tmp_path, extra, message):
     pytest.importorskip("torch")
     result = train(["--data", str(little_images), "--out", str(tmp_path / "x.onnx"), "--epochs", "1", *extra])
     assert result.exit_code == 1 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"steps": 0}, "--steps must be a whole number at least 1"),
+    ({"features": 0}, "--features must be a whole number from 1 to"),
+    ({"epochs": 1.5}, "--epochs must be a whole number"),
+    ({"lr": 0.0}, "--lr must be a positive number"),
+])
+def test_bad_settings_from_python_are_one_line_errors(little_images, tmp_path, setting, message):
+    pytest.importorskip("torch")
+    from certifier_plugins.noise_predictor import train_noise_predictor
+
+    with pytest.raises(CertifyError, match=message):
+        train_noise_predictor(data=little_images, out=tmp_path / "x.onnx", quiet=True, **setting)
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -607,3 +621,11 @@ def test_the_bundled_diffusion_model_denoises_every_sigma(fashion):
         dncnn = path.parent / f"fmnist-denoiser-mse-{sigma:g}.onnx"
         if dncnn.exists():  # at least as good as the denoiser trained for this sigma
             assert error < ((run_graph(onnx.load(str(dncnn)), {"input": noisy}) - clean) ** 2).mean()
+
+
+def test_training_never_writes_over_its_own_data(little_images, tmp_path):
+    pytest.importorskip("torch")
+    before = little_images.read_bytes()
+    result = train(["--data", str(little_images), "--out", str(little_images), "--epochs", "1"])
+    assert result.exit_code == 1 and "--out" in result.output and len(result.output.strip().splitlines()) == 1
+    assert little_images.read_bytes() == before

@@ -197,6 +197,13 @@ def test_a_stopped_driver_leaves_a_file_that_a_rerun_resumes(cluster, reference,
     assert comparable(records(output)) == reference["rs"]
 
 
+def test_a_ray_head_answers_the_address_check(cluster):
+    """The check that gives up on servers that are not Ray (tests/test_ray_plan.py) passes a real head node."""
+    from certifier.ray_executor import check_address
+
+    check_address(cluster, timeout=5)
+
+
 def test_the_command_line_says_where_it_runs_in_one_quiet_line(cluster, reference, tmp_path):
     output = tmp_path / "cli.jsonl"
     result = CliRunner().invoke(cli, ["--plugin", "rs", str(RS), "--data", str(DATA), "--limit", "4", *FLAGS,

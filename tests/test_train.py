@@ -98,7 +98,7 @@ def test_image_folder_and_validation_split(tmp_path):
     "args,message",
     [(["--plugin", "nope", "--sigma", "0.1"], "unknown plugin"),
      (["--plugin", "rs"], "needs --sigma"),
-     (["--plugin", "rs", "--sigma", "0.1", "--epochs", "0"], "--epochs must be at least 1"),
+     (["--plugin", "rs", "--sigma", "0.1", "--epochs", "0"], "'--epochs': 0 is not in the range 1<=x<=100000"),
      (["--plugin", "rs", "--sigma", "0.1", "--group", "left"], "--group left is not one")],
 )
 def test_bad_training_arguments_are_one_line_errors(small_data, tmp_path, args, message):
@@ -162,3 +162,56 @@ def test_no_noise_views_are_the_clean_images():
 def test_no_noise_refusals(small_data, tmp_path, args, message):
     result = train(args + ["--data", str(small_data), "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--width", "0"), ("--width", "100000"), ("--epochs", "1000000000000"), ("--batch-size", "0"), ("--lr", "0"),
+    ("--lr", "1e38"), ("--validation-fraction", "1"),
+])
+def test_settings_out_of_range_are_usage_errors_before_anything_runs(small_data, tmp_path, option, value):
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    option, value])
+    assert result.exit_code == 2 and f"{option}': {value}" in result.output.replace("e+", "e"), result.output
+    assert "is not in the range" in result.output and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_learning_rate_that_is_not_a_number_is_one_line(small_data, tmp_path):
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    "--lr", "nan"])
+    assert result.exit_code == 1 and "--lr must be a positive number" in result.output, result.output
+
+
+def test_a_network_too_big_for_memory_is_refused_up_front(small_data, tmp_path, monkeypatch):
+    """A width and a batch within their ranges can still be too big together (on larger images
+    especially): the memory a training step needs is checked before the network is built."""
+    import certifier.resources
+
+    monkeypatch.setattr(certifier.resources, "available_memory", lambda: 1 << 30)
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    "--width", "512", "--batch-size", "600"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "needs at least" in line and "1.0 GiB is available" in line and "lower --batch-size or --width" in line
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.onnx.ckpt").exists()
+
+
+def test_a_training_that_diverges_stops_in_one_line(small_data, tmp_path, monkeypatch):
+    """A loss that is not finite stops the run instead of exporting a model of NaNs (learning
+    rates large enough to do that are out of --lr's range, so a network that overflows stands in)."""
+    import torch
+
+    import certifier_plugins.train as training
+
+    class Overflowing(torch.nn.Module):
+        def __init__(self, classes):
+            super().__init__()
+            self.linear = torch.nn.Linear(1, classes)
+
+        def forward(self, x):
+            return self.linear(x.flatten(1)[:, :1]) * float("inf")
+
+    monkeypatch.setattr(training, "build_network", lambda shape, classes, width: Overflowing(classes))
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    "--epochs", "1"])
+    assert result.exit_code == 1 and "training diverged" in result.output and "lower --lr" in result.output
+    assert not (tmp_path / "m.onnx").exists()
