@@ -623,7 +623,8 @@ def register_commands(cli):
                   show_default=True, help="Training images held out for the figures printed per epoch.")
     @click.option("-q", "--quiet", is_flag=True)
     def train_denoiser_command(kind, mean, std, schedule, steps, **kwargs):
-        """Train a Gaussian denoiser for denoised smoothing and export it as ONNX.
+        """Train a denoiser for denoised smoothing and export it as ONNX: a Gaussian denoiser for
+        one --sigma, or (--kind diffusion) a diffusion noise predictor for every sigma.
 
         \b
             certify train-denoiser --data train.npz --sigma 0.25 --loss mse --out denoiser.onnx
