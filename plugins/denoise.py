@@ -547,6 +547,27 @@ def train_denoiser(
     return {"validation": figures, "history": history}
 
 
+#: What ``--kind`` trains: a denoiser for one sigma, or a diffusion noise predictor for all.
+KINDS = ("gaussian", "diffusion")
+#: Options of --kind gaussian that a diffusion noise predictor has no use for (with their defaults).
+_GAUSSIAN_ONLY = {"sigma": None, "loss": "mse", "classifier": None, "scale": None, "layout": None, "output_name": None,
+                  "mse_epochs": None, "stability_lr": None, "depth": None}
+
+
+def _train_diffusion(options: dict, *, mean, std, schedule, steps) -> None:
+    """--kind diffusion: the options that apply, to ``train_noise_predictor``."""
+    from certifier_plugins.noise_predictor import train_noise_predictor
+
+    given = [name for name, default in _GAUSSIAN_ONLY.items() if options.pop(name) != default]
+    given += [name for name, value in (("mean", mean), ("std", std)) if value is not None]
+    if given:
+        shown = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise CertifyError(f"--kind diffusion trains a noise predictor for every sigma on images alone; drop {shown}")
+    if options["lr"] is None:
+        options.pop("lr")
+    train_noise_predictor(schedule=schedule or "cosine", steps=1000 if steps is None else steps, **options)
+
+
 def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -562,8 +583,11 @@ def register_commands(cli):
     @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
                   help="Images: .npz (x_train, or x), .npy or a folder; labels are not needed.")
     @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
-    @click.option("-s", "--sigma", required=True, type=click.FloatRange(0, MAX_SIGMA, min_open=True),
-                  help="Noise level in pixel space to denoise.")
+    @click.option("--kind", type=click.Choice(KINDS), default="gaussian", show_default=True,
+                  help="gaussian: a denoiser for one --sigma; diffusion: a noise predictor for every sigma "
+                       "(DDPM objective; certify uses it as a one-shot denoiser).")
+    @click.option("-s", "--sigma", type=click.FloatRange(0, MAX_SIGMA, min_open=True),
+                  help="Noise level in pixel space to denoise (--kind gaussian).")
     @click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True,
                   help="mse: images only; stability: through --classifier; mse+stability: both, in turn.")
     @click.option("--classifier", type=click.Path(dir_okay=False, path_type=Path),
@@ -576,14 +600,19 @@ def register_commands(cli):
     @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, show_default=True)
     @click.option("--mse-epochs", type=click.IntRange(min=1), help="mse+stability: epochs of MSE first (default half).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-    @click.option("--lr", type=click.FloatRange(0, MAX_LR, min_open=True), default=1e-3, show_default=True,
-                  help="Learning rate (Adam, cosine decay).")
+    @click.option("--lr", type=click.FloatRange(0, MAX_LR, min_open=True),
+                  help="Learning rate (Adam, cosine decay; default 1e-3, --kind diffusion 2e-3).")
     @click.option("--stability-lr", type=click.FloatRange(0, MAX_LR, min_open=True),
                   help="Learning rate of the stability epochs (default: --lr, or --lr / 10 after MSE epochs).")
     @click.option("--depth", type=click.IntRange(2, MAX_DEPTH),
                   help="Convolutions (default by image size: 6 up to 32 pixels, 17 from 97).")
     @click.option("--features", type=click.IntRange(1, MAX_FEATURES),
-                  help="Channels of the hidden convolutions (default by image size).")
+                  help="Channels of the hidden convolutions (default by image size; --kind diffusion: of the "
+                       "U-Net's first resolution, default 16).")
+    @click.option("--schedule",
+                  help="--kind diffusion: the noise schedule, linear, cosine (default) or a file of betas.")
+    @click.option("--steps", type=click.IntRange(min=1), help="--kind diffusion: steps of the schedule "
+                  "(default 1000).")
     @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
     @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
     @click.option("--dataset-name", help="Name of the data set, recorded in the model.")
@@ -593,15 +622,26 @@ def register_commands(cli):
     @click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
                   show_default=True, help="Training images held out for the figures printed per epoch.")
     @click.option("-q", "--quiet", is_flag=True)
-    def train_denoiser_command(mean, std, **kwargs):
-        """Train a Gaussian denoiser for denoised smoothing and export it as ONNX.
+    def train_denoiser_command(kind, mean, std, schedule, steps, **kwargs):
+        """Train a denoiser for denoised smoothing and export it as ONNX: a Gaussian denoiser for
+        one --sigma, or (--kind diffusion) a diffusion noise predictor for every sigma.
 
         \b
             certify train-denoiser --data train.npz --sigma 0.25 --loss mse --out denoiser.onnx
             certify train-denoiser --data train.npz --sigma 0.25 --loss mse+stability \\
                 --classifier their_model.onnx --out denoiser-stab.onnx
+            certify train-denoiser --kind diffusion --data train.npz --out diffusion.onnx
         """
         try:
+            if kind == "diffusion":
+                _train_diffusion(kwargs, mean=mean, std=std, schedule=schedule, steps=steps)
+                return
+            if schedule is not None or steps is not None:
+                raise CertifyError("--schedule and --steps apply only to --kind diffusion")
+            if kwargs["sigma"] is None:
+                raise CertifyError("--kind gaussian trains a denoiser for one noise level: give --sigma")
+            if kwargs["lr"] is None:
+                kwargs["lr"] = 1e-3
             train_denoiser(mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), **kwargs)
         except KeyboardInterrupt:
             click.echo("\ncertify: interrupted; rerun the same command to resume from the last checkpoint", err=True)
