@@ -26,10 +26,13 @@ from .version import __version__  # noqa: E402,F401
 from .api import Job, Result, Run, certify, load, make_method  # noqa: E402
 from .command_options import method_options, settings_options  # noqa: E402
 from .data import load_data  # noqa: E402
+from .diffusion import choose_step, schedule_option  # noqa: E402
 from .errors import CertifyError  # noqa: E402
 from .files import check_output_file, replacing_file  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .metadata import denoiser_metadata, model_metadata, read_metadata, recorded_group, recorded_json  # noqa: E402
+from .metadata import (  # noqa: E402
+    denoiser_metadata, diffusion_metadata, model_metadata, read_metadata, recorded_group, recorded_json,
+)
 from .model import load_model  # noqa: E402
 from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, SoundnessCheck, Votes, gaussian_certificate, is_broadcast,
@@ -63,4 +66,6 @@ __all__ = [
     "check_output_file", "replacing_file", "check_memory",
     # opening a model as certify does (for plugins that train through a classifier)
     "load_model", "InputSpace", "ModelAdapter", "LAYOUTS", "denoiser_metadata",
+    # diffusion noise predictors (certify train-denoiser --kind diffusion)
+    "diffusion_metadata", "schedule_option", "choose_step",
 ]

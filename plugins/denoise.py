@@ -29,10 +29,10 @@ from typing import Annotated, ClassVar
 import click
 import numpy as np
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from certifier import (
-    LEARNING_RATES, CertifyError, InputSpace, InputSpaceSettings, LearningRate, ModelAdapter, Range, TrainingData,
+    LEARNING_RATES, CertifyError, InputSpace, InputSpaceSettings, ModelAdapter, Range, TrainingData,
     TrainingSettings, ValidationFraction, check_output_file, denoiser_metadata, flag, hookimpl, load_data, load_model,
     settings_options,
 )
@@ -53,34 +53,52 @@ TORCHVISION_OPERATORS = {"NonMaxSuppression", "RoiAlign"}
 INSTALL_HINT = "pip install 'onnx-certifier[denoise]'"
 
 
+#: What ``--kind`` trains: a denoiser for one sigma, or a diffusion noise predictor for all; each
+#: kind's learning rate when --lr is not given.
+KINDS = {"gaussian": 1e-3, "diffusion": 2e-3}
+#: Settings of --kind gaussian that a diffusion noise predictor has no use for.
+_GAUSSIAN_ONLY = ("sigma", "loss", "classifier", "scale", "mean", "std", "layout", "output_name", "mse_epochs",
+                  "stability_lr", "depth")
+
+
 class DenoiserTraining(InputSpaceSettings, TrainingSettings):
-    """What ``certify train-denoiser`` takes: the noise level, the loss (and the classifier it
-    trains through, read as ``certify run`` reads it), the network's size, and the settings
-    every training command shares."""
+    """What ``certify train-denoiser`` takes: the kind of denoiser; for a Gaussian one the noise
+    level, the loss (and the classifier it trains through, read as ``certify run`` reads it) and
+    the network's size; for a diffusion noise predictor its schedule; and the settings every
+    training command shares."""
 
     help_values: ClassVar[dict[str, str]] = {
         "data": "Images: .npz (x_train, or x), .npy or a folder; labels are not needed.",
-        "lr": "Learning rate (Adam, cosine decay).",
         "validation": "Training images held out for the figures printed per epoch."}
+    leading: ClassVar[tuple[str, ...]] = ("data", "out", "kind")
 
     data: TrainingData
-    sigma: Annotated[float, flag("-s", "--sigma", range=Range(0, MAX_SIGMA, low_open=True, text=(
+    kind: Annotated[str, flag("--kind", type=tuple(KINDS), help=(
+        "gaussian: a denoiser for one --sigma; diffusion: a noise predictor for every sigma (DDPM objective; "
+        "certify uses it as a one-shot denoiser)."))] = "gaussian"
+    sigma: Annotated[float | None, flag("-s", "--sigma", range=Range(0, MAX_SIGMA, low_open=True, text=(
         f"a positive number of at most {MAX_SIGMA:g} (pixels are in [0, 1])")),
-        help="Noise level in pixel space to denoise.")]
+        help="Noise level in pixel space to denoise (--kind gaussian).")] = None
     loss: Annotated[str, flag("--loss", type=LOSSES, help="mse: images only; stability: through --classifier; "
                                                           "mse+stability: both, in turn.")] = "mse"
     classifier: Annotated[Path | None, flag("--classifier", type="file",
                                             help="The frozen ONNX classifier for the stability loss.")] = None
     mse_epochs: Annotated[int | None, flag("--mse-epochs", range=Range(1),
                                            help="mse+stability: epochs of MSE first (default half).")] = None
-    lr: LearningRate = 1e-3
+    lr: Annotated[float | None, flag("--lr", range=LEARNING_RATES, help=(
+        "Learning rate (Adam, cosine decay; default 1e-3, --kind diffusion 2e-3)."))] = None
     stability_lr: Annotated[float | None, flag(
         "--stability-lr", range=LEARNING_RATES,
         help="Learning rate of the stability epochs (default: --lr, or --lr / 10 after MSE epochs).")] = None
     depth: Annotated[int | None, flag("--depth", range=Range(2, MAX_DEPTH), help=(
         "Convolutions (default by image size: 6 up to 32 pixels, 17 from 97)."))] = None
-    features: Annotated[int | None, flag("--features", range=Range(1, MAX_FEATURES),
-                                         help="Channels of the hidden convolutions (default by image size).")] = None
+    features: Annotated[int | None, flag("--features", range=Range(1, MAX_FEATURES), help=(
+        "Channels of the hidden convolutions (default by image size; --kind diffusion: of the U-Net's first "
+        "resolution, default 16)."))] = None
+    schedule: Annotated[str | None, flag("--schedule", help=(
+        "--kind diffusion: the noise schedule, linear, cosine (default) or a file of betas."))] = None
+    steps: Annotated[int | None, flag("--steps", range=Range(1),
+                                      help="--kind diffusion: steps of the schedule (default 1000).")] = None
     validation_fraction: ValidationFraction = 0.05
 
     @field_validator("loss")
@@ -89,6 +107,29 @@ class DenoiserTraining(InputSpaceSettings, TrainingSettings):
         if loss not in LOSSES:
             raise CertifyError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         return loss
+
+    @model_validator(mode="after")
+    def _kind(self) -> "DenoiserTraining":
+        if self.kind not in KINDS:
+            raise CertifyError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "diffusion":
+            given = [name for name in _GAUSSIAN_ONLY if name in self.model_fields_set
+                     and getattr(self, name) != type(self).model_fields[name].default]
+            if given:
+                shown = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise CertifyError(f"--kind diffusion trains a noise predictor for every sigma on images alone; "
+                                   f"drop {shown}")
+            return self
+        if self.schedule is not None or self.steps is not None:
+            raise CertifyError("--schedule and --steps apply only to --kind diffusion")
+        if self.sigma is None:
+            raise CertifyError("--kind gaussian trains a denoiser for one noise level: give --sigma")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        """--lr, else the kind's."""
+        return self.lr if self.lr is not None else KINDS[self.kind]
 
 
 def _torch():
@@ -460,10 +501,10 @@ def train_denoiser(settings: DenoiserTraining | None = None, **values) -> dict:
     network = build_denoiser(channels, depth, features).to(torch_device)
     stability_lr = training.stability_lr
     if stability_lr is None:
-        stability_lr = training.lr / 10 if training.loss == "mse+stability" else training.lr
+        stability_lr = training.learning_rate / 10 if training.loss == "mse+stability" else training.learning_rate
     recorded = {
         "loss": training.loss, "sigma": training.sigma, "epochs": training.epochs, "phases": phases,
-        "batch_size": training.batch_size, "lr": training.lr,
+        "batch_size": training.batch_size, "lr": training.learning_rate,
         "stability_lr": stability_lr if needs_classifier else None, "depth": depth, "features": features,
         "seed": training.seed, "data": str(training.data), "validation_fraction": training.validation_fraction,
         "classifier_sha256": model.sha256 if model else None,
@@ -499,7 +540,7 @@ def train_denoiser(settings: DenoiserTraining | None = None, **values) -> dict:
         phase = phases[epoch]
         if phase != current:
             # Each phase has its own optimizer and schedule over its own epochs.
-            phase_lr = training.lr if phase == "mse" else stability_lr
+            phase_lr = training.learning_rate if phase == "mse" else stability_lr
             optimizer, scheduler = _optimizer(torch, network, phase_lr, phases.count(phase) * steps_per_epoch)
             if state is not None and state.get("phase") == phase and epoch == start_epoch:
                 optimizer.load_state_dict(state["optimizer"])
@@ -565,16 +606,23 @@ def register_commands(cli):
     @cli.command(name="train-denoiser")
     @settings_options(DenoiserTraining)
     def train_denoiser_command(**values):
-        """Train a Gaussian denoiser for denoised smoothing and export it as ONNX.
+        """Train a denoiser for denoised smoothing and export it as ONNX: a Gaussian denoiser for
+        one --sigma, or (--kind diffusion) a diffusion noise predictor for every sigma.
 
         \b
             certify train-denoiser --data train.npz --sigma 0.25 --loss mse --out denoiser.onnx
             certify train-denoiser --data train.npz --sigma 0.25 --loss mse+stability \\
                 --classifier their_model.onnx --out denoiser-stab.onnx
+            certify train-denoiser --kind diffusion --data train.npz --out diffusion.onnx
         """
         settings = DenoiserTraining(**values)  # every setting checked before any data is read
         try:
-            train_denoiser(settings)
+            if settings.kind == "diffusion":
+                from certifier_plugins.noise_predictor import train_noise_predictor
+
+                train_noise_predictor(settings)
+            else:
+                train_denoiser(settings)
         except KeyboardInterrupt:
             click.echo("\ncertify: interrupted; rerun the same command to resume from the last checkpoint", err=True)
             sys.exit(130)
