@@ -10,12 +10,6 @@ from typing import Callable
 
 from certifier import CertifyError, check_memory, replacing_file
 
-#: Epochs at most (a sanity bound: a run of more would never end).
-MAX_EPOCHS = 100_000
-#: Learning rates at most: far above any that trains (SGD's are below 1, Adam's near 1e-3), and
-#: low enough that the optimizers' steps stay within float32.
-MAX_LR = 10.0
-
 
 def require_torch(command: str, install: str):
     """torch, or a one-line error saying how to install it."""

@@ -30,10 +30,9 @@ import numpy as np
 
 from certifier import CertifyError, check_output_file, choose_step, diffusion_metadata, schedule_option
 from certifier_plugins._torch import (
-    MAX_EPOCHS, MAX_LR, check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch,
-    save_checkpoint,
+    check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch, save_checkpoint,
 )
-from certifier_plugins.denoise import MAX_FEATURES, load_images
+from certifier_plugins.denoise import DenoiserTraining, load_images
 
 CHECKPOINT_VERSION = 1
 #: the data range the network is trained in
@@ -200,27 +199,25 @@ def _describe(figures: dict) -> str:
     return "one-shot MSE at sigma " + ", ".join(parts) if parts else "no validation sigma lies in the schedule"
 
 
-def train_noise_predictor(
-    *, data: Path, out: Path, epochs: int = 10, batch_size: int = 128, lr: float = 2e-3, features: int | None = None,
-    schedule: str = "cosine", steps: int = 1000, seed: int = 0, device: str = "auto", dataset_name: str | None = None,
-    checkpoint: Path | None = None, restart: bool = False, validation_fraction: float = 0.05, quiet: bool = False,
-) -> dict:
+def train_noise_predictor(settings: DenoiserTraining | None = None, **values) -> dict:
     """Train a noise predictor with DDPM's objective and export it as ONNX; returns the
-    validation figures."""
+    validation figures. The settings: ``settings`` (a ``DenoiserTraining`` of kind diffusion)
+    with ``values`` changed, or ``values`` alone (the kind is then diffusion)."""
+    training = DenoiserTraining.of(settings, values if settings is not None else {"kind": "diffusion", **values},
+                                   caller="train_noise_predictor")
+    if training.kind != "diffusion":
+        raise CertifyError(f"train_noise_predictor trains --kind diffusion, not {training.kind}")
+    data, out, epochs, batch_size, lr = (training.data, training.out, training.epochs, training.batch_size,
+                                         training.learning_rate)
+    seed, device, dataset_name, quiet = training.seed, training.device, training.dataset_name, training.quiet
+    validation_fraction, restart, checkpoint = training.validation_fraction, training.restart, training.checkpoint_path
+    features = 16 if training.features is None else training.features
+    schedule, steps = training.schedule or "cosine", 1000 if training.steps is None else training.steps
     torch = _torch()
     from tqdm import tqdm
 
-    features = 16 if features is None else features
-    for name, value, low, high in (("epochs", epochs, 1, MAX_EPOCHS), ("batch-size", batch_size, 1, None),
-                                   ("steps", steps, 1, None), ("features", features, 1, MAX_FEATURES)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
-            bounds = f"from {low} to {high}" if high else f"at least {low}"
-            raise CertifyError(f"--{name} must be a whole number {bounds}, got {value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= MAX_LR:
-        raise CertifyError(f"--lr must be a positive number of at most {MAX_LR:g}, got {lr!r}")
     noise_schedule = schedule_option(schedule, steps)
     alpha_bar = noise_schedule.alpha_bar
-    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
     inputs = [("--data", data)] + ([("--schedule", Path(schedule))] if noise_schedule.kind == "betas" else [])
     check_output_file(out, "--out", inputs)
     check_output_file(checkpoint, "--checkpoint", [*inputs, ("--out", out)])
