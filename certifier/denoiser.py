@@ -370,28 +370,69 @@ def _from_layout(images: np.ndarray, layout: str, view_shape: tuple[int, ...]) -
     return np.ascontiguousarray(images, dtype=np.float32)
 
 
-def denoise(denoiser: Denoiser, images: np.ndarray, layout: str, providers: list[str],
-            threads: int | None = None) -> np.ndarray:
-    """The denoiser alone on (N, C, H, W) pixel-space images, in a session of its own; refuses
-    a denoiser that returns another shape than it takes."""
-    from .model import _needs_symbolic_dims, _open_session, _symbolic_dims
+class ComposedParts:
+    """The denoiser and the classifier of a composed graph, run apart: what the composed graph
+    is checked against, and how a failure of the composed graph is traced to one of them."""
 
-    proto = denoiser.proto
-    if _needs_symbolic_dims(proto, denoiser.input_name):
-        proto = _symbolic_dims(proto, denoiser.input_name)
-    session = _open_session(denoiser.path, proto, from_file=False, providers=providers, threads=threads, notes=[])
-    batch = np.ascontiguousarray(_to_layout(images, layout), dtype=_FLOATS[denoiser.input_type])
-    try:
-        out = session.run([denoiser.output_name], {denoiser.input_name: batch})[0]
-    except Exception as error:  # onnxruntime raises its own exception types
-        raise CertifyError(f"onnxruntime cannot run the denoiser {denoiser.name} on {len(batch)} images of shape "
-                           f"{_shape(batch.shape[1:])}: {first_line(error)}") from None
-    if out.shape != batch.shape:
-        raise CertifyError(
-            f"the denoiser {denoiser.name} returns {_shape(out.shape)} for a batch of {_shape(batch.shape)}: it "
-            f"changes the shape of an image; a denoiser returns images of the shape it takes"
-        )
-    return _from_layout(out, layout, images.shape[1:])
+    def __init__(self, denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, layout: str,
+                 threads: int | None = None):
+        self.denoiser, self.model, self.adapter, self.layout = denoiser, model, adapter, layout
+        self.threads = threads
+        self._session = None
+
+    def denoised(self, views: np.ndarray, per_run: int | None = None) -> np.ndarray:
+        """The denoiser alone on (N, C, H, W) pixel-space views, ``per_run`` views a run (default:
+        all at once), padded with zero images to the batch size the denoiser insists on; refuses a
+        denoiser that returns another shape than it takes."""
+        from .model import _needs_symbolic_dims, _open_session, _symbolic_dims
+
+        denoiser = self.denoiser
+        if self._session is None:
+            proto = denoiser.proto
+            if _needs_symbolic_dims(proto, denoiser.input_name):
+                proto = _symbolic_dims(proto, denoiser.input_name)
+            self._session = _open_session(denoiser.path, proto, from_file=False, providers=self.model.providers,
+                                          threads=self.threads, notes=[])
+        step = per_run or denoiser.batch or len(views)
+        pieces = []
+        for start in range(0, len(views), step):
+            chunk = views[start : start + step]
+            if denoiser.batch is not None and len(chunk) < denoiser.batch:
+                chunk = np.concatenate([chunk, np.zeros((denoiser.batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            pieces.append(self._run(chunk)[: min(step, len(views) - start)])
+        return np.concatenate(pieces)
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        denoiser = self.denoiser
+        batch = np.ascontiguousarray(_to_layout(images, self.layout), dtype=_FLOATS[denoiser.input_type])
+        try:
+            out = self._session.run([denoiser.output_name], {denoiser.input_name: batch})[0]
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise CertifyError(f"onnxruntime cannot run the denoiser {denoiser.name} on {len(batch)} images of shape "
+                               f"{_shape(batch.shape[1:])}: {first_line(error)}") from None
+        if out.shape != batch.shape:
+            raise CertifyError(
+                f"the denoiser {denoiser.name} returns {_shape(out.shape)} for a batch of {_shape(batch.shape)}: it "
+                f"changes the shape of an image; a denoiser returns images of the shape it takes"
+            )
+        return _from_layout(out, self.layout, images.shape[1:])
+
+    def coupled(self, views: np.ndarray) -> str:
+        """Which network to name when the composed graph's outputs for ``views`` depend on their
+        batch: the classifier if it does so on the denoised images too, else the denoiser."""
+        coupled, _ = self.model.coupling_on(self.adapter(self.denoised(views)))
+        return self.model.path.name if coupled else f"the denoiser {self.denoiser.name}"
+
+    def non_finite(self, views: np.ndarray) -> str:
+        """Why the composed graph gave NaN for ``views``: the denoiser's images, or the classifier on them."""
+        images = self.denoised(views)
+        bad = int((~np.isfinite(images.reshape(len(images), -1)).all(axis=1)).sum())
+        if bad:
+            return (f"the denoiser {self.denoiser.name} returned NaN or infinity for {bad} of {len(views)} noisy "
+                    f"views; a denoiser must return finite images: check how it was trained and exported")
+        return (f"the model output NaN (output {self.model.output.name!r}) on the images the denoiser "
+                f"{self.denoiser.name} returned; check that the input space options (--scale, --mean, --std) match "
+                f"what the model expects")
 
 
 def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, plugin: str, *,
@@ -402,13 +443,16 @@ def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, p
 
     view_shape = adapter.view_shape
     layout = denoiser_layout(denoiser, view_shape, plugin)
+    parts = ComposedParts(denoiser, model, adapter, layout, threads)
     # A few noisy-looking images, in the denoiser's batch size if it insists on one.
     probe = np.random.default_rng(0).normal(0.5, 0.5, size=(denoiser.batch or 3, *view_shape)).astype(np.float32)
-    denoised = denoise(denoiser, probe, layout, model.providers, threads)
+    if not np.isfinite(parts.denoised(probe)).all():
+        raise CertifyError(f"the denoiser {denoiser.name} returns NaN or infinity for noisy test images; a denoiser "
+                           f"must return finite images: check how it was trained and exported")
     notes: list[str] = []
     composed = load_model(
         model.path, output_name=model.output.name, output_kind=model.output.requested, device=model.device,
-        threads=threads, allow_batch_coupling=allow_batch_coupling,
+        threads=threads, allow_batch_coupling=allow_batch_coupling, parts=parts,
         transform=lambda proto: compose(denoiser, proto, adapter, layout, view_shape, notes),
     )
     if composed.sha256 != model.sha256:
@@ -416,7 +460,9 @@ def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, p
     composed.notes.extend(notes)
     if (other := denoiser.trained_through_another(model.sha256)) is not None:
         composed.notes.append(other)
-    expected, got = model.raw_outputs(adapter(denoised)), composed.raw_outputs(probe)
+    got = composed.raw_outputs(probe)
+    # the two networks one after the other, as the composed graph runs: one image a run when it mixes its batch
+    expected = model.raw_outputs(adapter(parts.denoised(probe, per_run=1 if composed.batch_coupled else None)))
     if expected.dtype.kind == "f":
         scale = float(np.nanmax(np.abs(expected), initial=1.0))
         same = expected.shape == got.shape and np.allclose(got, expected, rtol=1e-3, atol=1e-4 * scale, equal_nan=True)

@@ -40,6 +40,19 @@ DENOISER = "certifier.denoiser."
 DENOISER_SIGMA = DENOISER + "sigma"
 #: the hash of the classifier a denoiser was trained through (stability loss)
 DENOISER_CLASSIFIER_SHA256 = DENOISER + "classifier_sha256"
+#: A diffusion noise predictor eps(x_t, t) records how to use it under this prefix
+#: (``certifier.diffusion``): its noise schedule, the timestep convention of its export,
+#: the range of the data it was trained on and what it predicts.
+DIFFUSION = "certifier.diffusion."
+#: JSON: {"kind": "linear", "steps": T, "beta_start": b0, "beta_end": b1}, {"kind": "cosine",
+#: "steps": T, "s": s, "max_beta": m} or {"kind": "betas", "betas": [...]}
+DIFFUSION_SCHEDULE = DIFFUSION + "schedule"
+#: JSON {"first": 0 or 1, "scale": c}: the model takes (first + i) * c for step index i (0-based)
+DIFFUSION_TIMESTEP = DIFFUSION + "timestep"
+#: JSON [low, high]: the range the images were mapped to for training (default [-1, 1])
+DIFFUSION_DATA_RANGE = DIFFUSION + "data_range"
+#: what the network predicts; certify takes "epsilon" (the noise) only
+DIFFUSION_PREDICTION = DIFFUSION + "prediction"
 #: A results header keeps at most this many characters of each denoiser metadata value.
 MAX_RECORDED_VALUE = 4096
 
@@ -203,3 +216,20 @@ def denoiser_metadata(*, sigma: float, loss: str, input_shape: Sequence[int], ar
         written[DENOISER_CLASSIFIER_SHA256] = classifier_sha256
         written[DENOISER + "classifier"] = classifier or ""
     return written
+
+
+def diffusion_metadata(*, schedule: Mapping[str, Any], timestep: Mapping[str, Any], data_range: Sequence[float],
+                       input_shape: Sequence[int], architecture: Mapping[str, Any], training: Mapping[str, Any],
+                       dataset: str) -> dict[str, str]:
+    """The metadata ``certify train-denoiser --kind diffusion`` writes into a noise predictor:
+    how to use it (schedule, timestep convention, data range, prediction) and how it was made."""
+    return {
+        DIFFUSION_SCHEDULE: json.dumps(dict(schedule)),
+        DIFFUSION_TIMESTEP: json.dumps(dict(timestep)),
+        DIFFUSION_DATA_RANGE: json.dumps([float(v) for v in data_range]),
+        DIFFUSION_PREDICTION: "epsilon",
+        DIFFUSION + "input_shape": json.dumps(list(input_shape)),
+        DIFFUSION + "architecture": json.dumps(dict(architecture)),
+        DIFFUSION + "training": json.dumps(dict(training)),
+        DATASET: dataset,
+    }

@@ -120,6 +120,15 @@ def _rows_differ(first: np.ndarray, second: np.ndarray, integer: bool, input_dty
     return False
 
 
+def _disagreeing_rows(first: np.ndarray, second: np.ndarray, integer: bool, input_dtype: np.dtype) -> list[int]:
+    """The rows of two (inputs, values) outputs for the same inputs that disagree beyond rounding."""
+    same = first == second
+    if not integer:
+        same |= np.isnan(first) & np.isnan(second)
+    changed = np.flatnonzero(~same.reshape(len(first), -1).all(axis=1))
+    return [int(i) for i in changed if _rows_differ(first[i], second[i], integer, input_dtype)]
+
+
 @dataclass
 class OnnxModel:
     """An ONNX classifier ready to label batches of model-space inputs."""
@@ -148,11 +157,17 @@ class OnnxModel:
     batch_coupled: bool | None = None
     #: run a batch-coupled model one input per run (a function of each input again) instead of refusing it
     allow_batch_coupling: bool = False
+    #: a denoiser composed with the classifier (``certifier.denoiser.ComposedParts``): tells which
+    #: of the two networks a coupled or non-finite output comes from; None for a model file alone
+    parts: object = field(default=None, repr=False)
     _names: list[str] | None = field(default=None, repr=False)
     #: opens a session on a changed copy of the model; kept until the batch handling is settled
     _reopen: object = field(default=None, repr=False)
     _settled: set = field(default_factory=set, repr=False)
     _lock: object = field(default_factory=threading.Lock, repr=False)
+    #: batch sizes whose first batch of real inputs passed the coupling check (``_check_real_batch``)
+    _checked_sizes: set = field(default_factory=set, repr=False)
+    _check_lock: object = field(default_factory=threading.Lock, repr=False)
 
     @property
     def num_classes(self) -> int | None:
@@ -358,21 +373,66 @@ class OnnxModel:
                     random |= number == 1  # the very batch run before
                     coupled = True
                 seen.setdefault(index, row)
-        self.batch_coupled = bool(self.batch_coupled) or coupled
-        if not coupled:
+        self.batch_coupled = bool(self.batch_coupled)
+        if coupled:
+            self._coupling_found(pool, random=random)
+
+    def _check_real_batch(self, batch: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Check the first batch of each size a run uses for coupling, before its outputs count: the
+        probes at load try batches of 1 to 3 random inputs, and a graph may mix its rows only in
+        larger batches, or only on real inputs. The batch runs again with its rows in another order
+        and half of them replaced (so each row meets other companions), and its first and last rows
+        run alone: every row must give the same output. Returns the batch's outputs."""
+        count = len(batch)
+        with self._check_lock:
+            if self.batch_coupled:  # found coupled (and allowed) by another thread meanwhile
+                return self._one_by_one(batch)
+            if count in self._checked_sizes:
+                return out
+            coupled, random = self.coupling_on(batch, out)
+            if coupled:
+                self._coupling_found(batch, random=random, size=count)
+                return self._one_by_one(batch)
+            self._checked_sizes.add(count)
+        return out
+
+    def coupling_on(self, batch: np.ndarray, out: np.ndarray | None = None) -> tuple[bool, bool]:
+        """(coupled, random): whether any row of ``batch`` gets another output (beyond rounding) when
+        the batch runs again with its rows in another order and half of them replaced, or alone (its
+        first and last rows); and whether the very same batch run again changes. ``out``: the
+        batch's outputs, if already run."""
+        count = len(batch)
+        if out is None:
+            self.settle(batch.shape[1:])
+            out = self._outputs(batch)
+        # rows 0 .. ceil(count / 2) - 1, each twice, the last first: each row meets other companions
+        order = (count - 1 - np.arange(count)) // 2
+        alone = sorted({0, count - 1})
+        again = self._outputs(batch[order])
+        singles = np.concatenate([self._outputs(batch[i : i + 1]) for i in alone])
+        differ = functools.partial(_disagreeing_rows, integer=self.output.integer, input_dtype=self.input_dtype)
+        if not differ(again, out[order]) and not differ(singles, out[alone]):
+            return False, False
+        return True, bool(differ(self._outputs(batch), out))
+
+    def _coupling_found(self, batch: np.ndarray, *, random: bool, size: int | None = None) -> None:
+        """Refuse a model whose output for an input changed with the rest of ``batch`` (or from run to
+        run), unless coupling is allowed: then it runs one input at a time from now on."""
+        if self.allow_batch_coupling:
+            self.batch_coupled = True
+            self.notes.append("outputs depend on the other inputs in a batch: running one input at a time")
             return
-        if not self.allow_batch_coupling:
-            name = self.path.name
-            why = (f"{name} gives other outputs each time it runs the same inputs (dropout left on?), so whether "
-                   f"an input's output also depends on the other inputs in its batch cannot be checked"
-                   if random else
-                   f"the output of {name} for an input depends on the other inputs in its batch (a normalization "
-                   f"over the batch, BatchNormalization in training mode, dynamic quantization?)")
-            raise CertifyError(
-                f"{why}, so its certificates could depend on --batch-size; export it in inference mode, or "
-                f"certify with --batch-size 1 (each input then runs alone)"
-            )
-        self.notes.append("outputs depend on the other inputs in a batch: running one input at a time")
+        name = self.parts.coupled(batch) if self.parts is not None else self.path.name
+        seen = f"in this run's batches of {size}; " if size else ""
+        why = (f"{name} gives other outputs each time it runs the same inputs ({seen}dropout left on?), so whether "
+               f"an input's output also depends on the other inputs in its batch cannot be checked"
+               if random else
+               f"the output of {name} for an input depends on the other inputs in its batch ({seen}a normalization "
+               f"over the batch, BatchNormalization in training mode, dynamic quantization?)")
+        raise CertifyError(
+            f"{why}, so its certificates could depend on --batch-size; export it in inference mode, or "
+            f"certify with --batch-size 1 (each input then runs alone)"
+        )
 
     # -- labelling batches ------------------------------------------------------------
 
@@ -385,8 +445,14 @@ class OnnxModel:
         batch; refuses an output without one row per input."""
         self.settle(batch.shape[1:])
         if self.batch_coupled and len(batch) > 1:
-            return np.concatenate([self._outputs(batch[i : i + 1]) for i in range(len(batch))])
-        return self._outputs(batch)
+            return self._one_by_one(batch)
+        out = self._outputs(batch)
+        if len(batch) > 1 and self.fixed_batch != 1 and len(batch) not in self._checked_sizes:
+            out = self._check_real_batch(batch, out)
+        return out
+
+    def _one_by_one(self, batch: np.ndarray) -> np.ndarray:
+        return np.concatenate([self._outputs(batch[i : i + 1]) for i in range(len(batch))])
 
     def _outputs(self, batch: np.ndarray) -> np.ndarray:
         size = self.fixed_batch
@@ -420,15 +486,12 @@ class OnnxModel:
         output = self.output
         if output.kind == "scores":
             if np.isnan(out).any():
-                raise CertifyError(
-                    f"the model output NaN (output {output.name!r}); check that the input "
-                    f"space options (--scale, --mean, --std) match what the model expects"
-                )
+                raise CertifyError(self._nan_message(batch))
             return out.argmax(axis=1)
         out = out[:, 0]
         if output.kind == "binary":
             if np.isnan(out).any():
-                raise CertifyError(f"the model output NaN (output {output.name!r}); check the input space options")
+                raise CertifyError(self._nan_message(batch))
             if output.threshold == 0.5 and len(out) and not (out.min() >= 0 and out.max() <= 1):
                 bad = out[(out < 0) | (out > 1)][0]
                 raise CertifyError(
@@ -437,6 +500,12 @@ class OnnxModel:
                 )
             return (out > output.threshold).astype(np.int64)
         return self._checked_labels(out)
+
+    def _nan_message(self, batch: np.ndarray) -> str:
+        if self.parts is not None:
+            return self.parts.non_finite(batch)
+        return (f"the model output NaN (output {self.output.name!r}); check that the input space options (--scale, "
+                f"--mean, --std) match what the model expects")
 
     def _checked_labels(self, out: np.ndarray) -> np.ndarray:
         """Labels as int64, each within the model's classes."""
@@ -517,6 +586,7 @@ def load_model(
     cuda_probe=probe_cuda,
     allow_batch_coupling: bool = False,
     transform: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
+    parts: object = None,
 ) -> OnnxModel:
     """Vet, inspect and open an ONNX classifier.
 
@@ -526,7 +596,8 @@ def load_model(
     then it runs one input at a time (``batch_coupled`` records which it is).
     ``transform`` makes the graph to run from the vetted classifier's (with its external
     data): a denoiser in front of it (``certifier.denoiser``); the model keeps the file's
-    hash and metadata.
+    hash and metadata, and ``parts`` (``certifier.denoiser.ComposedParts``) names the network
+    at fault when the composed graph mixes its batch or gives NaN.
     """
     import onnxruntime as ort
 
@@ -577,6 +648,7 @@ def load_model(
         parallel_runs=parallel_runs,
         declared_batch=dims[0],
         allow_batch_coupling=allow_batch_coupling,
+        parts=parts,
         _names=names,
         _reopen=reopen,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import importlib.util
 import logging
 import math
 import os
@@ -25,8 +26,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
+from .device import check_device
 from .engine import InputResult
 from .errors import CertifyError, first_line
+from .settings import ADDRESS_FORMS, CONNECT_TIMEOUT, parse_address
 from .remote import ShippedInputs, build_engine, certify_one, read_parts, worker_spec
 
 try:
@@ -46,6 +49,9 @@ GPU_ACTOR_CPUS = 2
 STRAGGLER_SLACK_SECONDS = 1.0
 #: How long to wait for actors before saying so (a busy cluster places them when resources free up).
 PLACEMENT_NOTE_SECONDS = 30.0
+#: What an HTTP/2 client sends first (RFC 9113, 3.4): the preface, then its SETTINGS frame (empty).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
 
 
 def require_ray():
@@ -76,8 +82,7 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     the local engine's one batch per thread does). As many as the cluster holds, at most
     ``max_actors``.
     """
-    if device not in ("auto", "cuda", "cpu"):
-        raise CertifyError(f"--device must be one of auto, cuda, cpu, got {device!r}")
+    check_device(device)
     if max_actors is not None and max_actors < 1:
         raise CertifyError(f"--ray-actors must be at least 1, got {max_actors}")
     if not (gpus_per_actor > 0 and math.isfinite(gpus_per_actor)):
@@ -101,17 +106,55 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     return plan
 
 
-def _check_reachable(address: str) -> None:
-    """Refuse, in one line, a HOST:PORT nobody listens on (Ray itself would retry for
-    minutes, logging to the terminal)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, in one line, an address certify cannot join: malformed, Ray Client without its
+    extra, nobody listening, or a server that does not answer as Ray does within ``timeout``
+    seconds (Ray itself would retry for minutes, logging to the terminal). "auto" is checked
+    when RAY_ADDRESS names the cluster."""
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise CertifyError(f"--ray-timeout must be a positive number of seconds, got {timeout}")
+    form, host, port = parse_address(address)
+    if form == "auto" and os.environ.get("RAY_ADDRESS", "auto") not in ("", "auto"):
+        address = os.environ["RAY_ADDRESS"]
+        try:
+            form, host, port = parse_address(address)
+        except CertifyError:
+            raise CertifyError(f"RAY_ADDRESS={address!r} (the cluster --ray auto joins) is not a cluster address; "
+                               f"give {ADDRESS_FORMS.replace(', auto, or no value to start Ray here', '')}") from None
+    if form == "client" and importlib.util.find_spec("grpc") is None:
+        raise CertifyError(f"--ray {address}: Ray Client (ray://) needs Ray's client extra on this machine: "
+                           f"pip install 'ray[client]'; or give the head node's HOST:PORT")
+    if host is not None:
+        _check_ray_answers(address, host, port, timeout)
+
+
+def _check_ray_answers(address: str, host: str, port: int, timeout: float) -> None:
+    """Connect and start an HTTP/2 connection: a Ray head node (and a Ray Client server) speaks
+    gRPC, whose first frame back is SETTINGS. A server that says nothing, or anything else
+    (an HTTP/1 web server, say), is not Ray. Under RAY_USE_TLS the handshake is TLS's, so only
+    the connection is checked."""
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            connection.sendall(_HTTP2_PREFACE)
+            answer = b""
+            while len(answer) < 9:
+                connection.settimeout(max(deadline - time.monotonic(), 1e-3))
+                chunk = connection.recv(9 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+    except TimeoutError:
+        raise CertifyError(f"{address} does not answer as a Ray cluster within {timeout:g} s; check the address "
+                           f"(the head node's GCS port, 6379 by default), or wait longer with --ray-timeout") from None
     except OSError as error:
         raise CertifyError(f"cannot reach the Ray cluster at {address} ({error.strerror or error}); check the "
                            f"address, or start the cluster with `ray start --head` (see docs/scale-out.md)") from None
+    if len(answer) < 9 or answer[3] != _HTTP2_SETTINGS:
+        raise CertifyError(f"{address} answers, but not as a Ray cluster does (gRPC); give the head node's GCS port "
+                           f"(6379 by default; the dashboard's, 8265, is not it)")
 
 
 def _node() -> str:
@@ -159,7 +202,7 @@ class CertifyWorker:
         except Exception as error:  # noqa: BLE001 - a missing library, a broken install: one line
             raise CertifyError(f"{self.node}: {type(error).__name__}: {first_line(error)}") from None
         self.mode = spec.mode
-        self.inputs = ShippedInputs(spec.input_shape)
+        self.inputs = ShippedInputs(spec.plan.input_shape)
         return self.engine.groups[0].model.device_note
 
     def certify(self, index: int, x) -> tuple[InputResult, list[str]]:
@@ -186,17 +229,19 @@ class RayExecutor:
     """Runs jobs' inputs on Ray actors; use as ``run.job(..., executor=RayExecutor(...))``.
 
     ``address``: "local" (default) starts a Ray instance on this machine, "auto" joins the
-    cluster this machine belongs to, or a cluster's address. When Ray is already
-    initialized in this process, its cluster is used. ``device``, ``threads`` and
+    cluster this machine belongs to, or a cluster's address (HOST:PORT or ray://HOST:PORT), which
+    must answer within ``connect_timeout`` seconds. When Ray is already initialized in this
+    process, its cluster is used. ``device``, ``threads`` and
     ``workers`` are the actors' (see :func:`plan_actors`); ``note`` receives one-line
     messages (where the run goes, workers that cannot run).
     """
 
     def __init__(self, address: str | None = "local", *, device: str = "auto", threads: int | None = None,
                  workers: int | None = None, max_actors: int | None = None, gpus_per_actor: float = 1.0,
-                 in_flight: int = IN_FLIGHT, num_cpus: int | None = None,
+                 in_flight: int = IN_FLIGHT, num_cpus: int | None = None, connect_timeout: float = CONNECT_TIMEOUT,
                  note: Callable[[str], None] = lambda message: None):
         require_ray()
+        parse_address(address or "local")
         #: the actors, started below so they import their libraries while the driver opens the model
         #: (tests kill one to see a run survive)
         self.actors: list[_Actor] = []
@@ -212,7 +257,7 @@ class RayExecutor:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 settings.update(include_dashboard=False, num_cpus=num_cpus)
             else:
-                _check_reachable(address)
+                check_address(address, connect_timeout)
             try:
                 ray.init(address=address, **settings)
             except ConnectionError as error:
@@ -240,6 +285,22 @@ class RayExecutor:
             self._start()
         #: seconds the last job waited until its first actors had opened the model (for benchmarks)
         self.startup_seconds: float | None = None
+
+    @classmethod
+    def for_run(cls, settings, note: Callable[[str], None] = lambda message: None) -> "RayExecutor":
+        """The executor ``settings`` (a :class:`certifier.settings.RunSettings`) ask for: the
+        cluster of ``settings.ray``, actors on the device and threads of ``settings.model``, each
+        keeping ``settings.job.workers`` batches in flight."""
+        ray_settings = settings.ray
+        return cls(ray_settings.ray_address, device=settings.model.device, threads=settings.model.threads,
+                   workers=settings.job.workers, max_actors=ray_settings.ray_actors,
+                   gpus_per_actor=ray_settings.ray_gpus, connect_timeout=ray_settings.ray_timeout, note=note)
+
+    def driver_settings(self, settings):
+        """How this process opens a run's model (``certifier.load(..., executor=...)``): on the
+        CPU with one thread, since the driver only reads it (its header, its input shape); the
+        actors run it on their own device."""
+        return settings.replace(device="cpu", threads=1)
 
     # -- actors ----------------------------------------------------------------
 

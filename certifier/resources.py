@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import CertifyError
+
 
 def available_memory() -> int:
     """Bytes of memory this process may still take (a cgroup limit counts)."""
@@ -35,6 +37,15 @@ def available_memory() -> int:
 def memory_budget() -> int:
     """Bytes one batch of model inputs and outputs may take: half the available memory."""
     return available_memory() // 2
+
+
+def check_memory(needed: int, what: str, advice: str, available: int | None = None) -> None:
+    """Refuse, in one line, work that needs more than ``available`` bytes (default: the memory
+    this process may still take); ``what`` names the work, ``advice`` says what to lower."""
+    available = available_memory() if available is None else available
+    if needed > available:
+        raise CertifyError(f"{what} needs at least {format_size(needed)} of memory, and {format_size(available)} "
+                           f"is available; {advice}")
 
 
 def format_size(count: int) -> str:

@@ -14,27 +14,37 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CertifyError
+from .header import INCIDENTAL_KEYS, settings_differ
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks, results files are not guarded against a second run
     fcntl = None
 
-#: Header fields that must match for a rerun to add to an existing results file.
-IDENTITY_KEYS = (
-    "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "sampling_settings", "model_sha256",
-    "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize", "denoiser_sha256",
-)
-#: Header fields that legitimately differ between two runs with the same settings.
-INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started", "denoiser")
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 FORMATS = ("jsonl", "cohen")
 #: Headers are a few kilobytes; a first line longer than this is not one.
 MAX_HEADER_BYTES = 1 << 20
 
 
+def _without_batch_size(header: dict) -> dict:
+    """A header without the batch size, in both places it may be (a sequential plan's looks fall on whole batches)."""
+    header = {k: v for k, v in header.items() if k != "batch_size"}
+    plan = header.get("sampling_settings")
+    if isinstance(plan, dict):
+        header["sampling_settings"] = {k: v for k, v in plan.items() if k != "granularity"}
+    return header
+
+
+def _recorded_batch_size(header: dict):
+    if "batch_size" in header:
+        return header["batch_size"]
+    plan = header.get("sampling_settings")
+    return plan.get("granularity") if isinstance(plan, dict) else None
+
+
 def _describe_difference(old: dict, new: dict) -> str:
-    keys = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+    keys = settings_differ(old, new)
     parts = []
     for key in keys[:3]:
         parts.append(f"{key} {json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now")
@@ -202,7 +212,15 @@ class ResultsFile:
         if os.fstat(self._fd).st_size and self._holds_results():
             # Nothing in the file changes until it is known to hold results for these settings.
             old_header = self._read_header()
-            if any(old_header.get(k) != self.header.get(k) for k in IDENTITY_KEYS):
+            differ = settings_differ(old_header, self.header)
+            if differ and not settings_differ(_without_batch_size(old_header), _without_batch_size(self.header)):
+                size = _recorded_batch_size(old_header)
+                raise CertifyError(
+                    f"{self.path} was written with --batch-size {size}, this run's is {self.header.get('batch_size')}: "
+                    f"each batch's views come from their own noise stream, so another batch size gives other views; "
+                    f"resume with --batch-size {size}"
+                )
+            if differ:
                 raise CertifyError(
                     f"{self.path} holds results for other settings ({_describe_difference(old_header, self.header)}); "
                     f"choose another --output or remove the file"
@@ -322,7 +340,7 @@ class ResultsFile:
             return (
                 "\t".join(COHEN_COLUMNS).startswith(text)
                 and sidecar is not None
-                and all(sidecar.get(k) == self.header.get(k) for k in IDENTITY_KEYS)
+                and not settings_differ(sidecar, self.header)
             )
         sha = self.header.get("model_sha256")
         if not isinstance(sha, str) or f'"model_sha256": {json.dumps(sha)}' not in text:

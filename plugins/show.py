@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from certifier import CertifyError, hookimpl, load_data, make_method, method_options, read_metadata
+from certifier import (
+    CertifyError, check_output_file, hookimpl, load_data, make_method, method_options, read_metadata,
+)
 
 #: Random views per group a picture may show: each is a row of panels.
 MAX_SAMPLES = 16
@@ -114,6 +116,7 @@ def register_commands(cli):
         """
         if not 1 <= samples <= MAX_SAMPLES:
             raise CertifyError(f"--samples must be from 1 to {MAX_SAMPLES} (rows of pictures per group), got {samples}")
+        check_output_file(out, "--out", [("DATA", data), ("--model", model)])
         metadata = read_metadata(model) if model is not None else {}
         method = make_method(plugin, sigma, dict(options), metadata)
         dataset = load_data(data)

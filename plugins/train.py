@@ -9,17 +9,23 @@ on it (certifier_plugins._losses).
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import click
 import numpy as np
+from pydantic import model_validator
 
-from certifier import CertifyError, SmoothingMethod, hookimpl, load_data, make_method, method_options, model_metadata
+from certifier import (
+    CertifyError, LearningRate, MethodSettings, Range, SmoothingMethod, TrainingData, TrainingSettings,
+    ValidationFraction, check_output_file, flag, hookimpl, load_data, make_method, model_metadata, settings_options,
+)
 from certifier_plugins._losses import DEFAULTS, LOSSES, check_method, consistency_loss, make_loss, smoothadv_attack
-from certifier_plugins._torch import export_onnx, pick_device, require_torch
+from certifier_plugins._torch import (
+    check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch, save_checkpoint,
+)
 
 #: 2: checkpoints may be taken within an epoch (they record the step and the noise generator);
 #: 1 (end of epoch only) still resumes.
@@ -30,6 +36,63 @@ CHECKPOINT_SECONDS = 120.0
 MAX_WIDTH = 512
 #: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
 MAX_CLASSES = 1 << 20
+
+
+class ClassifierTraining(MethodSettings, TrainingSettings):
+    """What ``certify train`` takes: a smoothing method's noise to train with (or ``--no-noise``),
+    the data, the network's width, and the settings every training command shares."""
+
+    help_values: ClassVar[dict[str, str]] = {
+        "defaults": "", "lr": "Peak learning rate (SGD, one-cycle).",
+        "data": ".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.",
+        "validation": "Held out when the data has no test split."}
+
+    data: TrainingData
+    lr: LearningRate = 0.05
+    width: Annotated[int, flag("--width", range=Range(1, MAX_WIDTH), help="Channels of the first conv layer.")] = 16
+    group: Annotated[str | None, flag("--group", help="Train on one vote group's views only (e.g. one DRS "
+                                                      "side).")] = None
+    classes: Annotated[str | None, flag("--classes", help="Class names, comma-separated, recorded in the "
+                                                          "model.")] = None
+    limit: Annotated[int | None, flag("--limit", range=Range(1), help="Train on the first K training inputs only (a "
+                                                                      "test split in the data is used whole).")] = None
+    validation_fraction: ValidationFraction = 0.1
+    no_noise: Annotated[bool, flag("--no-noise", is_flag=True, help="Train a plain classifier on the clean images "
+                                                                    "(no plugin, no smoothing defaults "
+                                                                    "recorded).")] = False
+    loss: Annotated[str, flag("--loss", type=LOSSES, help=(
+        "gaussian: cross-entropy on noisy views (Cohen et al. 2019); consistency: on M noisy copies, plus the KL to "
+        "their mean prediction and its entropy (Jeong and Shin 2020); smoothadv: on M noisy copies of a PGD attack "
+        "on the smoothed classifier (Salman et al. 2019)."))] = "gaussian"
+    noise_copies: Annotated[int | None, flag("--noise-copies", metavar="M", help=(
+        f"Noisy copies of each input per step (consistency: {DEFAULTS['consistency']['noise_copies']}, "
+        f"smoothadv: {DEFAULTS['smoothadv']['noise_copies']})."))] = None
+    consistency_weight: Annotated[float | None, flag("--consistency-weight", metavar="LAMBDA", help=(
+        f"consistency: weight of the KL term (default {DEFAULTS['consistency']['consistency_weight']:g})."))] = None
+    entropy_weight: Annotated[float | None, flag("--entropy-weight", metavar="ETA", help=(
+        f"consistency: weight of the entropy term (default {DEFAULTS['consistency']['entropy_weight']:g})."))] = None
+    attack_radius: Annotated[float | None, flag("--attack-radius", metavar="EPS", help=(
+        f"smoothadv: L2 radius of the attack in pixel units (default "
+        f"{DEFAULTS['smoothadv']['attack_radius']:g})."))] = None
+    attack_steps: Annotated[int | None, flag("--attack-steps", help=(
+        f"smoothadv: PGD steps, each of size 2 EPS / steps (default {DEFAULTS['smoothadv']['attack_steps']})."))] = None
+    attack_warmup: Annotated[int | None, flag("--attack-warmup", metavar="EPOCHS", help=(
+        f"smoothadv: epochs over which the radius grows linearly to EPS (default "
+        f"{DEFAULTS['smoothadv']['attack_warmup']}; 0: none)."))] = None
+
+    @model_validator(mode="after")
+    def _loss(self) -> "ClassifierTraining":
+        self.training_loss  # the loss's own checks (its settings, their ranges), before any data is read
+        return self
+
+    @property
+    def training_loss(self):
+        """The loss and its settings (a setting not given: the loss's default)."""
+        return make_loss(self.loss, **{name: getattr(self, name) for name in LOSS_SETTINGS})
+
+
+#: The fields of ClassifierTraining that are settings of one loss or another.
+LOSS_SETTINGS = sorted({name for settings in DEFAULTS.values() for name in settings})
 
 
 def _torch():
@@ -62,33 +125,10 @@ def build_network(input_shape: tuple[int, ...], classes: int, width: int = 16):
     return nn.Sequential(*layers)
 
 
-def _check_settings(*, epochs, batch_size, lr, width, validation_fraction) -> None:
-    """Refuse training settings that cannot work, each in one line, before any data is read."""
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CertifyError(f"--{name.replace('_', '-')} must be at least 1 (a whole number), got {value!r}")
-    if width > MAX_WIDTH:
-        raise CertifyError(f"--width must be at most {MAX_WIDTH} (channels of the first layer), got {width}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise CertifyError(f"--lr must be a positive number, got {lr!r}")
-    _check_fraction(validation_fraction)
-
-
-def _check_replaceable(**paths: Path) -> None:
-    """Refuse to replace what is not a regular file (run as root, /dev/null would be replaced)."""
-    for name, path in paths.items():
-        if path.exists() and not path.is_file():
-            raise CertifyError(f"--{name} {path} exists and is not a regular file; choose a file path")
-
-
-def _check_fraction(validation_fraction) -> None:
-    if not (isinstance(validation_fraction, (int, float)) and 0 < validation_fraction < 1):
-        raise CertifyError(f"--validation-fraction must be above 0 and below 1, got {validation_fraction!r}")
-
-
-def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int):
-    """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32."""
-    _check_fraction(validation_fraction)
+def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int,
+                        limit: int | None = None):
+    """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32; with ``limit``, the
+    first ``limit`` training inputs only (the classes are still those of all the labels)."""
 
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
@@ -104,8 +144,10 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         raise CertifyError(f"{path} has no labels (y, y_train or class folders); training needs them")
     if len(train) == 0:
         raise CertifyError(f"{path} holds no inputs to train on")
-    x = train.batch(range(len(train)))
-    y = train.labels
+    every_label = train.labels
+    count = len(train) if limit is None else min(limit, len(train))
+    x = train.batch(range(count))
+    y = every_label[:count]
     if validation is not None and validation.labels is not None:
         x_val, y_val = validation.batch(range(len(validation))), validation.labels
     else:
@@ -117,17 +159,18 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         x_val, y_val, x, y = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
     if len(x_val) == 0:
         raise CertifyError(f"the test split of {path} holds no inputs to validate on; add some, or drop x_test")
-    if max(int(y.max()), int(y_val.max())) >= MAX_CLASSES:
-        raise CertifyError(f"{path}'s labels go up to {max(int(y.max()), int(y_val.max()))}; a classifier here has at "
+    largest = max(int(every_label.max()), int(y_val.max()))
+    if largest >= MAX_CLASSES:
+        raise CertifyError(f"{path}'s labels go up to {largest}; a classifier here has at "
                            f"most {MAX_CLASSES} classes (labels are class indices 0, 1, ...)")
     if classes_option:
         names = [n.strip() for n in classes_option.split(",")]
     elif train.class_names:
         names = train.class_names
     else:
-        names = [str(i) for i in range(int(max(y.max(), y_val.max() if len(y_val) else 0)) + 1)]
-    if int(y.max()) >= len(names):
-        raise CertifyError(f"labels go up to {int(y.max())} but only {len(names)} class names were given")
+        names = [str(i) for i in range(largest + 1)]
+    if largest >= len(names):
+        raise CertifyError(f"labels go up to {largest} but only {len(names)} class names were given")
     return x, y, x_val, y_val, names
 
 
@@ -209,68 +252,72 @@ def _accuracies(clean: float, noisy: float, no_noise: bool) -> str:
     return f"{100 * clean:.2f}%" if no_noise else f"clean {100 * clean:.2f}%, noisy {100 * noisy:.2f}%"
 
 
-def train(
-    *, plugin: str | None, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
-    lr: float, width: int, seed: int, device: str, group: str | None, classes: str | None, dataset_name: str | None,
-    checkpoint: Path | None, restart: bool, validation_fraction: float = 0.1, quiet: bool = False,
-    no_noise: bool = False, loss: str = "gaussian", noise_copies: int | None = None,
-    consistency_weight: float | None = None, entropy_weight: float | None = None, attack_radius: float | None = None,
-    attack_steps: int | None = None, attack_warmup: int | None = None,
-) -> dict:
-    """Train and export; returns the final metrics.
+def train(settings: ClassifierTraining | None = None, **values) -> dict:
+    """Train and export; returns the final metrics. The settings: ``settings`` (a
+    :class:`ClassifierTraining`) with ``values`` changed, or ``values`` alone.
 
     ``no_noise`` trains a plain classifier on the clean images (no plugin); its model
     records no plugin or sigma, so certify applies no smoothing defaults to it. ``loss``
-    and the settings after it choose the training loss (None: the loss's default).
+    and the loss settings choose the training loss (None: the loss's default).
     """
+    training = ClassifierTraining.of(settings, values, caller="train")
+    training_loss = training.training_loss
     torch = _torch()
-    training_loss = make_loss(loss, noise_copies=noise_copies, consistency_weight=consistency_weight,
-                              entropy_weight=entropy_weight, attack_radius=attack_radius,
-                              attack_steps=attack_steps, attack_warmup=attack_warmup)
-    if no_noise:
-        given = [name for name, value in (("--plugin", plugin), ("--sigma", sigma), ("--option", options),
-                                          ("--group", group)) if value]
+    checkpoint = training.checkpoint_path
+    check_output_file(training.out, "--out", [("--data", training.data)])
+    check_output_file(checkpoint, "--checkpoint", [("--data", training.data), ("--out", training.out)])
+    if training.no_noise:
+        given = [name for name, value in (("--plugin", training.plugin), ("--sigma", training.sigma),
+                                          ("--option", training.options), ("--group", training.group)) if value]
         if given:
             raise CertifyError(f"--no-noise trains on the clean images; drop {', '.join(given)}")
         method = CleanImages()
-    elif plugin is None:
+    elif training.plugin is None:
         raise CertifyError("certify train needs --plugin (the noise to train with), or --no-noise for a plain model")
     else:
-        method = make_method(plugin, sigma, options, {})
-    check_method(training_loss, method, no_noise)
-    if group is not None and group not in method.groups:
-        raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
-    groups = [group] if group else list(method.groups)
-    x, y, x_val, y_val, names = _load_training_data(data, classes, validation_fraction, seed)
+        method = make_method(training.plugin, training.sigma, training.options, {})
+    check_method(training_loss, method, training.no_noise)
+    if training.group is not None and training.group not in method.groups:
+        raise CertifyError(f"plugin {training.plugin} has groups {', '.join(method.groups)}; --group {training.group} "
+                           f"is not one")
+    groups = [training.group] if training.group else list(method.groups)
+    x, y, x_val, y_val, names = _load_training_data(training.data, training.classes, training.validation_fraction,
+                                                    training.seed, training.limit)
     input_shape = tuple(x.shape[1:])
     method.prepare(input_shape, {})
     view_shapes = {tuple(method.view_shape(input_shape, g)) for g in groups}
     if len(view_shapes) > 1:
-        raise CertifyError(f"the groups of {plugin} have views of different shapes; train one model per group with --group")
+        raise CertifyError(f"the groups of {training.plugin} have views of different shapes; train one model per group "
+                           f"with --group")
     (view_shape,) = view_shapes
     x = method.check_inputs(x)
     x_val = method.check_inputs(x_val)
-    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, width=width, validation_fraction=validation_fraction)
 
-    torch.manual_seed(seed)
-    torch_device = pick_device(device)
-    network = build_network(view_shape, len(names), width).to(torch_device)
-    optimizer = torch.optim.SGD(network.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    settings = {
-        "plugin": plugin, "noise": not no_noise, "settings": method.settings(), "data": str(data), "epochs": epochs,
-        "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
+    torch_device = pick_device(training.device)
+    check_training_memory(lambda: build_network(view_shape, len(names), training.width), view_shape,
+                          min(training.batch_size, len(x)) * len(groups) * training_loss.copies, 1, torch_device,
+                          f"training a width-{training.width} network on batches of {training.batch_size}",
+                          "lower --batch-size or --width")
+    torch.manual_seed(training.seed)
+    network = build_network(view_shape, len(names), training.width).to(torch_device)
+    optimizer = torch.optim.SGD(network.parameters(), lr=training.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    steps_per_epoch = math.ceil(len(x) / training.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=training.lr,
+                                                    total_steps=training.epochs * steps_per_epoch)
+    recorded = {
+        "plugin": training.plugin, "noise": not training.no_noise, "settings": method.settings(),
+        "data": str(training.data), "epochs": training.epochs, "batch_size": training.batch_size, "lr": training.lr,
+        "width": training.width, "seed": training.seed, "group": training.group,
+        # only when given, so checkpoints written before --limit existed still resume
+        **({"limit": training.limit} if training.limit is not None else {}),
     }
-    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
-    _check_replaceable(out=out, checkpoint=checkpoint)
     start_epoch = start_step = 0
     seconds_before = 0.0  # training time of earlier runs of this training (checkpoints keep it)
-    if checkpoint.exists() and not restart:
-        state = torch.load(checkpoint, map_location=torch_device, weights_only=False)
+    if checkpoint.exists() and not training.restart:
+        state = load_checkpoint(checkpoint, torch_device, "certify train")
         # checkpoints from before --loss existed were trained with the Gaussian loss
         recorded_loss = state.get("loss", make_loss().record())
-        if (state.get("settings") != settings or recorded_loss != training_loss.record()
+        if (state.get("settings") != recorded or recorded_loss != training_loss.record()
                 or state.get("version") not in (1, CHECKPOINT_VERSION)):
             raise CertifyError(
                 f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it"
@@ -280,7 +327,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, start_step = state["epoch"], state.get("step", 0)
         seconds_before = state.get("seconds", 0.0)
-        if not quiet:
+        if not training.quiet:
             where = (f"in epoch {start_epoch + 1}, after step {start_step}" if start_step
                      else f"after epoch {start_epoch}")
             click.echo(f"certify: resuming {checkpoint} {where}", err=True)
@@ -290,22 +337,20 @@ def train(
     def seconds() -> float:
         return seconds_before + time.perf_counter() - clock
 
-    def save_checkpoint(epoch: int, step: int = 0, rng=None, epoch_loss: float = 0.0) -> None:
+    def checkpoint_now(epoch: int, step: int = 0, rng=None, epoch_loss: float = 0.0) -> None:
         """``epoch`` epochs done and ``step`` steps of the next; within an epoch, the noise
         generator's state and the loss so far too (training draws all its randomness from it)."""
-        temporary = checkpoint.with_name(checkpoint.name + ".tmp")
         within = {"step": step, "rng": rng.bit_generator.state, "epoch_loss": epoch_loss} if step else {}
-        torch.save({"version": CHECKPOINT_VERSION, "settings": settings, "loss": training_loss.record(),
-                    "epoch": epoch, **within, "seconds": seconds(), "network": network.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, temporary)
-        os.replace(temporary, checkpoint)
+        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": recorded, "loss": training_loss.record(),
+                         "epoch": epoch, **within, "seconds": seconds(), "network": network.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
 
     history = []
-    show_bar = not quiet and sys.stderr.isatty()
+    show_bar = not training.quiet and sys.stderr.isatty()
     from tqdm import tqdm
 
-    for epoch in range(start_epoch, epochs):
-        rng = np.random.default_rng([seed, epoch])
+    for epoch in range(start_epoch, training.epochs):
+        rng = np.random.default_rng([training.seed, epoch])
         order = rng.permutation(len(x))
         network.train()
         first_step, total_loss, started = 0, 0.0, time.perf_counter()
@@ -313,10 +358,10 @@ def train(
             rng.bit_generator.state = state["rng"]
             first_step, total_loss = start_step, state["epoch_loss"]
         saved = time.monotonic()
-        bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch,
-                   initial=first_step, disable=not show_bar, file=sys.stderr)
+        bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{training.epochs}",
+                   total=steps_per_epoch, initial=first_step, disable=not show_bar, file=sys.stderr)
         for step in bar:
-            batch = order[step * batch_size : (step + 1) * batch_size]
+            batch = order[step * training.batch_size : (step + 1) * training.batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = _batch_loss(training_loss, network, method, x[batch], y[batch], rng, groups, torch_device, epoch)
             loss.backward()
@@ -325,95 +370,57 @@ def train(
             total_loss += loss.item()
             if not math.isfinite(loss.item()):
                 raise CertifyError(f"training diverged (loss {loss.item()} at epoch {epoch + 1}, step {step + 1}); "
-                                   f"lower --lr (now {lr:g})")
+                                   f"lower --lr (now {training.lr:g})")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}")
             if step + 1 < steps_per_epoch and time.monotonic() - saved >= CHECKPOINT_SECONDS:
-                save_checkpoint(epoch, step + 1, rng, total_loss)
+                checkpoint_now(epoch, step + 1, rng, total_loss)
                 saved = time.monotonic()
-        clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000,
-                                 np.random.default_rng([seed, epoch, 1]))
+        clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, training.batch_size,
+                                 np.random.default_rng([training.seed, epoch, 1]))
         history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch, "clean_accuracy": clean,
                         "noisy_accuracy": noisy, "seconds": time.perf_counter() - started})
-        if not quiet:
+        if not training.quiet:
             click.echo(
-                f"certify: epoch {epoch + 1}/{epochs}: loss {total_loss / steps_per_epoch:.4f}, validation accuracy "
-                f"{_accuracies(clean, noisy, no_noise)} ({time.perf_counter() - started:.0f} s)",
+                f"certify: epoch {epoch + 1}/{training.epochs}: loss {total_loss / steps_per_epoch:.4f}, validation "
+                f"accuracy {_accuracies(clean, noisy, training.no_noise)} ({time.perf_counter() - started:.0f} s)",
                 err=True,
             )
-        save_checkpoint(epoch + 1)
+        checkpoint_now(epoch + 1)
 
-    clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, 1000, np.random.default_rng([seed, 99]))
+    clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, training.batch_size,
+                             np.random.default_rng([training.seed, 99]))
     # A plain model carries no smoothing defaults, like a third-party model: certify
     # asks for --plugin and --sigma instead of smoothing it silently.
     metadata = model_metadata(
-        None if no_noise else method, input_shape=input_shape, view_shape=view_shape,
-        dataset=dataset_name or data.name, classes=names, groups=groups,
-        training={**settings, "training_seconds": round(seconds(), 1), "validation_clean_accuracy": clean,
-                  **({} if no_noise else {"validation_noisy_accuracy": noisy})},
-        loss=None if no_noise else training_loss.record(),
+        None if training.no_noise else method, input_shape=input_shape, view_shape=view_shape,
+        dataset=training.dataset_name or training.data.name, classes=names, groups=groups,
+        training={**recorded, "training_seconds": round(seconds(), 3), "validation_clean_accuracy": clean,
+                  **({} if training.no_noise else {"validation_noisy_accuracy": noisy})},
+        loss=None if training.no_noise else training_loss.record(),
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(network, view_shape, out, metadata)
-    if not quiet:
-        click.echo(f"certify: wrote {out} (validation accuracy {_accuracies(clean, noisy, no_noise)})", err=True)
+    training.out.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(network, view_shape, training.out, metadata)
+    if not training.quiet:
+        click.echo(f"certify: wrote {training.out} (validation accuracy "
+                   f"{_accuracies(clean, noisy, training.no_noise)})", err=True)
     return {"clean_accuracy": clean, "noisy_accuracy": noisy, "history": history}
 
 
 @hookimpl
 def register_commands(cli):
-    consistency, smoothadv = DEFAULTS["consistency"], DEFAULTS["smoothadv"]
-
     @cli.command(name="train")
-    @method_options(defaults=None, required=False)
-    @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
-                  help=".npz (x_train, y_train [, x_test, y_test] or x, y) or a folder of class folders.")
-    @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
-    @click.option("--epochs", type=int, default=10, show_default=True)
-    @click.option("--batch-size", type=int, default=128, show_default=True)
-    @click.option("--lr", type=float, default=0.05, show_default=True, help="Peak learning rate (SGD, one-cycle).")
-    @click.option("--width", type=int, default=16, show_default=True, help="Channels of the first conv layer.")
-    @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-    @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
-    @click.option("--group", help="Train on one vote group's views only (e.g. one DRS side).")
-    @click.option("--classes", help="Class names, comma-separated, recorded in the model.")
-    @click.option("--dataset-name", help="Name of the data set, recorded in the model.")
-    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Checkpoint file (default: OUT.ckpt); an interrupted run resumes from it.")
-    @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
-    @click.option("--validation-fraction", type=float, default=0.1, show_default=True,
-                  help="Held out when the data has no test split.")
-    @click.option("--no-noise", is_flag=True,
-                  help="Train a plain classifier on the clean images (no plugin, no smoothing defaults recorded).")
-    @click.option("--loss", type=click.Choice(LOSSES), default="gaussian", show_default=True,
-                  help="gaussian: cross-entropy on noisy views (Cohen et al. 2019); consistency: on M noisy copies, "
-                       "plus the KL to their mean prediction and its entropy (Jeong and Shin 2020); smoothadv: on "
-                       "M noisy copies of a PGD attack on the smoothed classifier (Salman et al. 2019).")
-    @click.option("--noise-copies", type=int, metavar="M",
-                  help=f"Noisy copies of each input per step (consistency: {consistency['noise_copies']}, "
-                       f"smoothadv: {smoothadv['noise_copies']}).")
-    @click.option("--consistency-weight", type=float, metavar="LAMBDA",
-                  help=f"consistency: weight of the KL term (default {consistency['consistency_weight']:g}).")
-    @click.option("--entropy-weight", type=float, metavar="ETA",
-                  help=f"consistency: weight of the entropy term (default {consistency['entropy_weight']:g}).")
-    @click.option("--attack-radius", type=float, metavar="EPS",
-                  help=f"smoothadv: L2 radius of the attack in pixel units (default {smoothadv['attack_radius']:g}).")
-    @click.option("--attack-steps", type=int,
-                  help=f"smoothadv: PGD steps, each of size 2 EPS / steps (default {smoothadv['attack_steps']}).")
-    @click.option("--attack-warmup", type=int, metavar="EPOCHS",
-                  help=f"smoothadv: epochs over which the radius grows linearly to EPS (default "
-                       f"{smoothadv['attack_warmup']}; 0: none).")
-    @click.option("-q", "--quiet", is_flag=True)
-    def train_command(options, **kwargs):
+    @settings_options(ClassifierTraining)
+    def train_command(**values):
         """Train a noise-robust classifier with a plugin's noise and export it as ONNX.
 
         \b
             certify train --plugin rs --sigma 0.25 --data train.npz --epochs 10 --out model.onnx
         """
-        _check_settings(**{k: kwargs[k] for k in ("epochs", "batch_size", "lr", "width", "validation_fraction")})
+        settings = ClassifierTraining(**values)  # every setting checked before any data is read
         try:
-            train(options=dict(options), **kwargs)
+            train(settings)
         except (MemoryError, RuntimeError) as error:
             if isinstance(error, RuntimeError) and "memory" not in str(error):
                 raise

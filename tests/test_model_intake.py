@@ -257,6 +257,9 @@ def test_a_batch_axis_stored_as_minus_one_or_zero_is_dynamic(tmp_path, stored):
     real_run = loaded._run
     loaded._run = lambda batch: calls.append(len(batch)) or real_run(batch)
     assert list(loaded.labels(x)) == list(reference(x, w, b))
+    assert calls[0] == 9  # then the first batch of 9 is checked for coupling, once
+    calls.clear()
+    assert list(loaded.labels(x)) == list(reference(x, w, b))
     assert calls == [9]
     assert [r.prediction for r in certify(path, x[:3])] == list(reference(x[:3], w, b))
 

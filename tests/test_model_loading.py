@@ -120,6 +120,7 @@ def test_dynamic_batch_runs_in_one_call(tmp_path):
     x = pixels(9, 8, 8)
     model = load_model(path, device="cpu")
     assert model.fixed_batch is None and model.notes == []
+    model.labels(x[:, None])  # the first batch of each size is also checked for coupling, once
     sizes = spy_on_runs(model)
     assert list(model.labels(x[:, None])) == list(reference(x, w, b))
     assert sizes == [9]
@@ -133,6 +134,7 @@ def test_fixed_batch_of_one_is_made_dynamic(tmp_path):
     assert model.fixed_batch is None
     assert any("made dynamic" in note for note in model.notes)
     x = pixels(7, 8, 8)
+    model.labels(x[:, None])  # the first batch of each size is also checked for coupling, once
     sizes = spy_on_runs(model)
     assert list(model.labels(x[:, None])) == list(reference(x, w, b))
     assert sizes == [7]
@@ -158,6 +160,7 @@ def test_fixed_batch_of_four_pads_the_last_chunk(tmp_path):
     model = load_model(path, device="cpu")
     assert model.fixed_batch == 4
     x = pixels(6, 16)
+    model.labels(x)  # the first batch of each size is also checked for coupling, once
     sizes = spy_on_runs(model)
     labels = model.labels(x)
     assert labels.shape == (6,)

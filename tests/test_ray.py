@@ -139,7 +139,8 @@ def test_workers_that_cannot_load_the_model_are_named_and_the_run_stops_in_one_l
                 spec.model = type(spec.model)(spec.model.names, "0" * 64)
                 paths = {"0" * 64: next(iter(paths.values()))}
             else:
-                spec.device = "cuda"  # no CUDA here: onnxruntime's CUDA libraries are missing
+                # no CUDA here: onnxruntime's CUDA libraries are missing
+                spec.settings = spec.settings.replace(device="cuda")
             return spec, paths
 
     run = certifier.load(RS, plugin="rs")
@@ -195,6 +196,13 @@ def test_a_stopped_driver_leaves_a_file_that_a_rerun_resumes(cluster, reference,
     assert again.exit_code == 0, again.output
     assert f"resuming {output}" in again.output
     assert comparable(records(output)) == reference["rs"]
+
+
+def test_a_ray_head_answers_the_address_check(cluster):
+    """The check that gives up on servers that are not Ray (tests/test_ray_plan.py) passes a real head node."""
+    from certifier.ray_executor import check_address
+
+    check_address(cluster, timeout=5)
 
 
 def test_the_command_line_says_where_it_runs_in_one_quiet_line(cluster, reference, tmp_path):

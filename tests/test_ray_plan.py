@@ -5,6 +5,11 @@ in this process, and --ray where Ray is missing."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -103,19 +108,107 @@ def test_the_recipe_rebuilds_an_engine_that_gives_the_same_records(tmp_path):
 
 
 def test_an_address_nobody_listens_on_is_one_line_at_once(tmp_path):
-    """In a process of its own: Ray already running in this one would be used instead."""
-    import subprocess
-    import sys
-
     pytest.importorskip("ray")
-    command = [sys.executable, "-c", "from certifier.cli import cli; cli(prog_name='certify')", "--plugin", "rs",
-               f"{MODELS}/fmnist-rs-0.25.onnx", "--data", f"{MODELS}/fmnist-samples.npz", "-n", "100",
-               "--ray", "127.0.0.1:1"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
-    assert line.startswith("Error: cannot reach the Ray cluster at 127.0.0.1:1 ("), line
+    done, _ = certify_in_a_process("127.0.0.1:1", cwd=tmp_path)
+    assert one_error_line(done).startswith("Error: cannot reach the Ray cluster at 127.0.0.1:1 (")
     assert not (tmp_path / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("address", ["not an address::", "http://127.0.0.1:8265", "127.0.0.1:99999", "127.0.0.1",
+                                     ":6379", "ray://", "host name:6379"])
+def test_a_malformed_address_is_a_usage_error_before_anything_runs(address, tmp_path):
+    result = CliRunner().invoke(cli, ["--plugin", "rs", f"{MODELS}/fmnist-rs-0.25.onnx", "--data",
+                                      f"{MODELS}/fmnist-samples.npz", "-n", "100", "--ray", address,
+                                      "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert f"{address!r} is not a cluster address; give HOST:PORT" in result.output and "unexpected" not in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("address,parsed", [
+    ("local", ("local", None, None)), ("auto", ("auto", None, None)), ("10.0.0.1:6379", ("gcs", "10.0.0.1", 6379)),
+    ("head-node.example:6379", ("gcs", "head-node.example", 6379)), ("[::1]:6379", ("gcs", "::1", 6379)),
+    ("ray://head:10001", ("client", "head", 10001)), ("ray_head:6379", ("gcs", "ray_head", 6379)),
+    ("[fe80::1%eth0]:6379", ("gcs", "fe80::1%eth0", 6379)),
+])
+def test_addresses_ray_takes_are_parsed(address, parsed):
+    assert ray_executor.parse_address(address) == parsed
+
+
+def certify_in_a_process(address: str, *extra: str, preamble: str = "",
+                         cwd=None) -> tuple[subprocess.CompletedProcess, float]:
+    """certify --ray ADDRESS in a process of its own (Ray already running in this one would be
+    used instead), and the seconds it took."""
+    script = preamble + "from certifier.cli import cli; cli(prog_name='certify')"
+    command = [sys.executable, "-c", script, "--plugin", "rs", f"{MODELS}/fmnist-rs-0.25.onnx", "--data",
+               f"{MODELS}/fmnist-samples.npz", "-n", "100", "--ray", address, *extra]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd)
+    return done, time.monotonic() - started
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]  # nothing of Ray's own
+    assert line.startswith("Error: ") and "unexpected" not in line, line
+    return line
+
+
+@pytest.fixture
+def silent_server():
+    """HOST:PORT of a server that accepts connections and never says a word."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.extend(_accept_forever(server)), daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def _accept_forever(server):
+    while True:
+        try:
+            yield server.accept()[0]
+        except OSError:  # closed
+            return
+
+
+def test_ray_client_without_its_extra_names_the_extra(silent_server):
+    pytest.importorskip("ray")
+    done, _ = certify_in_a_process(f"ray://{silent_server}", preamble="import sys; sys.modules['grpc'] = None; ")
+    line = one_error_line(done)
+    assert "Ray Client (ray://) needs Ray's client extra" in line and "pip install 'ray[client]'" in line
+
+
+def test_a_server_that_says_nothing_is_given_up_on_in_seconds(silent_server):
+    pytest.importorskip("ray")
+    done, seconds = certify_in_a_process(silent_server, "--ray-timeout", "0.5")
+    line = one_error_line(done)
+    assert line == (f"Error: {silent_server} does not answer as a Ray cluster within 0.5 s; check the address (the "
+                    f"head node's GCS port, 6379 by default), or wait longer with --ray-timeout")
+    assert seconds < 60  # Ray itself retries for minutes (not a timing assertion: a hang would time out)
+
+
+def test_a_web_server_is_not_taken_for_ray():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(CertifyError, match="answers, but not as a Ray cluster does"):
+            ray_executor.check_address(f"127.0.0.1:{server.server_address[1]}", timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_auto_checks_the_cluster_ray_address_names(silent_server, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", silent_server)
+    with pytest.raises(CertifyError, match="does not answer as a Ray cluster within 0.2 s"):
+        ray_executor.check_address("auto", timeout=0.2)
+    monkeypatch.setenv("RAY_ADDRESS", "nonsense::")
+    with pytest.raises(CertifyError, match="RAY_ADDRESS='nonsense::' .* is not a cluster address"):
+        ray_executor.check_address("auto")
 
 
 def test_external_data_files_travel_with_the_model(tmp_path):
@@ -184,11 +277,11 @@ def _driver_job(tmp_path, **load_settings):
 
 
 @pytest.mark.parametrize("key, tamper", [
-    ("seed", lambda spec: setattr(spec, "seed", 6)),
-    ("n", lambda spec: setattr(spec, "plan", type(spec.plan)(20, 301))),
-    ("settings", lambda spec: setattr(spec, "sigma", 0.3)),
-    ("input_space", lambda spec: spec.overrides.update(scale=255.0)),
-    ("batch_size", lambda spec: setattr(spec, "batch_size", 32)),
+    ("seed", lambda spec: setattr(spec, "plan", spec.plan.replace(seed=6))),
+    ("n", lambda spec: setattr(spec, "plan", spec.plan.replace(sampling=type(spec.plan.sampling)(20, 301)))),
+    ("settings", lambda spec: setattr(spec, "settings", spec.settings.replace(sigma=0.3))),
+    ("input_space", lambda spec: setattr(spec, "settings", spec.settings.replace(scale=255.0))),
+    ("batch_size", lambda spec: setattr(spec, "plan", spec.plan.replace(batch_size=32))),
     ("plugin_origin", lambda spec: spec.identity.update(plugin_origin=["onnx-certifier", "0.0.1"])),
 ])
 def test_a_worker_refuses_an_engine_that_differs_from_the_drivers(tmp_path, key, tamper):
@@ -228,12 +321,12 @@ def test_a_batch_coupled_model_allowed_at_batch_size_one_travels_so(tmp_path):
     with run.job(x, n0=10, n=100, seed=2, batch_size=1) as job:
         local = list(job)
         spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
-    assert spec.allow_batch_coupling and spec.identity["allow_batch_coupling"] is True
+    assert spec.settings.allow_batch_coupling and spec.identity["allow_batch_coupling"] is True
     engine = build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
     inputs = ShippedInputs((16,))
     assert [certify_one(engine, inputs, r.index, x[r.index], "certify")[0].certificate.details for r in local] == \
         [r.details for r in local]
-    spec.allow_batch_coupling = False
+    spec.settings = spec.settings.replace(allow_batch_coupling=False)
     with pytest.raises(CertifyError):
         build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
 
@@ -252,6 +345,6 @@ def test_a_worker_refuses_a_recipe_that_lost_the_sequential_plan(tmp_path):
         spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
     parts = {sha: read_parts(p) for sha, p in paths.items()}
     assert build_engine(spec, parts).plan.settings() == job.engine.plan.settings()
-    spec.plan = FixedSampling(20, 2000)
+    spec.plan = spec.plan.replace(sampling=FixedSampling(20, 2000))
     with pytest.raises(CertifyError, match=r"^refusing to run: .* differs from the driver's in sampling \("):
         build_engine(spec, parts)

@@ -77,6 +77,38 @@ def test_resume_from_checkpoint_and_refuse_another_run(small_data, tmp_path):
     assert onnx.load_from_string(before).graph.initializer[0] == onnx.load(str(out)).graph.initializer[0]
 
 
+def test_limit_trains_on_the_first_inputs_only(small_data, tmp_path, monkeypatch):
+    import certifier_plugins.train as training
+
+    loaded = []
+    original = training._load_training_data
+
+    def spy(*args, **kwargs):
+        loaded.append(original(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(training, "_load_training_data", spy)
+    out = tmp_path / "model.onnx"
+    args = ["--plugin", "rs", "--sigma", "0.2", "--data", str(small_data), "--out", str(out), "--width", "4",
+            "--epochs", "1"]
+    assert train(args + ["--limit", "50"]).exit_code == 0
+    x, y, x_val, y_val, names = loaded[-1]
+    data = np.load(small_data)
+    assert np.array_equal(y, data["y_train"][:50]) and np.array_equal(x[:, 0] * 255, data["x_train"][:50])
+    assert len(x_val) == 200 and len(names) == 10  # the test split whole; the classes of every label
+    training_record = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["certifier.training"])
+    assert training_record["limit"] == 50
+    # another limit is another run: its checkpoint is not resumed
+    refused = train(args + ["--limit", "60"])
+    assert refused.exit_code == 1 and "checkpoint of another training run" in refused.output
+    # without a test split, the validation inputs are held out of the first K
+    np.savez(tmp_path / "plain.npz", x=data["x_train"][:300], y=data["y_train"][:300])
+    assert train(["--plugin", "rs", "--sigma", "0.2", "--data", str(tmp_path / "plain.npz"), "--out",
+                  str(tmp_path / "plain.onnx"), "--width", "4", "--epochs", "1", "--limit", "100"]).exit_code == 0
+    x, _, x_val, _, _ = loaded[-1]
+    assert len(x) + len(x_val) == 100 and len(x_val) == 10
+
+
 def test_image_folder_and_validation_split(tmp_path):
     from skimage import io
 
@@ -98,7 +130,7 @@ def test_image_folder_and_validation_split(tmp_path):
     "args,message",
     [(["--plugin", "nope", "--sigma", "0.1"], "unknown plugin"),
      (["--plugin", "rs"], "needs --sigma"),
-     (["--plugin", "rs", "--sigma", "0.1", "--epochs", "0"], "--epochs must be at least 1"),
+     (["--plugin", "rs", "--sigma", "0.1", "--epochs", "0"], "'--epochs': 0 is not in the range 1<=x<=100000"),
      (["--plugin", "rs", "--sigma", "0.1", "--group", "left"], "--group left is not one")],
 )
 def test_bad_training_arguments_are_one_line_errors(small_data, tmp_path, args, message):
@@ -162,3 +194,56 @@ def test_no_noise_views_are_the_clean_images():
 def test_no_noise_refusals(small_data, tmp_path, args, message):
     result = train(args + ["--data", str(small_data), "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--width", "0"), ("--width", "100000"), ("--epochs", "1000000000000"), ("--batch-size", "0"), ("--lr", "0"),
+    ("--lr", "1e38"), ("--validation-fraction", "1"), ("--limit", "0"),
+])
+def test_settings_out_of_range_are_usage_errors_before_anything_runs(small_data, tmp_path, option, value):
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    option, value])
+    assert result.exit_code == 2 and f"{option}': {value}" in result.output.replace("e+", "e"), result.output
+    assert "is not in the range" in result.output and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_learning_rate_that_is_not_a_number_is_one_line(small_data, tmp_path):
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    "--lr", "nan"])
+    assert result.exit_code == 1 and "--lr must be a positive number" in result.output, result.output
+
+
+def test_a_network_too_big_for_memory_is_refused_up_front(small_data, tmp_path, monkeypatch):
+    """A width and a batch within their ranges can still be too big together (on larger images
+    especially): the memory a training step needs is checked before the network is built."""
+    import certifier.resources
+
+    monkeypatch.setattr(certifier.resources, "available_memory", lambda: 1 << 30)
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    "--width", "512", "--batch-size", "600"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "needs at least" in line and "1.0 GiB is available" in line and "lower --batch-size or --width" in line
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.onnx.ckpt").exists()
+
+
+def test_a_training_that_diverges_stops_in_one_line(small_data, tmp_path, monkeypatch):
+    """A loss that is not finite stops the run instead of exporting a model of NaNs (learning
+    rates large enough to do that are out of --lr's range, so a network that overflows stands in)."""
+    import torch
+
+    import certifier_plugins.train as training
+
+    class Overflowing(torch.nn.Module):
+        def __init__(self, classes):
+            super().__init__()
+            self.linear = torch.nn.Linear(1, classes)
+
+        def forward(self, x):
+            return self.linear(x.flatten(1)[:, :1]) * float("inf")
+
+    monkeypatch.setattr(training, "build_network", lambda shape, classes, width: Overflowing(classes))
+    result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
+                    "--epochs", "1"])
+    assert result.exit_code == 1 and "training diverged" in result.output and "lower --lr" in result.output
+    assert not (tmp_path / "m.onnx").exists()

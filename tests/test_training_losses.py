@@ -196,6 +196,10 @@ def _initializers(path) -> list[np.ndarray]:
     return [onnx.numpy_helper.to_array(tensor) for tensor in onnx.load(str(path)).graph.initializer]
 
 
+#: Validation draws an epoch: tiny_data's 32 test images in batches of 16.
+VALIDATION_DRAWS = 2
+
+
 def _interrupt_at_call(monkeypatch, number: int):
     """Ctrl-C inside the ``number``-th draw of rs noise (training and validation draws count);
     returns what puts the noise back."""
@@ -224,8 +228,8 @@ def test_resuming_within_an_epoch_gives_the_uninterrupted_model(tiny_data, tmp_p
     whole = tmp_path / "whole.onnx"
     assert train([*args, "--out", str(whole)]).exit_code == 0
     monkeypatch.setattr(training, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every step
-    # 6 steps an epoch, then one validation draw: stop in the third step of the second epoch
-    restore = _interrupt_at_call(monkeypatch, draws_per_step * 6 + 1 + draws_per_step * 2 + 1)
+    # 6 steps an epoch, then the validation draws: stop in the third step of the second epoch
+    restore = _interrupt_at_call(monkeypatch, draws_per_step * 6 + VALIDATION_DRAWS + draws_per_step * 2 + 1)
     resumed = tmp_path / "resumed.onnx"
     interrupted = train([*args, "--out", str(resumed)])
     assert interrupted.exit_code == 130 and not resumed.exists()
@@ -242,7 +246,7 @@ def test_a_checkpoint_from_before_losses_still_resumes(tiny_data, tmp_path, monk
             "--batch-size", "16"]
     whole = tmp_path / "whole.onnx"
     assert train([*args, "--out", str(whole)]).exit_code == 0
-    restore = _interrupt_at_call(monkeypatch, 6 + 1 + 1)  # at the first step of the second epoch
+    restore = _interrupt_at_call(monkeypatch, 6 + VALIDATION_DRAWS + 1)  # at the first step of the second epoch
     resumed = tmp_path / "resumed.onnx"
     assert train([*args, "--out", str(resumed)]).exit_code == 130
     restore()
