@@ -61,8 +61,8 @@ class SettingsSource:
     trained_with: str | None = None
     #: what of the model's record is used: "sigma" and option names, each with its value
     recorded: tuple[tuple[str, Any], ...] = ()
-    #: what of the model's record the user's settings replaced
-    replaced: tuple[str, ...] = ()
+    #: what of the model's record the user's settings replaced: (its name, what replaced it)
+    replaced: tuple[tuple[str, str], ...] = ()
     #: whether the model's record belongs to another plugin, so none of it is used
     other_plugin: bool = False
 
@@ -70,15 +70,20 @@ class SettingsSource:
         """One line each: what the model's record gave (or why it gave nothing), and where sigma
         came from when neither --sigma nor the record says."""
         notes = []
+        trained = f"trained with plugin {self.trained_with}" if self.trained_with else "it records no plugin"
         if self.other_plugin:
             notes.append(f"the model was trained with plugin {self.trained_with}: its recorded sigma and options "
                          f"are not used for plugin {method.name}")
-        elif self.recorded:
-            trained = f" (it was trained with plugin {self.trained_with})" if self.trained_with else ""
-            used = ", ".join(f"sigma {value:g}" if name == "sigma" else f"-o {option_name(name)} {_shown(value)}"
-                             for name, value in self.recorded)
-            replaced = f"; {', '.join(self.replaced)} given instead of its own" if self.replaced else ""
-            notes.append(f"{used} from the model's metadata{trained}{replaced}")
+        replaced = ""
+        if self.replaced:
+            names = ", ".join(dict.fromkeys(_setting(name) for name, _ in self.replaced))
+            given = " and ".join(dict.fromkeys(by for _, by in self.replaced))
+            replaced = f"its {names} not used: {given} given"
+        if self.recorded:
+            used = ", ".join(f"{_setting(name)} {_shown(value)}" for name, value in self.recorded)
+            notes.append(f"{used} from the model's metadata ({trained})" + (f"; {replaced}" if replaced else ""))
+        elif replaced:
+            notes.append(f"the model's recorded settings ({trained}): {replaced}")
         scale = method.scale_option
         value = getattr(method.options, scale) if scale else None
         if self.sigma == "given" and scale:
@@ -97,6 +102,10 @@ class SettingsSource:
 
 def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _setting(name: str) -> str:
+    return "sigma" if name == "sigma" else f"-o {option_name(name)}"
 
 
 def configure_method(plugin: str | None, sigma: float | None, options: Mapping[str, Any] | None,
@@ -142,13 +151,13 @@ def configure_method(plugin: str | None, sigma: float | None, options: Mapping[s
         raise
     if source == "missing":  # a plugin that works its sigma out in its own __init__, undeclared
         source = "plugin"
-    shown_replaced = [("--sigma" if sigma is not None else f"-o {option_name(scale)}") if key in ("sigma", scale)
-                      and scale_given and key not in given else f"-o {option_name(key)}" for key in replaced]
+    by = "--sigma" if sigma is not None else f"-o {option_name(scale)}" if scale_given else ""
     settings_source = SettingsSource(
         sigma=source if method_class.uses_sigma else None, trained_with=trained_with,
         recorded=tuple(([("sigma", recorded_sigma_used)] if recorded_sigma_used is not None else [])
                        + list(used.items())),
-        replaced=tuple(dict.fromkeys(shown_replaced)), other_plugin=other_plugin)
+        replaced=tuple((key, f"-o {option_name(key)}" if key in given else by) for key in replaced),
+        other_plugin=other_plugin)
     return method, settings_source
 
 

@@ -454,8 +454,7 @@ def _option_value(summary: dict, name: str) -> str:
     options = summary.get("options") or {}
     if name not in options:
         return "-"
-    value = options[name]
-    return show_number(value, 6) if is_number(value) and not isinstance(value, bool) else str(value)
+    return str(options[name])  # as the sigma row: the value the run used, whole
 
 
 def run_notes(summary: dict) -> list[str]:
