@@ -37,7 +37,7 @@ class Run:
 
     def __init__(self, model: OnnxModel, method: SmoothingMethod, *, space: InputSpace,
                  settings: ModelSettings | None = None, denoiser: Denoiser | None = None,
-                 sigma_source: SettingsSource | None = None, executor=None):
+                 settings_source: SettingsSource | None = None, executor=None, sigma_source: str | None = None):
         self.model = model
         self.method = method
         self.space = space
@@ -45,9 +45,10 @@ class Run:
         self.settings = settings if settings is not None else ModelSettings()
         #: the denoiser every view goes through before the model (None: none)
         self.denoiser = denoiser
-        #: where the method's sigma and options came from (:class:`certifier.method_config.SettingsSource`)
-        self.settings_source = sigma_source if sigma_source is not None else SettingsSource(
-            "given" if method.uses_sigma else None)
+        #: where the method's sigma and options came from (:class:`certifier.method_config.SettingsSource`;
+        #: ``sigma_source`` alone, as earlier versions took it, says where sigma came from)
+        self.settings_source = settings_source if settings_source is not None else SettingsSource(
+            sigma_source if sigma_source is not None else "given" if method.uses_sigma else None)
         #: what runs jobs' engines by default (None: this process; see :class:`certifier.job.Job`)
         self.executor = executor
         self._denoised: dict[tuple, OnnxModel] = {}
@@ -248,7 +249,7 @@ def load(model: str | os.PathLike, settings: ModelSettings | None = None, *, exe
     if cleaner is not None:
         check_denoiser(cleaner, method, allow_sigma_mismatch=settings.allow_denoiser_sigma_mismatch)
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**settings.space_overrides)
-    return Run(onnx_model, method, space=space, settings=settings, denoiser=cleaner, sigma_source=source,
+    return Run(onnx_model, method, space=space, settings=settings, denoiser=cleaner, settings_source=source,
                executor=executor)
 
 
