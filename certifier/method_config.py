@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from .errors import CertifyError, MissingNoiseScale
+from .guard import plugin_call
 from .metadata import SIGMA, recorded_options, recorded_plugin, recorded_sigma
 from .methods import SmoothingMethod
 from .plugins import get_method
@@ -114,8 +115,6 @@ def configure_method(plugin: str | None, sigma: float | None, options: Mapping[s
     """The configured smoothing method and where its settings came from: ``sigma`` and ``options``
     as the user gave them, the rest from the model's ``metadata`` when it was trained with this
     plugin, then ``fallback_sigma`` (a denoiser's) for a noise scale nothing else gave."""
-    from .guard import plugin_call
-
     trained_with = recorded_plugin(metadata)
     name = plugin or trained_with
     if not name:
@@ -137,7 +136,7 @@ def configure_method(plugin: str | None, sigma: float | None, options: Mapping[s
     replaced = [key for key in record if key in given or (scale_given and key in ("sigma", scale))]
     used = {key: value for key, value in record.items() if key not in replaced}
     recorded_sigma_used = used.pop("sigma", None)
-    parsed = parse_options(method_class, given, used)
+    parsed = parse_options(method_class, options or {}, used)
     source = _sigma_source(method_class, sigma, given, parsed, recorded_sigma_used, used, fallback_sigma)
     effective = {"given": sigma, "model": recorded_sigma_used, "denoiser": fallback_sigma}.get(source)
     try:
