@@ -52,7 +52,7 @@ def missing_scale(method_class, why: str = "") -> MissingNoiseScale:
         needed = "--sigma"
     else:
         needed = f"-o {option_name(scale)} X or --sigma S ({scale_relation(method_class)})"
-    return MissingNoiseScale(f"plugin {method_class.name} needs {needed}" + (f" ({why})" if why else ""))
+    return MissingNoiseScale(f"plugin {method_class.name} needs {needed}" + (f"; {why}" if why else ""))
 
 
 def settle_scale(method_class, sigma: float | None, options) -> tuple[float | None, Any]:

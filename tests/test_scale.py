@@ -130,8 +130,8 @@ def test_another_plugin_gets_neither_the_recorded_sigma_nor_the_options(files):
     _, uniform, data = files
     result, _ = certify("--plugin", "rs", uniform, "--data", data)
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
-        "Error: plugin rs needs --sigma (the model was trained with plugin uniform, whose recorded settings apply "
-        "to it alone)"]
+        "Error: plugin rs needs --sigma; the model was trained with plugin uniform, whose recorded settings apply "
+        "to it alone"]
     result, notes = certify("--plugin", "rs", "--sigma", "0.3", uniform, "--data", data)
     assert result.exit_code == 0, result.output
     assert "the model was trained with plugin uniform: its recorded sigma and options are not used for plugin rs" \
