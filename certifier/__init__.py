@@ -27,7 +27,7 @@ from .api import Job, Result, Run, certify, load, make_method  # noqa: E402
 from .command_options import method_options, settings_options  # noqa: E402
 from .data import load_data  # noqa: E402
 from .diffusion import choose_step, schedule_option  # noqa: E402
-from .errors import CertifyError  # noqa: E402
+from .errors import CertifyError, MissingNoiseScale  # noqa: E402
 from .files import check_output_file, replacing_file  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .metadata import (  # noqa: E402
@@ -54,7 +54,7 @@ __all__ = [
     "load", "certify", "Run", "Job", "Result", "summarize", "format_summary",
     "ModelSettings", "JobSettings", "RunSettings",
     # writing a plugin
-    "hookimpl", "SmoothingMethod", "Options", "Votes", "Certificate", "CertifyError",
+    "hookimpl", "SmoothingMethod", "Options", "Votes", "Certificate", "CertifyError", "MissingNoiseScale",
     "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
     "gaussian_views", "standard_normal", "LARGEST_STANDARD_NORMAL", "MAX_INPUT_MAGNITUDE",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 import numpy as np
-from pydantic import ValidationError
-
 from .data import Dataset, load_data
 from .denoiser import Denoiser, check_denoiser, load_denoiser, open_denoised
 from .engine import Engine, Group
@@ -26,40 +24,12 @@ from .errors import CertifyError
 from .guard import checked_group_model, checked_view_shape, plugin_call
 from .header import DataStamp, build_header
 from .job import Job, Result, select
-from .metadata import recorded_options, recorded_plugin, recorded_sigma
+from .method_config import SettingsSource, configure_method, make_method, parse_options  # noqa: F401 (the API)
 from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
 from .planning import plan_engine
-from .plugins import get_method
 from .settings import JobSettings, ModelSettings, RunSettings, takes
 from .space import InputSpace, ModelAdapter, prefers_channels_last, resolve_layout
-
-
-def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
-                  defaults: Mapping[str, Any] | None = None):
-    """Validate ``-o NAME VALUE`` pairs against the method's Options model."""
-    fields = method_class.Options.model_fields
-    values: dict[str, Any] = {}
-    for source, pairs in (("the model's metadata", defaults or {}), ("-o", given)):
-        for raw_name, value in pairs.items():
-            name = raw_name.replace("-", "_")
-            if name not in fields:
-                if source == "-o":
-                    known = ", ".join(f.replace("_", "-") for f in fields) or "none"
-                    raise CertifyError(
-                        f"plugin {method_class.name} has no option {raw_name!r}; its options: {known}"
-                    )
-                continue  # stale metadata from another version of the plugin
-            values[name] = value
-    try:
-        return method_class.Options(**values)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"]).replace("_", "-") or "options"
-        value = problem.get("input")
-        raise CertifyError(
-            f"plugin {method_class.name}, option {where}={value!r}: {problem['msg']}"
-        ) from None
 
 
 class Run:
@@ -67,7 +37,7 @@ class Run:
 
     def __init__(self, model: OnnxModel, method: SmoothingMethod, *, space: InputSpace,
                  settings: ModelSettings | None = None, denoiser: Denoiser | None = None,
-                 sigma_source: str | None = None, executor=None):
+                 settings_source: SettingsSource | None = None, executor=None, sigma_source: str | None = None):
         self.model = model
         self.method = method
         self.space = space
@@ -75,8 +45,10 @@ class Run:
         self.settings = settings if settings is not None else ModelSettings()
         #: the denoiser every view goes through before the model (None: none)
         self.denoiser = denoiser
-        #: where the method's sigma came from: "given", "model" or "denoiser" (their metadata); None: no sigma
-        self.sigma_source = sigma_source
+        #: where the method's sigma and options came from (:class:`certifier.method_config.SettingsSource`;
+        #: ``sigma_source`` alone, as earlier versions took it, says where sigma came from)
+        self.settings_source = settings_source if settings_source is not None else SettingsSource(
+            sigma_source if sigma_source is not None else "given" if method.uses_sigma else None)
         #: what runs jobs' engines by default (None: this process; see :class:`certifier.job.Job`)
         self.executor = executor
         self._denoised: dict[tuple, OnnxModel] = {}
@@ -85,6 +57,18 @@ class Run:
     @property
     def plugin(self) -> str:
         return self.method.name
+
+    @property
+    def sigma_source(self) -> str | None:
+        """Where the method's sigma came from: "given" (--sigma), "option" (the method's scale
+        option), "model" or "denoiser" (their metadata), "default" (the scale option's default);
+        None: the method has no sigma."""
+        return self.settings_source.sigma
+
+    @property
+    def notes(self) -> list[str]:
+        """What certify says about where the method's settings came from (one line each)."""
+        return self.settings_source.notes(self.method)
 
     @property
     def device(self) -> str:
@@ -237,20 +221,6 @@ def _fits(view_shape: tuple[int, ...], declared) -> bool:
     return True
 
 
-def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, Any] | None,
-                metadata: Mapping[str, str]) -> SmoothingMethod:
-    """The configured smoothing method, with defaults from the model's metadata."""
-    name = plugin or recorded_plugin(metadata)
-    if not name:
-        raise CertifyError("no --plugin given and the model's metadata names none (see: certify plugins)")
-    method_class = get_method(name)
-    parsed = parse_options(method_class, options or {}, recorded_options(metadata, name))
-    if sigma is None and method_class.uses_sigma:
-        sigma = recorded_sigma(metadata)
-    return plugin_call(method_class, "__init__", method_class, sigma=sigma if method_class.uses_sigma else None,
-                       options=parsed)
-
-
 @takes(ModelSettings)
 def load(model: str | os.PathLike, settings: ModelSettings | None = None, *, executor=None, **values) -> Run:
     """Open an ONNX model and configure a smoothing method for it.
@@ -274,17 +244,13 @@ def load(model: str | os.PathLike, settings: ModelSettings | None = None, *, exe
                             device=settings.device, threads=settings.threads,
                             allow_batch_coupling=bool(settings.allow_batch_coupling))
     cleaner = load_denoiser(settings.denoiser) if settings.denoiser is not None else None
-    sigma, source = settings.sigma, "given"
-    if sigma is None:
-        source = "model"
-        if cleaner is not None and recorded_sigma(onnx_model.metadata) is None:
-            sigma, source = _trained_sigma(cleaner), "denoiser"
-    method = make_method(settings.plugin, sigma, settings.options, onnx_model.metadata)
+    method, source = configure_method(settings.plugin, settings.sigma, settings.options, onnx_model.metadata,
+                                      fallback_sigma=_trained_sigma(cleaner) if cleaner is not None else None)
     if cleaner is not None:
         check_denoiser(cleaner, method, allow_sigma_mismatch=settings.allow_denoiser_sigma_mismatch)
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**settings.space_overrides)
-    return Run(onnx_model, method, space=space, settings=settings, denoiser=cleaner,
-               sigma_source=source if method.uses_sigma else None, executor=executor)
+    return Run(onnx_model, method, space=space, settings=settings, denoiser=cleaner, settings_source=source,
+               executor=executor)
 
 
 def _trained_sigma(denoiser: Denoiser) -> float | None:

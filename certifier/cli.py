@@ -16,7 +16,7 @@ from click_default_group import DefaultGroup
 
 from . import _interrupted_while_importing
 from .api import open_job
-from .command_options import NUMBERS, engine_options
+from .command_options import NUMBERS, EngineCommand, engine_options
 from .errors import CertifyError
 from .executors import open_executor
 from .one_line import friendly_errors, interrupted, one_line_failures  # noqa: F401  (friendly_errors: plugins)
@@ -130,8 +130,8 @@ def _execute(mode: str, *, model, data_path, split, output, fmt, quiet, **values
             _note(quiet, run.model.device_note + "".join(f"; {note}" for note in run.model.notes))
         elif run.model.notes:
             _note(quiet, "; ".join(run.model.notes))
-        if run.sigma_source in ("model", "denoiser"):
-            _note(quiet, f"sigma {run.method.sigma} from the {run.sigma_source}'s metadata")
+        for note in run.notes:
+            _note(quiet, note)
         if run.denoiser:
             _note(quiet, f"views go through the denoiser {run.denoiser.name} before the model")
 
@@ -214,7 +214,7 @@ def _progress(total: int, done: int, quiet: bool):
     return tqdm(total=total, initial=done, unit="input", dynamic_ncols=True, file=sys.stderr)
 
 
-@cli.command(name="run")
+@cli.command(name="run", cls=EngineCommand)
 @engine_options
 def run_command(**kwargs):
     """Certify each input: a prediction and a radius (the default command).
@@ -225,7 +225,7 @@ def run_command(**kwargs):
     _execute("certify", **kwargs)
 
 
-@cli.command(name="predict")
+@cli.command(name="predict", cls=EngineCommand)
 @engine_options
 def predict_command(**kwargs):
     """Cohen et al.'s PREDICT: the smoothed prediction or abstain, no radius."""

@@ -12,7 +12,7 @@ import click
 
 from .errors import CertifyError
 from .results import FORMATS
-from .settings import Flag, JobSettings, ModelSettings, RaySettings, Settings
+from .settings import Flag, JobSettings, ModelSettings, RaySettings, Settings, is_file_argument
 
 F = TypeVar("F", bound=Callable)
 
@@ -171,3 +171,22 @@ def engine_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+class EngineCommand(click.Command):
+    """``run`` and ``predict``: a model file right after ``--ray`` is the model, not a cluster
+    address (``certify --ray model.onnx`` starts Ray here, as ``--ray`` alone does)."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, ray_before_model(args))
+
+
+def ray_before_model(args: list[str]) -> list[str]:
+    """The command line with ``--ray FILE`` read as ``--ray`` without an address, then FILE."""
+    args = list(args)
+    for i, word in enumerate(args[:-1]):
+        if word == "--":
+            break
+        if word == "--ray" and is_file_argument(args[i + 1]):
+            args[i] = "--ray=local"
+    return args

@@ -8,6 +8,11 @@ class CertifyError(Exception):
     """A problem the user can fix: the message names it and says what to do."""
 
 
+class MissingNoiseScale(CertifyError):
+    """A smoothing method that needs a noise level got none: no ``--sigma``, no value of its own
+    scale option, and nothing recorded for it in the model."""
+
+
 def caused_by_interrupt(error: BaseException) -> bool:
     """Whether ``error`` came from Ctrl-C: an extension module interrupted while it
     initializes raises ImportError("initialization failed") from the KeyboardInterrupt."""

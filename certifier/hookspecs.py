@@ -27,8 +27,14 @@ def register_methods(register: Callable[[type[SmoothingMethod]], None]) -> None:
     :param register: call ``register(MethodClass)`` once per subclass of
         :class:`certifier.SmoothingMethod`. The core checks the class (a name of
         letters, digits, ``-`` and ``_``; a norm of l1, l2 or linf, or a
-        :class:`certifier.ThreatModel`) and refuses a
-        name another plugin already registered, naming both plugins.
+        :class:`certifier.ThreatModel`; a ``scale_option`` that is one of its options, with
+        a positive ``scale_per_sigma``) and refuses a name another plugin already registered,
+        naming both plugins.
+
+    A method's noise level follows one rule (``certifier/scale.py``, and the plugin guide's
+    "Sigma and your noise's own scale"): ``uses_sigma = False`` for none (``--sigma`` is then
+    refused); by default sigma is the scale; ``scale_option = "b"`` with ``scale_per_sigma``
+    names the option that is the noise's own scale, which ``--sigma`` sets too.
     """
 
 

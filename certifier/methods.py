@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .errors import CertifyError
+from .scale import settle_scale
 from .stats import binomial_pvalue, gaussian_quantile
 from .threats import STANDARD, ThreatModel
 
@@ -268,8 +269,15 @@ class SmoothingMethod:
     groups: ClassVar[tuple[str, ...]] = ("model",)
     #: True when the method enumerates a finite set of views instead of drawing them.
     deterministic: ClassVar[bool] = False
-    #: Whether the method reads ``--sigma``.
+    #: Whether the method has a noise level at all; False (translation): ``--sigma`` is refused.
     uses_sigma: ClassVar[bool] = True
+    #: The option that is the noise's own scale parameter (Laplace's ``"b"``, uniform's ``"lambda"``),
+    #: or None when sigma is the scale itself. With one, the option's value is ``scale_per_sigma``
+    #: times sigma (the noise's standard deviation): ``--sigma S`` sets the option to
+    #: ``S * scale_per_sigma``, and the method is made with both (see ``certifier/scale.py``).
+    scale_option: ClassVar[str | None] = None
+    #: The scale option's value per unit of sigma: 1 / sqrt(2) for Laplace's b, sqrt(3) for uniform's lambda.
+    scale_per_sigma: ClassVar[float] = 1.0
     #: Whether ``--denoiser`` may clean the views: a method whose views are Gaussian-noisy
     #: images says True. False (the default) refuses a denoiser: a plugin opts in, so a method
     #: whose views are something else (uniform noise, shifts, none) never gets one by accident.
@@ -289,11 +297,9 @@ class SmoothingMethod:
             cls.norm = threat.name
 
     def __init__(self, sigma: float | None = None, options: Options | None = None):
+        options = options if options is not None else self.Options()
+        sigma, options = settle_scale(type(self), sigma, options)
         if self.uses_sigma:
-            if sigma is None:
-                raise CertifyError(
-                    f"plugin {self.name} needs --sigma (the model's metadata records none)"
-                )
             if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating, np.integer)):
                 raise CertifyError(f"--sigma must be a number, got {sigma!r}")
             if not (sigma > 0 and np.isfinite(sigma)):
@@ -303,7 +309,7 @@ class SmoothingMethod:
                                    f"--sigma (or the plugin's noise option); pixels are in [0, 1], so a useful "
                                    f"sigma is at most a few units")
         self.sigma = float(sigma) if sigma is not None else None
-        self.options = options if options is not None else self.Options()
+        self.options = options
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} sigma={self.sigma} {self.options!r}>"

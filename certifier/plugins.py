@@ -14,6 +14,7 @@ import pluggy
 from . import hookspecs
 from .errors import CertifyError, caused_by_interrupt, one_line
 from .methods import SmoothingMethod, threat_of
+from .scale import scale_kind
 from .threats import STANDARD, ThreatModel
 
 #: The distribution whose entry points are the built-in plugins.
@@ -160,6 +161,7 @@ def _methods_by_plugin(strict: bool = True) -> tuple[dict[str, tuple[type[Smooth
         if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
             raise CertifyError(f"plugin {plugin}: smoothing method {method.__qualname__} needs a name of letters, digits, - or _")
         _check_threat_model(method, name, plugin)
+        _check_scale(method, name, plugin)
         if name in found and found[name][0] is not method:
             raise CertifyError(
                 f"two plugins register a smoothing method named {name!r}: {found[name][1]} and {plugin}"
@@ -202,6 +204,24 @@ def _check_threat_model(method: type[SmoothingMethod], name: str, plugin: str) -
                            f"named {threat.name!r}; leave norm out or make them agree")
 
 
+def _check_scale(method: type[SmoothingMethod], name: str, plugin: str) -> None:
+    """A method's noise scale option is one of its options, with a positive, finite scale_per_sigma."""
+    scale, factor = getattr(method, "scale_option", None), getattr(method, "scale_per_sigma", 1.0)
+    if scale is None:
+        return
+    fields = getattr(getattr(method, "Options", None), "model_fields", {})
+    if not isinstance(scale, str) or scale not in fields:
+        known = ", ".join(fields) or "none"
+        raise CertifyError(f"plugin {plugin}: smoothing method {name}'s scale_option {scale!r} is not one of its "
+                           f"options ({known})")
+    if not method.uses_sigma:
+        raise CertifyError(f"plugin {plugin}: smoothing method {name} sets scale_option but uses_sigma = False; a "
+                           f"method with a noise scale uses sigma")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (0 < factor < float("inf")):
+        raise CertifyError(f"plugin {plugin}: smoothing method {name}'s scale_per_sigma must be a positive number, "
+                           f"got {factor!r}")
+
+
 def get_methods() -> dict[str, type[SmoothingMethod]]:
     """Every registered smoothing method by name."""
     return {name: method for name, (method, _) in _methods_by_plugin()[0].items()}
@@ -237,6 +257,7 @@ def plugin_lines(described: list[dict[str, Any]]) -> Iterator[str]:
                 flags.append("takes --denoiser")
             yield f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]"
             yield f"      {threat.heading()}"
+            yield f"      {method['noise_scale']}"
             for option in method["options"]:
                 default = "" if option["default"] is None else f" (default: {option['default']})"
                 text = f": {option['description']}" if option["description"] else ""
@@ -270,6 +291,9 @@ def describe_plugins() -> list[dict[str, Any]]:
                         "description": method.description,
                         "deterministic": method.deterministic,
                         "uses_sigma": method.uses_sigma,
+                        "scale_option": method.scale_option,
+                        "scale_per_sigma": method.scale_per_sigma if method.scale_option else None,
+                        "noise_scale": scale_kind(method),
                         "denoisable": method.denoisable,
                         "groups": list(method.groups),
                         "options": method.option_help(),

@@ -509,11 +509,16 @@ def parse_address(address: str) -> tuple[str, str | None, int | None]:
     return ("client" if scheme else "gcs"), match["ipv6"] or match["host"], int(match["port"])
 
 
+def is_file_argument(value: str) -> bool:
+    """Whether a command-line word names a file (a model), which is never a cluster address."""
+    return value.endswith(".onnx") or os.path.isfile(value)
+
+
 def check_ray_address(value: str | None) -> str | None:
-    """--ray takes an optional address: a model file right after it is a misplaced --ray."""
+    """--ray takes an optional address: a model file given as its value is a misplaced --ray."""
     if value is None:
         return None
-    if value.endswith(".onnx") or os.path.isfile(value):
+    if is_file_argument(value):
         raise CertifyError(f"{value} is a file, not a cluster address; put --ray after the model, or give an "
                            f"address (--ray auto)")
     try:

@@ -285,6 +285,7 @@ def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, hea
         "norm": header.get("norm") or (records[0].get("norm") if records else None),
         "threat_model": threat.as_dict(),
         "sigma": (header.get("settings") or {}).get("sigma"),
+        "options": _options(header),
         "denoiser": _denoiser_name(header),
         "inputs": count,
         "labeled": len(labeled),
@@ -313,6 +314,13 @@ def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, hea
         summary["acr"] = sum(r["radius"] for r in good) / len(labeled)
         summary["accuracy"] = len(good) / len(labeled)
     return summary
+
+
+def _options(header: dict) -> dict[str, Any]:
+    """The plugin's options as the results header records them (``-o NAME VALUE``)."""
+    settings = header.get("settings")
+    options = settings.get("options") if isinstance(settings, dict) else None
+    return dict(options) if isinstance(options, dict) else {}
 
 
 def _denoiser_name(header: dict) -> str | None:
@@ -405,6 +413,8 @@ def summary_rows(summaries: Sequence[dict], threat: ThreatModel) -> tuple[list[R
     row("plugin", [str(s.get("plugin")) for s in summaries], "plugin")
     row("norm", [str(s.get("norm")) for s in summaries], "norm")
     row("sigma", [str(s.get("sigma")) for s in summaries], "sigma")
+    for name in dict.fromkeys(name for s in summaries for name in s.get("options") or {}):
+        row(f"-o {name.replace('_', '-')}", [_option_value(s, name) for s in summaries], "options")
     if any(s.get("denoiser") for s in summaries):
         row("denoiser", [s.get("denoiser") or "none" for s in summaries], "denoiser")
     sequential = [s.get("sampling") == "sequential" for s in summaries]
@@ -438,6 +448,13 @@ def summary_rows(summaries: Sequence[dict], threat: ThreatModel) -> tuple[list[R
         notes.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
                      "(no labels: not an accuracy)")
     return rows, notes
+
+
+def _option_value(summary: dict, name: str) -> str:
+    options = summary.get("options") or {}
+    if name not in options:
+        return "-"
+    return str(options[name])  # as the sigma row: the value the run used, whole
 
 
 def run_notes(summary: dict) -> list[str]:

@@ -37,7 +37,9 @@ import numpy as np
 # The check certifies through the public API, as a user would; the two internal names are the
 # engine's fixed-n bound (so a rule's unit test sees the engine's numbers) and, in registered(),
 # the plugin manager (registering a plugin for a test is what this module adds).
-from . import Certificate, CertifyError, SmoothingMethod, SoundnessCheck, Votes, load, load_model, make_method
+from . import (
+    Certificate, CertifyError, MissingNoiseScale, SmoothingMethod, SoundnessCheck, Votes, load, load_model, make_method,
+)
 from .stats import clopper_pearson_lower
 
 __all__ = [
@@ -424,17 +426,15 @@ def _set_options(method: SmoothingMethod) -> dict:
 
 
 def _configure(plugin: str, sigma: float | None, options: dict) -> tuple[SmoothingMethod, float | None]:
-    """The method as the user configured it; one that needs a noise level and got none gets DEFAULT_SIGMA."""
-    try:
-        return make_method(plugin, sigma, options, {}), sigma
-    except CertifyError:
-        if sigma is not None:
-            raise
+    """The method as the user configured it. One that needs a noise level and was given none (no
+    --sigma, no value of its own scale option: ``MissingNoiseScale``) certifies with DEFAULT_SIGMA;
+    a method without a noise level refuses --sigma, as certify does."""
+    if sigma is None:
         try:
-            return make_method(plugin, DEFAULT_SIGMA, options, {}), DEFAULT_SIGMA
-        except CertifyError:
-            pass
-        raise
+            return make_method(plugin, None, options, {}), None
+        except MissingNoiseScale:
+            sigma = DEFAULT_SIGMA
+    return make_method(plugin, sigma, options, {}), sigma
 
 
 def _with_check_options(plugin, method, sigma, options, check) -> tuple[SmoothingMethod, str | None]:

@@ -32,7 +32,8 @@ def register_commands(cli):
         violations: certificates for the wrong class or beyond the exact radius. A randomized
         method may have them at rate alpha (a one-sided binomial test); an exact one none.
         Exit status 1 when the method fails, crashes or declares no check. A method that
-        needs a noise level and gets none certifies with sigma 0.25.
+        needs a noise level and gets none (no --sigma, no value of its own scale option)
+        certifies with sigma 0.25; one without a noise level refuses --sigma.
 
         \b
             certify selftest --plugin rs --sigma 0.25

@@ -70,7 +70,7 @@ class Translation(SmoothingMethod):
         k: int = Field(3, ge=0, le=64, description="shifts of up to K pixels on each axis: (2K+1)^2 views")
 
     def __init__(self, sigma: float | None = None, options=None):
-        super().__init__(sigma=None, options=options)
+        super().__init__(sigma=sigma, options=options)
         self.k = int(self.options.k)
         self.side = 2 * self.k + 1
 

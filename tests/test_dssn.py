@@ -299,7 +299,7 @@ def test_lambda_sigma_and_views():
     assert Method(sigma=0.5).settings()["effective_lambda"] == 441 / 510
     with pytest.raises(certifier.CertifyError, match="needs -o lambda X or --sigma S"):
         Method()
-    with pytest.raises(certifier.CertifyError, match="means lambda"):
+    with pytest.raises(certifier.CertifyError, match="means -o lambda 0.866025 .*, but -o lambda is 1; give only one"):
         Method(sigma=0.5, options=Method.Options(**{"lambda": 1.0}))
     with pytest.raises(certifier.CertifyError, match="below 1 view"):
         dssn(4, 0.1)
@@ -333,7 +333,8 @@ def test_certify_uses_the_models_offsets_and_refuses_others(tmp_path):
     assert result.radius == result.details["radius_steps"] / 255
     for options, sigma, message in [
         ({"seed": "8"}, None, "seed 7 in the model, 8 now"),
-        ({"lambda": "1.0"}, None, "means lambda"),  # the model's sigma disagrees with the new lambda
+        # the given lambda replaces the model's scale, sigma and lambda both: the offsets then differ
+        ({"lambda": "1.0"}, None, "views L 255 in the model, 510 now"),
         ({"lambda": "1.0"}, 1 / math.sqrt(3), "views L 255 in the model, 510 now"),
         ({"q": "15"}, None, "q 255 in the model, 15 now"),
     ]:

@@ -89,7 +89,7 @@ def test_documented_example_certifies_an_l1_radius_soundly(laplace_module):
     """The example plugin from the docs is sound: its radii stay within the exact ones of closed-form
     models but for alpha (certifier.testing), with --sigma and with its own scale."""
     assert_sound("laplace", sigma=0.5)
-    assert_sound("laplace", options={"scale": 0.1})
+    assert_sound("laplace", options={"b": 0.1})
 
 
 def test_the_example_packages_own_tests_pass(laplace_module):
@@ -124,23 +124,24 @@ def test_documented_example_through_the_cli(laplace_module, tmp_path):
     path = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
     np.savez(tmp_path / "x.npz", x=np.array([[0.9, 0.1, 0.1, 0.1]], dtype=np.float32), y=np.array([1]))
     result = CliRunner().invoke(
-        cli, ["--plugin", "laplace", "-o", "scale", "0.2", "-n", "1000", "-q", str(path),
+        cli, ["--plugin", "laplace", "-o", "b", "0.2", "-n", "1000", "-q", str(path),
               "--data", str(tmp_path / "x.npz"), "--output", str(tmp_path / "run.jsonl")],
     )
     assert result.exit_code == 0, result.output
     header, record = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
-    assert header["plugin"] == "laplace" and header["settings"]["options"] == {"scale": 0.2}
+    assert header["plugin"] == "laplace" and header["settings"]["options"] == {"b": 0.2}
     assert header["settings"]["sigma"] == pytest.approx(0.2 * np.sqrt(2))
     assert record["norm"] == "l1" and record["prediction"] == 1 and record["radius"] > 0
     # an explicit --sigma is never dropped: one that disagrees with the scale is refused
-    refused = CliRunner().invoke(cli, ["--plugin", "laplace", "--sigma", "0.3", "-o", "scale", "0.2", str(path),
+    refused = CliRunner().invoke(cli, ["--plugin", "laplace", "--sigma", "0.3", "-o", "b", "0.2", str(path),
                                        "--data", str(tmp_path / "x.npz")])
     assert refused.exit_code == 1 and refused.output.strip().splitlines() == [
-        "Error: plugin laplace: --sigma 0.3 means -o scale 0.212132, not 0.2; give only one of them"]
+        "Error: plugin laplace: --sigma 0.3 means -o b 0.212132 (b = 0.707107 sigma), but -o b is 0.2; give only "
+        "one of them"]
     listed = CliRunner().invoke(cli, ["plugins", "--json"])
     entry = next(p for p in json.loads(listed.output) if p["name"] == "laplace-under-test")
     assert entry["builtin"] is False and entry["hooks"] == ["register_methods"]
-    assert entry["methods"][0]["options"][0]["name"] == "scale"
+    assert entry["methods"][0]["options"][0]["name"] == "b"
 
 
 def test_register_methods(register_methods):
@@ -302,11 +303,11 @@ def test_a_plugin_bug_while_certifying_is_one_line(register_methods, tmp_path):
 def test_options_are_validated_with_one_line_messages(laplace_module):
     from certifier.api import make_method
 
-    with pytest.raises(certifier.CertifyError, match="no option 'colour'; its options: scale"):
+    with pytest.raises(certifier.CertifyError, match="no option 'colour'; its options: b"):
         make_method("laplace", 0.5, {"colour": "red"}, {})
-    with pytest.raises(certifier.CertifyError, match="option scale='-1'"):
-        make_method("laplace", 0.5, {"scale": "-1"}, {})
-    assert make_method("laplace", None, {"scale": "0.7"}, {}).scale == 0.7
+    with pytest.raises(certifier.CertifyError, match="option b='-1'"):
+        make_method("laplace", 0.5, {"b": "-1"}, {})
+    assert make_method("laplace", None, {"b": "0.7"}, {}).b == 0.7
 
 
 def test_defaults_come_from_the_models_metadata():
@@ -317,11 +318,16 @@ def test_defaults_come_from_the_models_metadata():
     assert method.name == "rs" and method.sigma == 0.4 and method.options.bounds == "two"
     # options given on the command line win over the metadata
     assert make_method(None, None, {"bounds": "one"}, metadata).options.bounds == "one"
-    # another plugin's metadata options are not applied, even an option of the same name
-    other = make_method("pprs", None, {}, metadata)
-    assert other.sigma == 0.4 and other.options.bounds == "one"
-    with pytest.raises(certifier.CertifyError, match="needs --sigma"):
+    # another plugin gets neither the recorded sigma nor the recorded options, even one of the same name
+    with pytest.raises(certifier.CertifyError, match=r"^plugin pprs needs --sigma; the model was trained with "
+                                                     r"plugin rs, whose recorded settings apply to it alone$"):
+        make_method("pprs", None, {}, metadata)
+    other = make_method("pprs", 0.3, {}, metadata)
+    assert other.sigma == 0.3 and other.options.bounds == "one"
+    with pytest.raises(certifier.CertifyError, match=r"^plugin rs needs --sigma$"):
         make_method("rs", None, {}, {})
+    with pytest.raises(certifier.CertifyError, match=r"needs --sigma; the model's metadata records none$"):
+        make_method("rs", None, {}, {"certifier.plugin": "rs"})
     with pytest.raises(certifier.CertifyError, match="no --plugin"):
         make_method(None, 0.5, {}, {})
 

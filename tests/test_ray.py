@@ -216,6 +216,16 @@ def test_the_command_line_says_where_it_runs_in_one_quiet_line(cluster, referenc
     assert comparable(records(output)) == reference["rs"][:4]
 
 
+def test_ray_right_before_the_model_runs_on_ray(cluster, reference, tmp_path):
+    """certify --ray model.onnx: the model's path is the model, not a cluster address (issue 21)."""
+    output = tmp_path / "first.jsonl"
+    result = CliRunner().invoke(cli, ["--ray", str(RS), "--plugin", "rs", "--data", str(DATA), "--limit", "4",
+                                      *FLAGS, "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "running on this process's Ray at " in result.output
+    assert comparable(records(output)) == reference["rs"][:4]
+
+
 def test_predict_on_ray_writes_what_predict_writes_locally(cluster, tmp_path):
     arguments = ["predict", "--plugin", "rs", str(RS), "--data", str(DATA), "--limit", "4", *FLAGS, "-q"]
     for name, extra in (("local", []), ("ray", ["--ray"])):

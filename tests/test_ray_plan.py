@@ -73,8 +73,9 @@ def test_without_ray_installed_ray_is_one_line(monkeypatch, tmp_path):
     assert "pip install 'onnx-certifier[ray]'" in result.output.strip().splitlines()[-1]
 
 
-def test_a_model_taken_for_the_address_is_named(tmp_path):
-    result = CliRunner().invoke(cli, ["--plugin", "rs", "--ray", f"{MODELS}/fmnist-rs-0.25.onnx", "--data",
+def test_a_model_given_as_the_address_is_named(tmp_path):
+    """--ray MODEL is --ray alone then the model (tests/test_scale.py); --ray=MODEL is a mistake."""
+    result = CliRunner().invoke(cli, ["--plugin", "rs", f"--ray={MODELS}/fmnist-rs-0.25.onnx", "--data",
                                       f"{MODELS}/fmnist-samples.npz"])
     assert result.exit_code != 0 and "put --ray after the model" in result.output
 

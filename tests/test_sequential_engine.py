@@ -440,7 +440,7 @@ RANDOMIZED = {
     "rs": [MODELS / "fmnist-rs-0.25.onnx"],
     "pprs": [MODELS / "fmnist-pprs-grid-0.5.onnx"],
     "drs": [MODELS / "fmnist-drs-0.25.onnx"],
-    "ssn": ["--plugin", "ssn", MODELS / "fmnist-uniform-1.0.onnx"],
+    "ssn": ["--plugin", "ssn", "-o", "lambda", "1.0", MODELS / "fmnist-uniform-1.0.onnx"],  # not the model's plugin
     "uniform": [MODELS / "fmnist-uniform-1.0.onnx"],
 }
 

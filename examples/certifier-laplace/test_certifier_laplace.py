@@ -10,4 +10,4 @@ def test_laplace_is_sound():
 
 
 def test_laplace_is_sound_with_its_own_scale():
-    assert_sound("laplace", register=certifier_laplace, options={"scale": 0.1})
+    assert_sound("laplace", register=certifier_laplace, options={"b": 0.1})
