@@ -28,7 +28,9 @@ from .job import Job, Result, check_job_settings, select
 from .metadata import recorded_options, recorded_plugin, recorded_sigma
 from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
+from .noise import NOISE_STREAM
 from .plugins import get_method
+from .results import recorded_noise_stream
 from .space import InputSpace, ModelAdapter, prefers_channels_last, resolve_layout
 
 
@@ -154,10 +156,11 @@ class Run:
         return self._denoised[key]
 
     def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
-               workers=None, sampling: str = "fixed", levels: Sequence[float] | None = None) -> Engine:
+               workers=None, sampling: str = "fixed", levels: Sequence[float] | None = None,
+               noise_stream: int = NOISE_STREAM) -> Engine:
         return Engine(self.method, self.groups(input_shape), n0=n0, n=n, alpha=alpha,
                       batch_size=batch_size, seed=seed, workers=workers, sampling=sampling, levels=levels,
-                      input_shape=input_shape)
+                      input_shape=input_shape, noise_stream=noise_stream)
 
     def dataset(self, data, labels=None, *, split: str | None = None) -> Dataset:
         """A Dataset from a path (``split`` picks x_SPLIT from an .npz), or from an
@@ -189,8 +192,10 @@ class Run:
         check_job_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, workers=workers, limit=limit,
                            skip=skip, sampling=sampling, levels=levels, mode=mode)
         dataset = self.dataset(data, labels, split=split)
+        # a file being resumed keeps drawing the noise stream it was written with
+        stream = recorded_noise_stream(output, format) if output is not None else NOISE_STREAM
         engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
-                             workers=workers, sampling=sampling, levels=levels)
+                             workers=workers, sampling=sampling, levels=levels, noise_stream=stream)
         chosen = select(len(dataset), indices=indices, limit=limit, skip=skip)
         return Job(self, engine, dataset, chosen, mode=mode, output=output, format=format, executor=executor)
 

@@ -24,6 +24,7 @@ import numpy as np
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, first_line, one_line
 from .methods import Certificate, SmoothingMethod, Votes, threat_of
 from .model import OnnxModel
+from .noise import NOISE_STREAM, NOISE_STREAMS, stream_generator
 from .sampling import (
     ENUMERATION, ESTIMATION, PREDICTION, SAMPLINGS, SELECTION, SEQUENTIAL_BATCH, Enumeration, FixedSampling,
     make_plan,
@@ -200,11 +201,17 @@ class Engine:
         sampling: str = "fixed",
         levels: Sequence[float] | None = None,
         input_shape: Sequence[int] | None = None,
+        noise_stream: int = NOISE_STREAM,
     ):
         if set(groups) != set(method.groups):
             raise CertifyError(f"plugin {method.name} needs models for groups {method.groups}, got {tuple(groups)}")
         n0, n, self.alpha, self.seed = check_settings(
             n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=method.deterministic)
+        if isinstance(noise_stream, bool) or noise_stream not in NOISE_STREAMS:
+            raise CertifyError(f"noise stream {noise_stream!r} is not one this version draws "
+                               f"({', '.join(map(str, NOISE_STREAMS))}); upgrade certifier to resume that file")
+        #: which views a seed gives (``certifier.noise``); results files record it
+        self.noise_stream = int(noise_stream)
         self.method = method
         self.groups = [groups[name] for name in method.groups]
         #: the shape of every input (C, H, W) or (D,); None: whatever the groups' views fit
@@ -269,7 +276,7 @@ class Engine:
         # One independent stream per (input, phase, group, batch): results do not
         # depend on thread scheduling, and selection never shares draws with estimation.
         key = (job.index, _PHASE_KEYS[job.phase], job.group, job.batch)
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=key)))
+        return stream_generator(np.random.SeedSequence(self.seed, spawn_key=key), self.noise_stream)
 
     def _make_views(self, job: _Job) -> np.ndarray:
         group = self.groups[job.group]

@@ -210,6 +210,9 @@ class Job:
             "radius_ceiling": None if self.mode == "predict" else engine.radius_ceiling(),
             "device": getattr(self.executor, "device", None) or run.model.device,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # which views the seed gives (certifier.noise; absent: stream 1); last, so that a header of an
+            # older version torn by a kill is still recognised as the start of this one
+            "noise_stream": engine.noise_stream,
         }
         if header["sampling_settings"] is None:
             del header["sampling_settings"]  # results files of the fixed plans stay as they were

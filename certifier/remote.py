@@ -24,6 +24,7 @@ import numpy as np
 from . import __version__
 from .engine import Engine, InputResult
 from .errors import CertifyError
+from .noise import NOISE_STREAM
 from .onnx_file import external_data_files, file_sha256, read_model
 from .sampling import ESTIMATION, SELECTION
 
@@ -67,6 +68,8 @@ class WorkerSpec:
     allow_batch_coupling: bool = False
     #: the denoiser every view goes through before the model (``--denoiser``), or None
     denoiser: ModelFiles | None = None
+    #: which views the seed gives (``certifier.noise``): the results file's when it is resumed
+    noise_stream: int = NOISE_STREAM
 
 
 def model_files(path: str | Path) -> tuple[ModelFiles, list[Path]]:
@@ -194,6 +197,7 @@ def worker_spec(job, *, device: str, threads: int | None,
         mode=job.mode,
         allow_batch_coupling=bool(getattr(run, "allow_batch_coupling", False)),
         denoiser=denoiser_files,
+        noise_stream=engine.noise_stream,
     )
     spec.identity = engine_identity(run, engine, job.mode, method_origin(method.name))
     return spec, files
@@ -251,7 +255,8 @@ def build_engine(spec: WorkerSpec, parts: Mapping[str, Sequence[np.ndarray]]) ->
                 run.use_group_model(group, opened[files.sha256])
             engine = Engine(run.method, run.groups(spec.input_shape), n0=spec.plan.budget(SELECTION),
                             n=spec.plan.budget(ESTIMATION), alpha=spec.alpha, batch_size=spec.batch_size,
-                            seed=spec.seed, workers=spec.workers, plan=spec.plan, input_shape=spec.input_shape)
+                            seed=spec.seed, workers=spec.workers, plan=spec.plan, input_shape=spec.input_shape,
+                            noise_stream=spec.noise_stream)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     mine = engine_identity(run, engine, spec.mode, method_origin(spec.plugin))

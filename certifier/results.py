@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CertifyError
+from .noise import NOISE_STREAM
 
 try:
     import fcntl
@@ -29,6 +30,9 @@ IDENTITY_KEYS = (
 #: recorded resume without the check. batch_size: each batch of views is drawn from its own noise
 #: stream, so another batch size gives other views.
 LATER_IDENTITY_KEYS = ("batch_size",)
+#: Header fields that files written before they were recorded hold implicitly, with this value.
+#: noise_stream: which views a seed gives (``certifier.noise``); earlier files were drawn with stream 1.
+IMPLIED_KEYS = {"noise_stream": 1}
 #: Header fields that legitimately differ between two runs with the same settings.
 INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started", "denoiser")
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
@@ -40,7 +44,30 @@ MAX_HEADER_BYTES = 1 << 20
 def settings_differ(old: dict, new: dict) -> list[str]:
     """The header fields in which a results file's settings (``old``) differ from a run's."""
     return ([k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
-            + [k for k in LATER_IDENTITY_KEYS if k in old and old[k] != new.get(k)])
+            + [k for k in LATER_IDENTITY_KEYS if k in old and old[k] != new.get(k)]
+            + [k for k, implied in IMPLIED_KEYS.items() if old.get(k, implied) != new.get(k, implied)])
+
+
+def recorded_noise_stream(path: str | os.PathLike, fmt: str = "jsonl"):
+    """The noise stream a results file at ``path`` was drawn with, so that resuming it draws the
+    same views: 1 for a header without one, the one new runs draw when there is no header to read.
+    The file's other settings are checked when it is opened (:class:`ResultsFile`)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or not path.stat().st_size:
+            return NOISE_STREAM
+        if fmt == "cohen":
+            header = _read_json_dict(path.with_name(path.name + ".header.json"))
+        else:
+            with open(path, "rb") as handle:
+                header = json.loads(handle.readline(MAX_HEADER_BYTES).decode("utf-8"), parse_int=_json_int)
+            if not isinstance(header, dict) or header.get("type") != "header":
+                header = None
+    except (OSError, ValueError, RecursionError):
+        return NOISE_STREAM
+    if not isinstance(header, dict):
+        return NOISE_STREAM
+    return header.get("noise_stream", IMPLIED_KEYS["noise_stream"])
 
 
 def _without_batch_size(header: dict) -> dict:
@@ -63,7 +90,8 @@ def _describe_difference(old: dict, new: dict) -> str:
     keys = settings_differ(old, new)
     parts = []
     for key in keys[:3]:
-        parts.append(f"{key} {json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now")
+        implied = IMPLIED_KEYS.get(key)
+        parts.append(f"{key} {json.dumps(old.get(key, implied))} there, {json.dumps(new.get(key, implied))} now")
     return "; ".join(parts)
 
 
