@@ -509,18 +509,30 @@ def plugins_command(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG of certified accuracy against radius.")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one self-contained HTML page to send: settings, model hashes, plot, tables, per-class "
+                   "accuracy, cost and a gallery of inputs with noisy views.")
 @click.option("--format", "fmt", type=click.Choice(["table", "cohen"]), default="table", show_default=True,
               help="cohen: print the first file as Cohen et al.'s TSV.")
-def report_command(files, radii, as_json, plot, fmt):
+def report_command(files, radii, as_json, plot, html, fmt):
     """Summarize results files side by side: certified accuracy, ACR, abstain rate, cost.
 
     Files without labels get prediction statistics instead of accuracy. Records that
     cannot be right (a radius above the recorded ceiling, a repeated index, ...) are
     named in a warning and count as inputs that certify nothing.
+
+    --html report.html writes a page to send, which opens offline (no scripts, nothing
+    fetched): hashes, settings, plot and tables, per-class accuracy, cost, problems, and
+    a gallery of inputs with views made by the run's plugin.
     """
+    sidecars = [p.with_name(p.name + ".header.json") for p in files]  # a Cohen-format file's settings
+    inputs = [("FILES", p) for p in [*files, *sidecars]]
     if plot:
-        sidecars = [p.with_name(p.name + ".header.json") for p in files]  # a Cohen-format file's settings
-        check_output_file(plot, "--plot", [("FILES", p) for p in [*files, *sidecars]])
+        check_output_file(plot, "--plot", inputs)
+    if html:
+        from .html_report import check_html_path
+
+        check_html_path(html, inputs)
     loaded = [(path, *load_any_results(path)) for path in files]
     radii_list = _radii(radii)
     # by default each threat model keeps its own radii, with the levels of its sequential runs
@@ -535,11 +547,17 @@ def report_command(files, radii, as_json, plot, fmt):
         click.echo("\t".join(COHEN_COLUMNS))
         for record in loaded[0][2]:
             click.echo(cohen_row(record))
-        return
-    if as_json:
+    elif as_json:
         click.echo(json.dumps({str(p): _json_safe(s) for (p, _, _), s in zip(loaded, summaries)}, indent=2))
     else:
         click.echo(format_summary(summaries, [p.name for p, _, _ in loaded]))
     if plot:
         plot_summaries([(p.name, header, records) for p, header, records in loaded], plot)
         click.echo(f"certify: wrote {plot}", err=True)
+    if html:
+        from .html_report import ReportedRun, write_html_report
+
+        runs = [ReportedRun(*run, summary) for run, summary in zip(loaded, summaries)]
+        for note in write_html_report(html, runs):
+            click.echo(f"certify: note: {note}", err=True)
+        click.echo(f"certify: wrote {html}", err=True)

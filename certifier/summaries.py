@@ -8,7 +8,7 @@ import math
 import os
 import statistics
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from .errors import CertifyError
 from .results import is_index, is_number
@@ -321,14 +321,34 @@ def format_summary(summaries: Sequence[dict], names: Sequence[str]) -> str:
     return "\n\n".join(parts)
 
 
-def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel) -> str:
-    rows: list[tuple[str, list[str]]] = []
+class Row(NamedTuple):
+    """One row of a summary table: its label, one value per run, and what it shows for
+    machines (``key`` a summary key such as "acr", ``radius`` the radius of a per-radius key)."""
 
-    def row(label: str, values: Sequence[str]) -> None:
-        rows.append((label, list(values)))
+    label: str
+    values: list[str]
+    key: str | None = None
+    radius: str | None = None
 
-    def pct(value) -> str:
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+#: Per-radius values a summary may hold, labeled accuracies first, and how a table names them.
+#: ``empirical_accuracy`` is what an attack measured: the share of inputs no attack within the
+#: radius moved (an upper bound beside the certified lower bound).
+RADIUS_SERIES = (("certified_accuracy", "certified accuracy"), ("empirical_accuracy", "empirical robust accuracy"))
+
+
+def percent(value) -> str:
+    """A share as a table shows it: ``42.5%``; ``-`` when there is none."""
+    return "-" if not is_number(value) or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def summary_rows(summaries: Sequence[dict], threat: ThreatModel) -> tuple[list[Row], list[str]]:
+    """The rows of a side-by-side table of summaries of one threat model, and the notes under it
+    (what a sequential, exact or conditional run's radii mean)."""
+    rows: list[Row] = []
+
+    def row(label: str, values: Sequence[str], key: str | None = None, radius: str | None = None) -> None:
+        rows.append(Row(label, list(values), key, radius))
 
     def number(value, digits: int = 4) -> str:
         return show_number(value, digits) if is_number(value) else "-"
@@ -345,51 +365,66 @@ def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel)
                     keys.append(radius)
         return sorted(keys, key=float)
 
-    row("plugin", [str(s.get("plugin")) for s in summaries])
-    row("norm", [str(s.get("norm")) for s in summaries])
-    row("sigma", [str(s.get("sigma")) for s in summaries])
+    row("plugin", [str(s.get("plugin")) for s in summaries], "plugin")
+    row("norm", [str(s.get("norm")) for s in summaries], "norm")
+    row("sigma", [str(s.get("sigma")) for s in summaries], "sigma")
     if any(s.get("denoiser") for s in summaries):
-        row("denoiser", [s.get("denoiser") or "none" for s in summaries])
+        row("denoiser", [s.get("denoiser") or "none" for s in summaries], "denoiser")
     sequential = [s.get("sampling") == "sequential" for s in summaries]
     if any(sequential):
-        row("sampling", [str(s.get("sampling") or "-") for s in summaries])
-    row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries])
+        row("sampling", [str(s.get("sampling") or "-") for s in summaries], "sampling")
+    row("inputs (labeled)", [f"{s['inputs']} ({s['labeled']})" for s in summaries], "inputs")
+    for series, name in RADIUS_SERIES:
+        if any(series in s for s in summaries):
+            for key in radius_keys(series):
+                row(f"{name} {threat.certified_set(key)}", [percent((s.get(series) or {}).get(key)) for s in summaries],
+                    series, key)
     if any("certified_accuracy" in s for s in summaries):
-        for key in radius_keys("certified_accuracy"):
-            row(f"certified accuracy {threat.certified_set(key)}",
-                [pct((s.get("certified_accuracy") or {}).get(key)) for s in summaries])
-        row("ACR", [number(s.get("acr")) if "acr" in s else "-" for s in summaries])
+        row("ACR", [number(s.get("acr")) if "acr" in s else "-" for s in summaries], "acr")
     unlabeled = any(s["inputs"] > s["labeled"] for s in summaries)
     if unlabeled:
         for key in radius_keys("certified_fraction"):
             row(f"certified fraction {threat.certified_set(key)}",
-                [pct((s.get("certified_fraction") or {}).get(key)) for s in summaries])
-        row("mean radius (abstain 0)", [number(s.get("mean_radius")) for s in summaries])
-        row("median radius (abstain 0)", [number(s.get("median_radius")) for s in summaries])
-        row("classes predicted", [str(len(s.get("predicted_classes") or {})) for s in summaries])
+                [percent((s.get("certified_fraction") or {}).get(key)) for s in summaries], "certified_fraction", key)
+        row("mean radius (abstain 0)", [number(s.get("mean_radius")) for s in summaries], "mean_radius")
+        row("median radius (abstain 0)", [number(s.get("median_radius")) for s in summaries], "median_radius")
+        row("classes predicted", [str(len(s.get("predicted_classes") or {})) for s in summaries], "predicted_classes")
         row("most predicted class", [_most_predicted(s) for s in summaries])
-    row("abstain rate", [pct(s["abstain_rate"]) for s in summaries])
-    row("radius ceiling", [shown(s.get("radius_ceiling")) for s in summaries])
-    row("seconds per input", [number(s.get("seconds_per_input"), 3) for s in summaries])
+    row("abstain rate", [percent(s["abstain_rate"]) for s in summaries], "abstain_rate")
+    row("radius ceiling", [shown(s.get("radius_ceiling")) for s in summaries], "radius_ceiling")
+    row("seconds per input", [number(s.get("seconds_per_input"), 3) for s in summaries], "seconds_per_input")
     row("forward passes per input", [
         "-" if s.get("forward_passes_per_input") is None else f"{s['forward_passes_per_input']:.0f}" for s in summaries
-    ])
-    label_width = max(30, *(len(label) + 2 for label, _ in rows))
-    width = max(12, *(len(n) for n in names), *(len(v) for _, values in rows for v in values)) + 2
-    lines = ["".ljust(label_width) + "".join(n.rjust(width) for n in names)]
-    lines += [label.ljust(label_width) + "".join(v.rjust(width) for v in values) for label, values in rows]
+    ], "forward_passes_per_input")
+    notes = []
     if unlabeled:
-        lines.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
+        notes.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
                      "(no labels: not an accuracy)")
-    for s, name in zip(summaries, names):
-        if s.get("sampling") == "sequential" and s.get("levels"):
-            levels = ", ".join(exact_text(r) for r in s["levels"])
-            lines.append(f"{name}: sequential, at most n = {s.get('budget')} views per input: each radius is the "
-                         f"largest level proved of {levels} (0 below the lowest)")
-        if s.get("exact"):
-            lines.append(f"{name}: certificates are exact (no sampling, no alpha)")
-        if s.get("conditional"):
-            lines.append(f"{name}: radii are CONDITIONAL on: {', '.join(s['conditional'])}")
+    return rows, notes
+
+
+def run_notes(summary: dict) -> list[str]:
+    """What a run's radii mean beyond the table: a sequential run's levels, exact or conditional certificates."""
+    notes = []
+    if summary.get("sampling") == "sequential" and summary.get("levels"):
+        levels = ", ".join(exact_text(r) for r in summary["levels"])
+        notes.append(f"sequential, at most n = {summary.get('budget')} views per input: each radius is the largest "
+                     f"level proved of {levels} (0 below the lowest)")
+    if summary.get("exact"):
+        notes.append("certificates are exact (no sampling, no alpha)")
+    if summary.get("conditional"):
+        notes.append(f"radii are CONDITIONAL on: {', '.join(summary['conditional'])}")
+    return notes
+
+
+def _table(summaries: Sequence[dict], names: Sequence[str], threat: ThreatModel) -> str:
+    rows, notes = summary_rows(summaries, threat)
+    label_width = max(30, *(len(r.label) + 2 for r in rows))
+    width = max(12, *(len(n) for n in names), *(len(v) for r in rows for v in r.values)) + 2
+    lines = ["".ljust(label_width) + "".join(n.rjust(width) for n in names)]
+    lines += [r.label.ljust(label_width) + "".join(v.rjust(width) for v in r.values) for r in rows]
+    lines += notes
+    lines += [f"{name}: {note}" for s, name in zip(summaries, names) for note in run_notes(s)]
     return "\n".join(lines)
 
 
