@@ -148,7 +148,7 @@ def _stream2_normal(rng: np.random.Generator, shape: tuple[int, ...], sigma: flo
 def _flat_source(x: np.ndarray, shape: tuple[int, ...]):
     """A function giving x's values at flat positions [start, start + count) of a batch of ``shape``."""
     x = np.asarray(x)
-    if x.ndim > 1 and x.strides[0] == 0:  # one input broadcast over the batch (the engine's views)
+    if x.ndim > 1 and x.strides[0] == 0 and x.size:  # one input broadcast over the batch (the engine's views)
         one = np.ascontiguousarray(x[0]).reshape(-1)
         width = len(one)
         tiled = np.tile(one, -(-min(CHUNK_PAIRS, int(np.prod(shape))) // width) + 1)
