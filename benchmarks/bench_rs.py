@@ -493,10 +493,12 @@ def main(argv=None) -> int:
     samples = args.n0 + args.n
     rounds = []
     say()
-    say(f"seconds per certified input ({samples} samples each), wall time; cpu = certify's and pinned's CPU "
-        f"seconds (all threads); noise = certify's view making alone, 1 thread")
+    say(f"seconds per certified input ({samples} samples each), wall time; ... cpu: the ratio of CPU seconds "
+        f"(all threads); noise = certify's view making alone, 1 thread")
     columns = "".join(f"{c:>9}" for c in contenders) + "".join(f"{k:>15}" for k in ratio_names)
-    say(f"{'round':>5} {'load':>5}  {'order':<34}{columns}{'cpu c/p':>9}")
+    cpu_names = [f"{name}/pinned cpu" for name in ("certify", *streams)]
+    say(f"{'round':>5} {'load':>5}  {'order':<34}{columns}" + "".join(f"{k.replace('/pinned', '/p'):>15}"
+                                                              for k in cpu_names))
     for number in range(args.rounds):
         shift = number % len(contenders)
         order = contenders[shift:] + contenders[:shift]
@@ -509,18 +511,18 @@ def main(argv=None) -> int:
             time.sleep(0.2)  # let the previous contender's spinning threads go idle
         per_input = {name: sum(m["seconds"]) / len(m["seconds"]) for name, m in measured.items()}
         figures = {k: per_input[ratios[k][0]] / per_input[ratios[k][1]] for k in ratio_names}
-        figures["certify/pinned cpu"] = cpu["certify"] / cpu["pinned"]
+        figures |= {f"{name}/pinned cpu": cpu[name] / cpu["pinned"] for name in ("certify", *streams)}
         rounds.append({"order": list(order), "load_average": load, "per_input_seconds": per_input,
                        "per_input_cpu_seconds": cpu, "ratios": figures, "detail": measured})
         say(f"{number + 1:>5} {load[0] if load else float('nan'):>5.2f}  {','.join(order):<34}"
             + "".join(f"{per_input[c]:>9.3f}" for c in contenders)
-            + "".join(f"{figures[k]:>15.3f}" for k in ratio_names) + f"{figures['certify/pinned cpu']:>9.3f}")
+            + "".join(f"{figures[k]:>15.3f}" for k in [*ratio_names, *cpu_names]))
 
     median_seconds = {c: statistics.median(r["per_input_seconds"][c] for r in rounds) for c in contenders}
-    figures = {k: spread([r["ratios"][k] for r in rounds]) for k in [*ratio_names, "certify/pinned cpu"]}
+    figures = {k: spread([r["ratios"][k] for r in rounds]) for k in [*ratio_names, *cpu_names]}
     say(f"{'median':>5} {'':>5}  {'':<34}" + "".join(f"{median_seconds[c]:>9.3f}" for c in contenders)
         + "".join(f"{figures[k]['median']:>15.3f}" for k in ratio_names)
-        + f"{figures['certify/pinned cpu']['median']:>9.3f}")
+        + "".join(f"{figures[k]['median']:>15.3f}" for k in cpu_names))
     say()
     say(f"ratios over {args.rounds} rounds: median [lowest, highest] (quartiles), (highest - lowest) / median")
     for key, figure in figures.items():
