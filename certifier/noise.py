@@ -17,7 +17,8 @@ run resumes with the stream its file was written with:
   of each 32-bit half of ``random_raw``, low half first), then its pairs.
 
 Both are the same transform of uniforms of the same precision: only which bits go where
-differs. A generator that is not the engine's (a plugin's own, a test's) draws stream 2.
+differs. A generator that is not the engine's (``certify train``'s, ``certify show``'s, a
+test's) draws as stream 1 did, so that what a seed gives there has not changed either.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def gaussian_views(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
 
 
 def _normal(rng, shape, sigma, x) -> np.ndarray:
-    if getattr(rng, "noise_stream", NOISE_STREAM) == 1:
+    if getattr(rng, "noise_stream", 1) == 1:
         noisy = _stream1_standard_normal(rng, shape)
         if sigma is not None:
             noisy *= np.float32(sigma)

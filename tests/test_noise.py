@@ -135,11 +135,14 @@ STREAM_2_DRAWS = [-0.6368671655654907, 0.9465177059173584, 1.0239934921264648, 0
                   -2.3113436698913574, -0.3301236629486084, -1.8133468627929688]
 
 
-def test_generators_outside_the_engine_draw_the_newest_stream():
-    values = standard_normal(np.random.default_rng(5), (1000,))
-    again = standard_normal(stream_generator(np.random.SeedSequence(5), NOISE_STREAM), (1000,))
-    assert values.shape == again.shape == (1000,)
-    assert getattr(np.random.default_rng(5), "noise_stream", NOISE_STREAM) == NOISE_STREAM == max(NOISE_STREAMS)
+def test_generators_outside_the_engine_draw_what_they_always_drew():
+    """certify train, certify show and plugins' own generators: a seed gives what it gave before
+    noise streams were numbered (stream 1's transform), so retraining with a seed gives the same model."""
+    seed = np.random.SeedSequence(5)
+    plain = gaussian_views(np.zeros((3, 40), np.float32), 0.5, np.random.Generator(np.random.PCG64(seed)))
+    np.testing.assert_array_equal(plain, gaussian_views(np.zeros((3, 40), np.float32), 0.5,
+                                                        stream_generator(seed, 1)))
+    assert NOISE_STREAM == max(NOISE_STREAMS) == 2  # what the engine draws for new results files
 
 
 def test_an_unknown_noise_stream_is_refused_in_one_line(tmp_path):
