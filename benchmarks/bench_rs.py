@@ -41,16 +41,16 @@ The decision figure is the median of certify/pinned.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchlib import Report, benchmark_parser, check_counts, load_average, load_averages, medians, spread
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "fmnist-rs-0.25.onnx"
@@ -64,31 +64,14 @@ AIMS = {"certify/pinned": ("<=", 1.1), "certify/bare": ("<=", 1.1), "peer/certif
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model (default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help=".npz with x_test (uint8 images) and y_test (default: %(default)s)")
+    parser = benchmark_parser(__doc__, model=DEFAULT_MODEL, data=DEFAULT_DATA, inputs=3, rounds=7,
+                              inputs_help="first K test images", data_help=".npz with x_test (uint8 images) and y_test")
     parser.add_argument("--sigma", type=float, default=None, help="noise level (default: the model's metadata)")
-    parser.add_argument("--inputs", "-k", type=int, default=3, help="first K test images (default: %(default)s)")
-    parser.add_argument("-n", type=int, default=100_000, help="estimation samples (default: %(default)s)")
-    parser.add_argument("--n0", type=int, default=100, help="selection samples (default: %(default)s)")
-    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="batch size for all contenders (default: certify's automatic size)")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds of all contenders (default: %(default)s)")
     parser.add_argument("--no-peer", action="store_true", help="leave out the PyTorch peer (and peer/certify)")
     parser.add_argument("--also-stream", type=int, metavar="N", action="append", default=[],
-                        help="also time certify's engine drawing noise stream N (e.g. 1, the views before streams "
+                        help="also time certify drawing noise stream N (e.g. 1, the views before streams "
                              "were numbered), as contender streamN")
-    parser.add_argument("--json", metavar="PATH", help="also write a JSON summary to PATH ('-' for stdout)")
-    args = parser.parse_args(argv)
-    for name in ("inputs", "n", "n0", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    return args
+    return check_counts(parser, parser.parse_args(argv))
 
 
 # -- the peer: Cohen et al.'s Smooth.certify, in PyTorch -------------------------------------
@@ -276,12 +259,12 @@ class Bench:
     def pinned(self, round_number: int, n: int) -> dict:
         return self._premade(self.pinned_session, self.model.parallel_runs, n)
 
-    def certify(self, round_number: int, n: int) -> dict:
+    def certify(self, round_number: int, n: int, **settings) -> dict:
         args = self.args
         seconds, predictions, radii, p_lowers, top_votes = [], [], [], [], []
         start = time.perf_counter()
         for result in self.run.results(self.images, n0=args.n0, n=n, alpha=args.alpha,
-                                       batch_size=self.batch_size, seed=round_number):
+                                       batch_size=self.batch_size, seed=round_number, **settings):
             now = time.perf_counter()
             seconds.append(now - start)  # the first one includes the engine's setup
             start = now
@@ -293,18 +276,8 @@ class Bench:
                 "p_lower": p_lowers, "top_votes": top_votes}
 
     def stream(self, number: int):
-        """certify's engine drawing noise stream ``number`` (no results file, no Job)."""
-        def timed(round_number: int, n: int) -> dict:
-            args = self.args
-            engine = self.run.engine(self.images.shape[1:], n0=args.n0, n=n, alpha=args.alpha,
-                                     batch_size=self.batch_size, seed=round_number, noise_stream=number)
-            seconds, start = [], time.perf_counter()
-            for _ in engine.run(self.run.dataset(self.images), range(len(self.images))):
-                now = time.perf_counter()
-                seconds.append(now - start)
-                start = now
-            return {"seconds": seconds}
-        return timed
+        """certify drawing noise stream ``number`` (``results(..., noise_stream=number)``)."""
+        return lambda round_number, n: self.certify(round_number, n, noise_stream=number)
 
     def peer_run(self, round_number: int, n: int) -> dict:
         import torch
@@ -375,26 +348,6 @@ def thread_report(model, peer: bool) -> dict:
     return report
 
 
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def shown(load: list[float] | None) -> str:
-    return "n/a" if load is None else " ".join(f"{v:.2f}" for v in load)
-
-
-def spread(values: list[float]) -> dict:
-    """Median, lowest, highest, quartiles and (highest - lowest) / median of per-round figures."""
-    ordered = sorted(values)
-    median = statistics.median(ordered)
-    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [median, median, median]
-    return {"median": median, "low": ordered[0], "high": ordered[-1], "q1": quartiles[0], "q3": quartiles[2],
-            "relative_range": (ordered[-1] - ordered[0]) / median if median else float("nan")}
-
-
 def agreement_report(say, args, rounds: list[dict], labels, sigma: float) -> tuple[bool, list[dict]]:
     """Certify and the peer: the same predictions, radii within sampling error (they draw different noise)."""
     say()
@@ -426,10 +379,8 @@ def agreement_report(say, args, rounds: list[dict], labels, sigma: float) -> tup
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = sys.stderr if args.json == "-" else sys.stdout
-
-    def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
+    report = Report(args.json)
+    say = report.say
 
     began = time.perf_counter()
     import onnxruntime
@@ -483,7 +434,7 @@ def main(argv=None) -> int:
     if peer:
         say(f"  peer check: torch logits == onnxruntime logits on {4 * args.inputs} views "
             f"(max |diff| {difference:.2g}){'; unused initializers ' + str(unused) if unused else ''}")
-    say(f"  load average before: {shown(load_average())}")
+    say(f"  load average before: {load_average()}")
 
     bench = Bench(args, run, images, network, batch_size)
     # Warm-up: thread pools, kernels and lazy imports, with one estimation batch.
@@ -502,7 +453,7 @@ def main(argv=None) -> int:
     for number in range(args.rounds):
         shift = number % len(contenders)
         order = contenders[shift:] + contenders[:shift]
-        load = load_average()
+        load = load_averages()
         measured, cpu = {}, {}
         for name in order:
             started = time.process_time()
@@ -518,7 +469,7 @@ def main(argv=None) -> int:
             + "".join(f"{per_input[c]:>9.3f}" for c in contenders)
             + "".join(f"{figures[k]:>15.3f}" for k in [*ratio_names, *cpu_names]))
 
-    median_seconds = {c: statistics.median(r["per_input_seconds"][c] for r in rounds) for c in contenders}
+    median_seconds = medians([r["per_input_seconds"] for r in rounds], contenders)
     figures = {k: spread([r["ratios"][k] for r in rounds]) for k in [*ratio_names, *cpu_names]}
     say(f"{'median':>5} {'':>5}  {'':<34}" + "".join(f"{median_seconds[c]:>9.3f}" for c in contenders)
         + "".join(f"{figures[k]['median']:>15.3f}" for k in ratio_names)
@@ -548,10 +499,10 @@ def main(argv=None) -> int:
         f"({1e9 * views / (samples * int(np.prod(input_shape))):.2f} ns per value, 1 thread)")
 
     all_agree, agreement = agreement_report(say, args, rounds, labels, sigma) if peer else (True, [])
-    say(f"load average after: {shown(load_average())}; total {time.perf_counter() - began:.0f} s")
+    say(f"load average after: {load_average()}; total {time.perf_counter() - began:.0f} s")
 
     if args.json:
-        summary = {
+        report.write_json({
             "model": str(args.model), "model_sha256": model.sha256, "sigma": sigma, "inputs": args.inputs,
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "batch_size": batch_size, "rounds": args.rounds,
             "noise_stream": stream, "threads": threads, "median_seconds_per_input": median_seconds,
@@ -562,12 +513,8 @@ def main(argv=None) -> int:
             "versions": {"python": platform.python_version(), "numpy": np.__version__,
                          "onnxruntime": onnxruntime.__version__,
                          **({"torch": torch.__version__} if peer else {})},
-        }
-        text = json.dumps(summary, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+            "load_average_after": load_average(),
+        })
     return 0 if all_agree else 1
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CertifyError
+from .header import IMPLIED_WHEN_ABSENT, INCIDENTAL_KEYS, settings_differ
 from .noise import NOISE_STREAM
 
 try:
@@ -21,31 +22,26 @@ try:
 except ImportError:  # Windows: no advisory locks, results files are not guarded against a second run
     fcntl = None
 
-#: Header fields that must match for a rerun to add to an existing results file.
-IDENTITY_KEYS = (
-    "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "sampling_settings", "model_sha256",
-    "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize", "denoiser_sha256",
-)
-#: Header fields that must match too when the file records them: files written before they were
-#: recorded resume without the check. batch_size: each batch of views is drawn from its own noise
-#: stream, so another batch size gives other views.
-LATER_IDENTITY_KEYS = ("batch_size",)
-#: Header fields that files written before they were recorded hold implicitly, with this value.
-#: noise_stream: which views a seed gives (``certifier.noise``); earlier files were drawn with stream 1.
-IMPLIED_KEYS = {"noise_stream": 1}
-#: Header fields that legitimately differ between two runs with the same settings.
-INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started", "denoiser")
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 FORMATS = ("jsonl", "cohen")
 #: Headers are a few kilobytes; a first line longer than this is not one.
 MAX_HEADER_BYTES = 1 << 20
 
 
-def settings_differ(old: dict, new: dict) -> list[str]:
-    """The header fields in which a results file's settings (``old``) differ from a run's."""
-    return ([k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
-            + [k for k in LATER_IDENTITY_KEYS if k in old and old[k] != new.get(k)]
-            + [k for k, implied in IMPLIED_KEYS.items() if old.get(k, implied) != new.get(k, implied)])
+def _without_batch_size(header: dict) -> dict:
+    """A header without the batch size, in both places it may be (a sequential plan's looks fall on whole batches)."""
+    header = {k: v for k, v in header.items() if k != "batch_size"}
+    plan = header.get("sampling_settings")
+    if isinstance(plan, dict):
+        header["sampling_settings"] = {k: v for k, v in plan.items() if k != "granularity"}
+    return header
+
+
+def _recorded_batch_size(header: dict):
+    if "batch_size" in header:
+        return header["batch_size"]
+    plan = header.get("sampling_settings")
+    return plan.get("granularity") if isinstance(plan, dict) else None
 
 
 def recorded_noise_stream(path: str | os.PathLike, fmt: str = "jsonl"):
@@ -67,30 +63,14 @@ def recorded_noise_stream(path: str | os.PathLike, fmt: str = "jsonl"):
         return NOISE_STREAM
     if not isinstance(header, dict):
         return NOISE_STREAM
-    return header.get("noise_stream", IMPLIED_KEYS["noise_stream"])
-
-
-def _without_batch_size(header: dict) -> dict:
-    """A header without the batch size, in both places it may be (a sequential plan's looks fall on whole batches)."""
-    header = {k: v for k, v in header.items() if k != "batch_size"}
-    plan = header.get("sampling_settings")
-    if isinstance(plan, dict):
-        header["sampling_settings"] = {k: v for k, v in plan.items() if k != "granularity"}
-    return header
-
-
-def _recorded_batch_size(header: dict):
-    if "batch_size" in header:
-        return header["batch_size"]
-    plan = header.get("sampling_settings")
-    return plan.get("granularity") if isinstance(plan, dict) else None
+    return header.get("noise_stream", IMPLIED_WHEN_ABSENT["noise_stream"])
 
 
 def _describe_difference(old: dict, new: dict) -> str:
     keys = settings_differ(old, new)
     parts = []
     for key in keys[:3]:
-        implied = IMPLIED_KEYS.get(key)
+        implied = IMPLIED_WHEN_ABSENT.get(key)
         parts.append(f"{key} {json.dumps(old.get(key, implied))} there, {json.dumps(new.get(key, implied))} now")
     return "; ".join(parts)
 
