@@ -180,3 +180,25 @@ def test_the_noise_stream_of_a_results_file(tmp_path):
     assert recorded_noise_stream(cohen, "cohen") == 1
     write("old.tsv.header.json", '{"seed": 1, "noise_stream": 2}')
     assert recorded_noise_stream(cohen, "cohen") == 2
+
+
+def test_a_stream_asked_for_is_recorded_and_a_file_of_another_is_not_resumed(tmp_path):
+    """Python may ask for a stream (``noise_stream=1``): the header records it, a rerun asking
+    for it resumes, and a file drawn with another stream is refused, never mixed."""
+    path = save(hyperplane_model([1.0, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
+    run = certifier.load(path, plugin="rs", sigma=0.5)
+    data = np.random.default_rng(0).uniform(0, 1, (3, 4)).astype(np.float32)
+    output = tmp_path / "r.jsonl"
+    settings = dict(n0=10, n=200, batch_size=64, seed=1, output=output)
+    with run.job(data, noise_stream=1, limit=2, **settings) as job:
+        first = [(r.prediction, r.radius) for r in job]
+    assert job.header["noise_stream"] == 1 and recorded_noise_stream(output) == 1
+    with run.job(data, **settings) as job:  # no stream asked for: the file's
+        assert job.engine.noise_stream == 1
+        rest = [(r.prediction, r.radius) for r in job]
+    with run.job(data, noise_stream=1, n0=10, n=200, batch_size=64, seed=1) as job:
+        assert [(r.prediction, r.radius) for r in job] == first + rest
+    with pytest.raises(certifier.CertifyError, match="noise_stream 1 there, 2 now") as refused:
+        with run.job(data, noise_stream=2, **settings) as job:
+            list(job)
+    assert "\n" not in str(refused.value)
