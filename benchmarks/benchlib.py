@@ -14,6 +14,7 @@ their report goes, JSON summaries, timing, medians and the load average.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -22,19 +23,26 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from certifier import JobSettings
 
-_DEFAULTS = JobSettings()
+def job_default(name: str):
+    """certify's own default for a job setting: ``certifier.JobSettings``'s, or, in versions of
+    certify before the settings records (a benchmark timing an older checkout), ``Run.job``'s."""
+    import certifier
+
+    if hasattr(certifier, "JobSettings"):
+        return certifier.JobSettings.model_fields[name].default
+    return inspect.signature(certifier.Run.job).parameters[name].default
 
 
 def benchmark_parser(doc: str, *, model: Path | None = None, data: Path | None = None, inputs: int | None = None,
-                     n: int = _DEFAULTS.n, n0: int = _DEFAULTS.n0, alpha: float | None = _DEFAULTS.alpha,
+                     n: int | None = None, n0: int | None = None, alpha: float | None | bool = True,
                      batch_size: bool = True, rounds: int | None = 3, json_summary: bool = True,
                      data_help: str = "inputs", inputs_help: str = "inputs certified") -> argparse.ArgumentParser:
     """An argument parser with the options benchmarks share (each left out when its default is None
-    or False): --model, --data, --inputs/-k, -n, --n0, --alpha, --batch-size, --rounds, --json.
-    The sample defaults are certify's own (``certifier.JobSettings``) unless a script asks for others;
-    :func:`check_counts` refuses counts below 1 after parsing."""
+    or False): --model, --data, --inputs/-k, -n, --n0, --alpha (None leaves it out, a number is
+    its default), --batch-size, --rounds, --json. -n, --n0 and --alpha default to certify's own
+    (:func:`job_default`) unless a script asks for others; :func:`check_counts` refuses counts
+    below 1 after parsing."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if model is not None:
@@ -43,10 +51,13 @@ def benchmark_parser(doc: str, *, model: Path | None = None, data: Path | None =
         parser.add_argument("--data", type=Path, default=data, help=f"{data_help} (default: %(default)s)")
     if inputs is not None:
         parser.add_argument("--inputs", "-k", type=int, default=inputs, help=f"{inputs_help} (default: %(default)s)")
-    parser.add_argument("-n", type=int, default=n, help="estimation samples (default: %(default)s)")
-    parser.add_argument("--n0", type=int, default=n0, help="selection samples (default: %(default)s)")
-    if alpha is not None:
-        parser.add_argument("--alpha", type=float, default=alpha, help="failure probability (default: %(default)s)")
+    parser.add_argument("-n", type=int, default=job_default("n") if n is None else n,
+                        help="estimation samples (default: %(default)s)")
+    parser.add_argument("--n0", type=int, default=job_default("n0") if n0 is None else n0,
+                        help="selection samples (default: %(default)s)")
+    if alpha is not None and alpha is not False:
+        parser.add_argument("--alpha", type=float, default=job_default("alpha") if alpha is True else alpha,
+                            help="failure probability (default: %(default)s)")
     if batch_size:
         parser.add_argument("--batch-size", type=int, default=None,
                             help="batch size for all contenders (default: certify's automatic size)")
@@ -68,12 +79,18 @@ def check_counts(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return args
 
 
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages ("n/a" where the system has none)."""
+def load_averages() -> tuple[float, float, float] | None:
+    """The 1, 5 and 15 minute load averages (None where the system has none)."""
     try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+        return tuple(round(v, 2) for v in os.getloadavg())
     except OSError:
-        return "n/a"
+        return None
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as text ("n/a" where the system has none)."""
+    loads = load_averages()
+    return "n/a" if loads is None else " ".join(f"{v:.2f}" for v in loads)
 
 
 class Report:
@@ -108,3 +125,13 @@ def medians(rows: Sequence[Mapping[str, float]], keys: Iterable[str] | None = No
     """The median of each key over rows (rounds): the figure a noisy machine settles on."""
     keys = list(keys) if keys is not None else list(rows[0])
     return {key: statistics.median(row[key] for row in rows) for key in keys}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """The median of per-round figures with their spread: lowest, highest, quartiles, and
+    (highest - lowest) / median."""
+    ordered = sorted(values)
+    median = statistics.median(ordered)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [median, median, median]
+    return {"median": median, "low": ordered[0], "high": ordered[-1], "q1": quartiles[0], "q3": quartiles[2],
+            "relative_range": (ordered[-1] - ordered[0]) / median if median else float("nan")}

@@ -28,6 +28,7 @@ from .method_config import SettingsSource, configure_method, make_method, parse_
 from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
 from .planning import plan_engine
+from .results import recorded_noise_stream
 from .settings import JobSettings, ModelSettings, RunSettings, takes
 from .space import InputSpace, ModelAdapter, prefers_channels_last, resolve_layout
 
@@ -189,6 +190,9 @@ class Run:
         :class:`Job`, e.g. a ``certifier.ray_executor.RayExecutor``).
         """
         settings = JobSettings.of(settings, values, caller="job")
+        if output is not None and settings.noise_stream is None:
+            # a file being resumed keeps drawing the noise stream it was written with
+            settings = settings.replace(noise_stream=recorded_noise_stream(output, format))
         dataset = self.dataset(data, labels, split=split)
         engine = self.engine(dataset.shape, settings)
         chosen = select(len(dataset), indices=settings.indices, limit=settings.limit, skip=settings.skip)

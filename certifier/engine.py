@@ -24,6 +24,7 @@ from .guard import (
 )
 from .methods import Certificate, SmoothingMethod, Votes, threat_of
 from .model import OnnxModel
+from .noise import stream_generator
 from .planning import EnginePlan, plan_engine
 from .sampling import ENUMERATION, ESTIMATION, PREDICTION, SELECTION
 from .settings import JobSettings
@@ -129,6 +130,8 @@ class Engine:
         self.alpha, self.seed, self.batch_size = plan.alpha, plan.seed, plan.batch_size
         #: the shape of every input (C, H, W) or (D,); None: whatever the groups' views fit
         self.input_shape = plan.input_shape
+        #: which views a seed gives (``certifier.noise``); results files record it
+        self.noise_stream = plan.noise_stream
         #: batches in flight at once; by default what the models ask for
         self.workers = max(1, plan.workers or max(getattr(g.model, "parallel_runs", 1) for g in self.groups))
         # Results are consumed in order; a deep queue keeps every worker busy while the
@@ -154,7 +157,7 @@ class Engine:
         # One independent stream per (input, phase, group, batch): results do not
         # depend on thread scheduling, and selection never shares draws with estimation.
         key = (job.index, _PHASE_KEYS[job.phase], job.group, job.batch)
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=key)))
+        return stream_generator(np.random.SeedSequence(self.seed, spawn_key=key), self.noise_stream)
 
     def _make_views(self, job: _Job) -> np.ndarray:
         group = self.groups[job.group]

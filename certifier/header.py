@@ -59,13 +59,20 @@ HEADER_KEYS: dict[str, str] = {
     "radius_ceiling": DERIVED,
     "device": LOCATION,
     "started": LOCATION,
+    # last, so that a header of an older version torn by a kill is still seen as the start of this one
+    "noise_stream": IDENTITY,
 }
 #: Identity keys that headers record only since a later version: a file without one resumes
 #: without that check. batch_size: each batch of views is drawn from its own noise stream,
 #: so another batch size gives other views.
 RECORDED_LATER = ("batch_size",)
+#: Identity keys that headers record only since a later version, with the value a header without
+#: one holds implicitly. noise_stream: which views a seed gives (``certifier.noise``); files
+#: written before streams were numbered were drawn with stream 1.
+IMPLIED_WHEN_ABSENT: dict[str, Any] = {"noise_stream": 1}
 #: Identity keys every results file records.
-IDENTITY_KEYS = tuple(k for k, kind in HEADER_KEYS.items() if kind == IDENTITY and k not in RECORDED_LATER)
+IDENTITY_KEYS = tuple(k for k, kind in HEADER_KEYS.items()
+                      if kind == IDENTITY and k not in RECORDED_LATER and k not in IMPLIED_WHEN_ABSENT)
 #: Where a run reads and runs, and when.
 LOCATION_KEYS = tuple(k for k, kind in HEADER_KEYS.items() if kind == LOCATION)
 #: Keys that legitimately differ between two runs with the same settings: where each ran,
@@ -119,6 +126,7 @@ def build_header(run: Run, engine: Engine, *, mode: str, data: DataStamp, device
         "radius_ceiling": None if mode == "predict" else engine.radius_ceiling(),
         "device": device,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "noise_stream": engine.noise_stream,
     }
     if header["sampling_settings"] is None:
         del header["sampling_settings"]  # results files of the fixed plans stay as they were
@@ -137,4 +145,5 @@ def _denoiser_fields(denoiser) -> dict[str, Any]:
 def settings_differ(old: dict, new: dict) -> list[str]:
     """The identity keys in which a results file's header (``old``) differs from a run's."""
     return ([k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
-            + [k for k in RECORDED_LATER if k in old and old[k] != new.get(k)])
+            + [k for k in RECORDED_LATER if k in old and old[k] != new.get(k)]
+            + [k for k, implied in IMPLIED_WHEN_ABSENT.items() if old.get(k, implied) != new.get(k, implied)])

@@ -18,6 +18,7 @@ import numpy as np
 from .errors import CertifyError
 from .guard import checked_num_views, plugin_call
 from .methods import SmoothingMethod, threat_of
+from .noise import NOISE_STREAM
 from .sampling import ENUMERATION, SEQUENTIAL_BATCH, Enumeration, make_plan
 from .settings import JobSettings
 
@@ -43,6 +44,8 @@ class EnginePlan:
     input_shape: tuple[int, ...] | None = None
     #: batches in flight at once (None: what the models ask for); never changes a result
     workers: int | None = None
+    #: which views a seed gives (``certifier.noise``): a resumed results file's, else the newest
+    noise_stream: int = NOISE_STREAM
 
     def replace(self, **changes) -> "EnginePlan":
         return replace(self, **changes)
@@ -81,7 +84,8 @@ def plan_engine(method: SmoothingMethod, groups: Mapping[str, Any], settings: Jo
         sampling = make_plan(settings.plan, n0=settings.n0, n=settings.n, alpha=settings.alpha, levels=levels,
                              **({"granularity": batch_size} if settings.plan != "fixed" else {}))
     _check_batch_memory(sampling, batch_size, view_shapes)
-    return EnginePlan(sampling, settings.alpha, settings.seed, batch_size, shape, settings.workers)
+    stream = settings.noise_stream if settings.noise_stream is not None else NOISE_STREAM
+    return EnginePlan(sampling, settings.alpha, settings.seed, batch_size, shape, settings.workers, stream)
 
 
 def _check_batch_memory(sampling, batch_size: int, view_shapes) -> None:

@@ -3,7 +3,8 @@
 An executor that spreads a job's inputs over machines (``certifier.ray_executor``) sends
 each worker a :class:`WorkerSpec` and the bytes of the model files. The worker checks the
 bytes against their SHA-256, opens the models, and builds an :class:`Engine` whose every
-setting (method and options, input space, plan, batch size, seed) is the driver's, then
+setting (method and options, input space, plan, batch size, seed, noise stream) is the
+driver's, then
 certifies whole inputs with it: each input's noise comes from its own streams, so every
 record equals the one a local run writes. Nothing here needs Ray.
 """

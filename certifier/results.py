@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CertifyError
-from .header import INCIDENTAL_KEYS, settings_differ
+from .header import IMPLIED_WHEN_ABSENT, INCIDENTAL_KEYS, settings_differ
+from .noise import NOISE_STREAM
 
 try:
     import fcntl
@@ -43,11 +44,34 @@ def _recorded_batch_size(header: dict):
     return plan.get("granularity") if isinstance(plan, dict) else None
 
 
+def recorded_noise_stream(path: str | os.PathLike, fmt: str = "jsonl"):
+    """The noise stream a results file at ``path`` was drawn with, so that resuming it draws the
+    same views: 1 for a header without one, the one new runs draw when there is no header to read.
+    The file's other settings are checked when it is opened (:class:`ResultsFile`)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or not path.stat().st_size:
+            return NOISE_STREAM
+        if fmt == "cohen":
+            header = _read_json_dict(path.with_name(path.name + ".header.json"))
+        else:
+            with open(path, "rb") as handle:
+                header = json.loads(handle.readline(MAX_HEADER_BYTES).decode("utf-8"), parse_int=_json_int)
+            if not isinstance(header, dict) or header.get("type") != "header":
+                header = None
+    except (OSError, ValueError, RecursionError):
+        return NOISE_STREAM
+    if not isinstance(header, dict):
+        return NOISE_STREAM
+    return header.get("noise_stream", IMPLIED_WHEN_ABSENT["noise_stream"])
+
+
 def _describe_difference(old: dict, new: dict) -> str:
     keys = settings_differ(old, new)
     parts = []
     for key in keys[:3]:
-        parts.append(f"{key} {json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now")
+        implied = IMPLIED_WHEN_ABSENT.get(key)
+        parts.append(f"{key} {json.dumps(old.get(key, implied))} there, {json.dumps(new.get(key, implied))} now")
     return "; ".join(parts)
 
 

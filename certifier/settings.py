@@ -30,6 +30,7 @@ from .data import check_resize
 from .device import DEVICES, check_device
 from .errors import CertifyError
 from .outputs import OUTPUT_KINDS
+from .noise import NOISE_STREAMS
 from .sampling import SAMPLINGS, check_levels
 from .space import LAYOUTS
 from .threats import DEFAULT_RADII
@@ -207,6 +208,15 @@ def _radius(value) -> float | None:
 
 def _levels(value) -> tuple[float, ...] | None:
     return None if value is None else check_levels(value)
+
+
+def _noise_stream(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or value not in NOISE_STREAMS:
+        raise CertifyError(f"noise stream {value!r} is not one this version draws ({', '.join(map(str, NOISE_STREAMS))}); "
+                           f"upgrade certifier to resume that file")
+    return int(value)
 
 
 def _indices(value) -> tuple[int, ...] | None:
@@ -440,6 +450,9 @@ class JobSettings(Settings):
     #: the inputs to certify, by index (instead of limit and skip)
     indices: Annotated[tuple[int, ...] | None, BeforeValidator(_indices)] = None
     mode: Annotated[str, _choice("mode", MODES)] = "certify"
+    #: which views a seed gives (``certifier.noise``); None: the stream a resumed results file
+    #: was drawn with, else the newest
+    noise_stream: Annotated[int | None, BeforeValidator(_noise_stream)] = None
 
     @model_validator(mode="after")
     def _plan(self) -> "JobSettings":

@@ -108,6 +108,35 @@ def test_the_recipe_rebuilds_an_engine_that_gives_the_same_records(tmp_path):
     assert engine.batch_size == 64 and json.dumps(spec.identity, default=str)
 
 
+def test_the_recipe_keeps_the_noise_stream_of_the_file_it_resumes(tmp_path):
+    """A file written before noise streams were numbered resumes on workers drawing stream 1, as
+    it would locally; a recipe that lost the stream is refused, never run on other views."""
+    from pathlib import Path
+
+    from certifier.remote import worker_spec
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "fixed-rs.jsonl"
+    header, first, *_ = fixture.read_text().splitlines(keepends=True)
+    resumed = tmp_path / "resumed.jsonl"
+    resumed.write_text(header + first)
+    run = certifier.load(f"{MODELS}/fmnist-rs-0.25.onnx", plugin="rs")
+    with run.job(f"{MODELS}/fmnist-samples.npz", output=resumed, n0=50, n=1500, seed=3, limit=2,
+                 batch_size=512) as job:
+        assert job.engine.noise_stream == 1 and job.todo == [1]
+        spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
+        parts = {sha: read_parts(p) for sha, p in paths.items()}
+        engine = build_engine(spec, parts)
+        shipped, _ = certify_one(engine, ShippedInputs(job.dataset.shape), 1, job.dataset.batch([1])[0], "certify")
+        (local,) = list(job)
+    assert engine.noise_stream == 1
+    expected = json.loads(fixture.read_text().splitlines()[2])
+    assert (shipped.prediction, shipped.certificate.radius) == (local.prediction, local.radius) == (
+        expected["prediction"], expected["radius"])
+    spec.plan = spec.plan.replace(noise_stream=2)
+    with pytest.raises(CertifyError, match="differs from the driver's in noise_stream"):
+        build_engine(spec, parts)
+
+
 def test_an_address_nobody_listens_on_is_one_line_at_once(tmp_path):
     pytest.importorskip("ray")
     done, _ = certify_in_a_process("127.0.0.1:1", cwd=tmp_path)

@@ -26,6 +26,7 @@ from scipy import stats
 import certifier
 from certifier import gaussian_quantile
 from certifier.methods import Votes
+from certifier.noise import NOISE_STREAMS
 from certifier.plugins import get_method
 from certifier.stats import clopper_pearson_lower
 from certifier_plugins import semantic
@@ -288,9 +289,12 @@ def test_a_sigma_whose_views_overflow_float32_is_refused_naming_the_largest_that
     assert np.abs(views).max() <= certifier.MAX_INPUT_MAGNITUDE
 
 
-def test_the_largest_standard_normal_is_what_the_generator_can_reach():
+@pytest.mark.parametrize("stream", NOISE_STREAMS)
+def test_the_largest_standard_normal_is_what_the_generator_can_reach(stream):
     class Zeros:
         """A generator at the far end: U = 0 for the radius (clamped to 2^-60), angle 0 (cos = 1)."""
+
+        noise_stream = stream
 
         def random(self, size, dtype=np.float64, out=None):
             values = np.zeros(size, dtype=dtype)
@@ -298,6 +302,11 @@ def test_the_largest_standard_normal_is_what_the_generator_can_reach():
                 out[...] = values
                 return out
             return values
+
+        class bit_generator:
+            @staticmethod
+            def random_raw(size):
+                return np.zeros(size, dtype=np.uint64)
 
     drawn = certifier.standard_normal(Zeros(), (4,))
     assert float(np.abs(drawn).max()) == certifier.LARGEST_STANDARD_NORMAL

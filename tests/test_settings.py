@@ -15,7 +15,9 @@ from click.testing import CliRunner
 
 import certifier
 from certifier.cli import cli
-from certifier.header import DERIVED, HEADER_KEYS, IDENTITY, IDENTITY_KEYS, INCIDENTAL_KEYS, LOCATION, RECORDED_LATER
+from certifier.header import (
+    DERIVED, HEADER_KEYS, IDENTITY, IDENTITY_KEYS, IMPLIED_WHEN_ABSENT, INCIDENTAL_KEYS, LOCATION, RECORDED_LATER,
+)
 from certifier.settings import (
     DEVICES, JobSettings, ModelSettings, RaySettings, RunSettings, TrainingSettings,
 )
@@ -83,7 +85,7 @@ def test_resume_and_workers_read_the_one_table():
     from certifier.results import settings_differ
 
     identity = {k for k, kind in HEADER_KEYS.items() if kind == IDENTITY}
-    assert set(IDENTITY_KEYS) | set(RECORDED_LATER) == identity
+    assert set(IDENTITY_KEYS) | set(RECORDED_LATER) | set(IMPLIED_WHEN_ABSENT) == identity
     base = {key: f"value of {key}" for key in HEADER_KEYS}
     for key, kind in HEADER_KEYS.items():
         differs = bool(settings_differ(base, {**base, key: "another"}))
