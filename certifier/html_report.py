@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import math
 import os
 import statistics
@@ -344,6 +345,9 @@ class _RunSection:
             facts.append((f"model of group {group}", _code(sha)))
         if header.get("denoiser"):
             facts += [("denoiser", header["denoiser"]), ("denoiser SHA-256", _code(header.get("denoiser_sha256")))]
+            facts += [(f"denoiser {key.replace('_', ' ')}", _cut(json.dumps(header[key]) if isinstance(header[key], (dict, list))
+                                                              else str(header[key])))
+                      for key in ("denoiser_kind", "schedule", "timestep", "alpha_bar", "data_range") if key in header]
             described = header.get("denoiser_metadata")
             if isinstance(described, dict):
                 facts += [(f"denoiser {key}", _cut(value)) for key, value in described.items()]
