@@ -20,6 +20,7 @@ from certifier.diffusion import choose_step, cosine_schedule, linear_schedule, s
 from certifier.errors import CertifyError
 
 from onnx_models import linear_model, save
+from test_denoiser import cli_error, identity_denoiser
 from test_diffusion import IMAGE, clipping_classifier, predictor, tiny_unet
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -68,14 +69,6 @@ def files(tmp_path):
 def run_args(files, *extra, sigma="0.5"):
     return ["run", str(files["model"]), "--plugin", "rs", "--sigma", sigma, "--data", str(files["data"]),
             "-n", "50", "--n0", "10", *extra]
-
-
-def cli_error(arguments: list[str]) -> str:
-    result = CliRunner().invoke(cli, arguments)
-    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 # -- the one-shot denoiser through --denoiser ---------------------------------------------------
@@ -156,6 +149,10 @@ def test_report_shows_kind_schedule_timestep_and_alpha_bar(files):
     assert "cosine (1000 steps)" in report.output
     assert rows["timestep"] == [f"{step.timestep:g}", "-"]
     assert rows["alpha_bar"] == [f"{step.alpha_bar:.6g}", "-"]
+    page = files["dir"] / "report.html"
+    assert CliRunner().invoke(cli, ["report", str(output), "--html", str(page)]).exit_code == 0
+    text = page.read_text()
+    assert "denoiser timestep" in text and "denoiser alpha bar" in text and str(step.alpha_bar) in text
 
 
 # -- resuming -----------------------------------------------------------------------------------
@@ -221,8 +218,6 @@ def test_other_misuse_is_refused_in_one_line(files):
     # diffusion options without a denoiser, or with a denoiser of images
     assert "--schedule go with --denoiser" in cli_error(run_args(files, "--schedule", "cosine"))
     assert "--denoiser-kind go with --denoiser" in cli_error(run_args(files, "--denoiser-kind", "diffusion"))
-    from test_denoiser import identity_denoiser
-
     identity = save(identity_denoiser(), files["dir"] / "identity.onnx")
     line = cli_error(run_args(files, "--denoiser", str(identity), "--schedule", "cosine"))
     assert "are for a diffusion noise predictor; the denoiser identity.onnx is a denoiser of images" in line
@@ -239,8 +234,6 @@ def test_other_misuse_is_refused_in_one_line(files):
 
 def test_an_ambiguous_two_input_model_names_the_flag(files):
     """Two image inputs: not recognized as a predictor; the refusal says how to force the kind."""
-    from test_denoiser import identity_denoiser
-
     two = identity_denoiser()
     two.graph.input.append(onnx.helper.make_tensor_value_info("other", TensorProto.FLOAT, ["N", 1, 4, 4]))
     path = save(two, files["dir"] / "two.onnx")
