@@ -31,6 +31,9 @@ INPUT_SPACE = "certifier.input_space"
 GROUP = "certifier.group"
 DATASET = "certifier.dataset"
 TRAINING = "certifier.training"
+#: the training loss and its settings (``certify train --loss``): a JSON object naming the loss
+#: (``gaussian``, ``consistency``, ``smoothadv``) with the noisy copies per input and its weights
+LOSS = "certifier.loss"
 #: ``certify train-denoiser`` records what a denoiser was trained for under this prefix.
 DENOISER = "certifier.denoiser."
 #: the sigma a denoiser was trained for
@@ -138,6 +141,12 @@ def recorded_json(metadata: Mapping[str, str], key: str) -> dict[str, Any] | Non
     return value
 
 
+def recorded_loss(metadata: Mapping[str, str]) -> dict[str, Any] | None:
+    """The training loss and its settings ``certify train`` recorded (None for a model
+    trained before losses were recorded, or not by ``certify train``)."""
+    return recorded_json(metadata, LOSS)
+
+
 def is_denoiser(metadata: Mapping[str, str]) -> bool:
     """Whether the metadata is a denoiser's (``certify train-denoiser`` wrote it)."""
     return any(key.startswith(DENOISER) for key in metadata)
@@ -163,15 +172,17 @@ def _shortened(value: str) -> str:
 
 def model_metadata(method: SmoothingMethod | None, *, input_shape: Sequence[int], view_shape: Sequence[int],
                    dataset: str, classes: Sequence[str], groups: Sequence[str],
-                   training: Mapping[str, Any]) -> dict[str, str]:
+                   training: Mapping[str, Any], loss: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The metadata ``certify train`` writes into a model trained on ``method``'s views:
     the method's own :meth:`~certifier.SmoothingMethod.training_metadata`, then the core's
-    keys, which it cannot replace.
+    keys, which it cannot replace. ``loss`` is the training loss and its settings.
 
     ``method`` None is a plain classifier trained on clean images: it records no plugin,
     sigma, options, input space or group, so certify applies no smoothing defaults to it.
     """
     described = {DATASET: dataset, CLASSES: json.dumps(list(classes)), TRAINING: json.dumps(dict(training))}
+    if loss is not None:
+        described[LOSS] = json.dumps(dict(loss))
     if method is None:
         return described
     extra = {str(k): str(v) for k, v in method.training_metadata(tuple(input_shape)).items()}

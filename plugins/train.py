@@ -2,7 +2,8 @@
 
 Needs torch (``pip install 'onnx-certifier[train]'``). The noise comes from the
 chosen plugin's own ``sample`` (or ``views``) method, so a model is trained on
-exactly what it will see during certification.
+exactly what it will see during certification; ``--loss`` chooses what is minimized
+on it (certifier_plugins._losses).
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ from typing import Annotated, ClassVar
 
 import click
 import numpy as np
+from pydantic import model_validator
 
 from certifier import (
     CertifyError, LearningRate, MethodSettings, Range, SmoothingMethod, TrainingData, TrainingSettings,
     ValidationFraction, check_output_file, flag, hookimpl, load_data, make_method, model_metadata, settings_options,
 )
+from certifier_plugins._losses import DEFAULTS, LOSSES, check_method, consistency_loss, make_loss, smoothadv_attack
 from certifier_plugins._torch import (
     check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch, save_checkpoint,
 )
 
-CHECKPOINT_VERSION = 1
+#: 2: checkpoints may be taken within an epoch (they record the step and the noise generator);
+#: 1 (end of epoch only) still resumes.
+CHECKPOINT_VERSION = 2
+#: A checkpoint within an epoch at most this often (one is always written at the end of an epoch).
+CHECKPOINT_SECONDS = 120.0
 #: Channels of the first layer at most (the last conv layer has four times as many).
 MAX_WIDTH = 512
 #: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
@@ -53,6 +60,39 @@ class ClassifierTraining(MethodSettings, TrainingSettings):
     no_noise: Annotated[bool, flag("--no-noise", is_flag=True, help="Train a plain classifier on the clean images "
                                                                     "(no plugin, no smoothing defaults "
                                                                     "recorded).")] = False
+    loss: Annotated[str, flag("--loss", type=LOSSES, help=(
+        "gaussian: cross-entropy on noisy views (Cohen et al. 2019); consistency: on M noisy copies, plus the KL to "
+        "their mean prediction and its entropy (Jeong and Shin 2020); smoothadv: on M noisy copies of a PGD attack "
+        "on the smoothed classifier (Salman et al. 2019)."))] = "gaussian"
+    noise_copies: Annotated[int | None, flag("--noise-copies", metavar="M", help=(
+        f"Noisy copies of each input per step (consistency: {DEFAULTS['consistency']['noise_copies']}, "
+        f"smoothadv: {DEFAULTS['smoothadv']['noise_copies']})."))] = None
+    consistency_weight: Annotated[float | None, flag("--consistency-weight", metavar="LAMBDA", help=(
+        f"consistency: weight of the KL term (default {DEFAULTS['consistency']['consistency_weight']:g})."))] = None
+    entropy_weight: Annotated[float | None, flag("--entropy-weight", metavar="ETA", help=(
+        f"consistency: weight of the entropy term (default {DEFAULTS['consistency']['entropy_weight']:g})."))] = None
+    attack_radius: Annotated[float | None, flag("--attack-radius", metavar="EPS", help=(
+        f"smoothadv: L2 radius of the attack in pixel units (default "
+        f"{DEFAULTS['smoothadv']['attack_radius']:g})."))] = None
+    attack_steps: Annotated[int | None, flag("--attack-steps", help=(
+        f"smoothadv: PGD steps, each of size 2 EPS / steps (default {DEFAULTS['smoothadv']['attack_steps']})."))] = None
+    attack_warmup: Annotated[int | None, flag("--attack-warmup", metavar="EPOCHS", help=(
+        f"smoothadv: epochs over which the radius grows linearly to EPS (default "
+        f"{DEFAULTS['smoothadv']['attack_warmup']}; 0: none)."))] = None
+
+    @model_validator(mode="after")
+    def _loss(self) -> "ClassifierTraining":
+        self.training_loss  # the loss's own checks (its settings, their ranges), before any data is read
+        return self
+
+    @property
+    def training_loss(self):
+        """The loss and its settings (a setting not given: the loss's default)."""
+        return make_loss(self.loss, **{name: getattr(self, name) for name in LOSS_SETTINGS})
+
+
+#: The fields of ClassifierTraining that are settings of one loss or another.
+LOSS_SETTINGS = sorted({name for settings in DEFAULTS.values() for name in settings})
 
 
 def _torch():
@@ -157,6 +197,33 @@ def _noisy_views(method, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
     return np.concatenate(views), np.concatenate(labels)
 
 
+def _batch_loss(loss, network, method, x, y, rng, groups, device, epoch: int):
+    """The loss of one batch of clean inputs ``x``, on noisy views drawn from ``rng``."""
+    torch = _torch()
+
+    def tensor(array):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+
+    if loss.name == "gaussian":
+        views, labels = _noisy_views(method, x, y, rng, groups)
+        return torch.nn.functional.cross_entropy(network(tensor(views)), torch.from_numpy(labels).to(device))
+    targets = torch.from_numpy(y).to(device)
+    if loss.name == "consistency":
+        # every (group, input) pair is smoothed on its own: copies are compared per pair
+        copies = [_noisy_views(method, x, y, rng, groups) for _ in range(loss.copies)]
+        views = tensor(np.stack([views for views, _ in copies]))
+        logits = network(views.flatten(0, 1)).view(loss.copies, views.shape[1], -1)
+        return consistency_loss(logits, torch.from_numpy(copies[0][1]).to(device),
+                                loss.settings["consistency_weight"], loss.settings["entropy_weight"])
+    # smoothadv: additive noise, so sample(zeros) is the noise; each group's views are more copies
+    zeros = np.zeros_like(x, dtype=np.float32)
+    noise = tensor(np.stack([method.sample(zeros, rng, group) for _ in range(loss.copies) for group in groups]))
+    inputs = smoothadv_attack(network, tensor(x), targets, noise, loss.attack_radius(epoch),
+                              loss.settings["attack_steps"])
+    logits = network((inputs.unsqueeze(0) + noise).flatten(0, 1))
+    return torch.nn.functional.cross_entropy(logits, targets.repeat(len(noise)))
+
+
 def _evaluate(network, method, x, y, groups, device, batch_size: int, rng) -> tuple[float, float]:
     """Clean accuracy (on the plugin's views without noise, ``method.clean_view``; NaN
     when the method defines none) and noisy accuracy."""
@@ -190,9 +257,11 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
     :class:`ClassifierTraining`) with ``values`` changed, or ``values`` alone.
 
     ``no_noise`` trains a plain classifier on the clean images (no plugin); its model
-    records no plugin or sigma, so certify applies no smoothing defaults to it.
+    records no plugin or sigma, so certify applies no smoothing defaults to it. ``loss``
+    and the loss settings choose the training loss (None: the loss's default).
     """
     training = ClassifierTraining.of(settings, values, caller="train")
+    training_loss = training.training_loss
     torch = _torch()
     checkpoint = training.checkpoint_path
     check_output_file(training.out, "--out", [("--data", training.data)])
@@ -207,6 +276,7 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
         raise CertifyError("certify train needs --plugin (the noise to train with), or --no-noise for a plain model")
     else:
         method = make_method(training.plugin, training.sigma, training.options, {})
+    check_method(training_loss, method, training.no_noise)
     if training.group is not None and training.group not in method.groups:
         raise CertifyError(f"plugin {training.plugin} has groups {', '.join(method.groups)}; --group {training.group} "
                            f"is not one")
@@ -225,7 +295,7 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
 
     torch_device = pick_device(training.device)
     check_training_memory(lambda: build_network(view_shape, len(names), training.width), view_shape,
-                          min(training.batch_size, len(x)) * len(groups), 1, torch_device,
+                          min(training.batch_size, len(x)) * len(groups) * training_loss.copies, 1, torch_device,
                           f"training a width-{training.width} network on batches of {training.batch_size}",
                           "lower --batch-size or --width")
     torch.manual_seed(training.seed)
@@ -241,21 +311,40 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
         # only when given, so checkpoints written before --limit existed still resume
         **({"limit": training.limit} if training.limit is not None else {}),
     }
-    start_epoch = 0
+    start_epoch = start_step = 0
+    seconds_before = 0.0  # training time of earlier runs of this training (checkpoints keep it)
     if checkpoint.exists() and not training.restart:
         state = load_checkpoint(checkpoint, torch_device, "certify train")
-        if state.get("settings") != recorded or state.get("version") != CHECKPOINT_VERSION:
+        # checkpoints from before --loss existed were trained with the Gaussian loss
+        recorded_loss = state.get("loss", make_loss().record())
+        if (state.get("settings") != recorded or recorded_loss != training_loss.record()
+                or state.get("version") not in (1, CHECKPOINT_VERSION)):
             raise CertifyError(
                 f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it"
             )
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"]
+        start_epoch, start_step = state["epoch"], state.get("step", 0)
+        seconds_before = state.get("seconds", 0.0)
         if not training.quiet:
-            click.echo(f"certify: resuming {checkpoint} after epoch {start_epoch}", err=True)
+            where = (f"in epoch {start_epoch + 1}, after step {start_step}" if start_step
+                     else f"after epoch {start_epoch}")
+            click.echo(f"certify: resuming {checkpoint} {where}", err=True)
 
-    loss_function = torch.nn.CrossEntropyLoss()
+    clock = time.perf_counter()
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - clock
+
+    def checkpoint_now(epoch: int, step: int = 0, rng=None, epoch_loss: float = 0.0) -> None:
+        """``epoch`` epochs done and ``step`` steps of the next; within an epoch, the noise
+        generator's state and the loss so far too (training draws all its randomness from it)."""
+        within = {"step": step, "rng": rng.bit_generator.state, "epoch_loss": epoch_loss} if step else {}
+        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": recorded, "loss": training_loss.record(),
+                         "epoch": epoch, **within, "seconds": seconds(), "network": network.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, checkpoint)
+
     history = []
     show_bar = not training.quiet and sys.stderr.isatty()
     from tqdm import tqdm
@@ -264,16 +353,17 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
         rng = np.random.default_rng([training.seed, epoch])
         order = rng.permutation(len(x))
         network.train()
-        total_loss, started = 0.0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{training.epochs}", disable=not show_bar,
-                   file=sys.stderr)
+        first_step, total_loss, started = 0, 0.0, time.perf_counter()
+        if epoch == start_epoch and start_step:
+            rng.bit_generator.state = state["rng"]
+            first_step, total_loss = start_step, state["epoch_loss"]
+        saved = time.monotonic()
+        bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{training.epochs}",
+                   total=steps_per_epoch, initial=first_step, disable=not show_bar, file=sys.stderr)
         for step in bar:
             batch = order[step * training.batch_size : (step + 1) * training.batch_size]
-            views, labels = _noisy_views(method, x[batch], y[batch], rng, groups)
-            inputs = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32)).to(torch_device)
-            targets = torch.from_numpy(labels).to(torch_device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_function(network(inputs), targets)
+            loss = _batch_loss(training_loss, network, method, x[batch], y[batch], rng, groups, torch_device, epoch)
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -283,6 +373,9 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
                                    f"lower --lr (now {training.lr:g})")
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / (step + 1):.3f}")
+            if step + 1 < steps_per_epoch and time.monotonic() - saved >= CHECKPOINT_SECONDS:
+                checkpoint_now(epoch, step + 1, rng, total_loss)
+                saved = time.monotonic()
         clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, training.batch_size,
                                  np.random.default_rng([training.seed, epoch, 1]))
         history.append({"epoch": epoch + 1, "loss": total_loss / steps_per_epoch, "clean_accuracy": clean,
@@ -293,9 +386,7 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
                 f"accuracy {_accuracies(clean, noisy, training.no_noise)} ({time.perf_counter() - started:.0f} s)",
                 err=True,
             )
-        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": recorded, "epoch": epoch + 1,
-                         "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict()}, checkpoint)
+        checkpoint_now(epoch + 1)
 
     clean, noisy = _evaluate(network, method, x_val, y_val, groups, torch_device, training.batch_size,
                              np.random.default_rng([training.seed, 99]))
@@ -304,8 +395,9 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
     metadata = model_metadata(
         None if training.no_noise else method, input_shape=input_shape, view_shape=view_shape,
         dataset=training.dataset_name or training.data.name, classes=names, groups=groups,
-        training={**recorded, "validation_clean_accuracy": clean,
+        training={**recorded, "training_seconds": round(seconds(), 3), "validation_clean_accuracy": clean,
                   **({} if training.no_noise else {"validation_noisy_accuracy": noisy})},
+        loss=None if training.no_noise else training_loss.record(),
     )
 
     training.out.parent.mkdir(parents=True, exist_ok=True)
