@@ -41,7 +41,9 @@ from .diffusion import (
     choose_step, is_noise_predictor, one_shot_denoiser, recorded_settings, resolve_schedule, schedule_option,
 )
 from .errors import CertifyError, first_line
-from .metadata import DENOISER_CLASSIFIER_SHA256, denoiser_description, metadata_props, recorded_denoiser_sigma
+from .metadata import (
+    DENOISER_CLASSIFIER_SHA256, DIFFUSION_DATA_RANGE, denoiser_description, metadata_props, recorded_denoiser_sigma,
+)
 from .onnx_file import (
     _real_inputs, classifier_input, declared_dims, external_data_files, file_sha256, graphs, load_external_data,
     read_model,
@@ -220,7 +222,7 @@ def load_denoiser(path, kind: str = "auto") -> Denoiser:
 def _load_predictor(path: Path, proto: onnx.ModelProto, external: bool) -> Denoiser:
     predictor = as_noise_predictor(proto, path.name)
     recorded = recorded_settings(predictor.metadata)
-    recorded["range_recorded"] = "certifier.diffusion.data_range" in predictor.metadata
+    recorded["range_recorded"] = DIFFUSION_DATA_RANGE in predictor.metadata
     sha256 = file_sha256(path, *(path.parent / name for name in external_data_files(proto)))
     if external:
         load_external_data(proto, path)
