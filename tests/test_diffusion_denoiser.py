@@ -18,6 +18,7 @@ import certifier
 from certifier.cli import cli
 from certifier.diffusion import choose_step, cosine_schedule, linear_schedule, step_sigma
 from certifier.errors import CertifyError
+from certifier.onnx_file import file_sha256
 
 from onnx_models import linear_model, save
 from test_denoiser import cli_error, identity_denoiser
@@ -248,6 +249,21 @@ def test_a_model_too_large_to_compose_is_refused_in_one_line(files, monkeypatch)
     monkeypatch.setattr(denoiser_module, "PROTO_LIMIT", 100)
     line = cli_error(run_args(files, "--denoiser", str(files["eps"])))
     assert "a graph composed in memory holds at most 2 GiB" in line
+
+
+def test_a_predictor_with_external_data_is_read_and_hashed_with_it(files):
+    """Weights in a file beside the model (as exports over 2 GB have them) are read, and part of its hash."""
+    folder = files["dir"] / "external"
+    folder.mkdir()
+    path = folder / "eps.onnx"
+    onnx.save(recorded(predictor(gain=0.3, per_step=1e-3)), str(path), save_as_external_data=True,
+              location="eps.data", size_threshold=0)
+    assert (folder / "eps.data").exists()
+    x = images(3)
+    inline = certifier.load(files["model"], plugin="rs", sigma=0.5, denoiser=files["eps"]).certify(x, **SETTINGS)
+    run = certifier.load(files["model"], plugin="rs", sigma=0.5, denoiser=path)
+    assert keep(run.certify(x, **SETTINGS)) == keep(inline)
+    assert run.denoiser.sha256 == file_sha256(path, folder / "eps.data")
 
 
 def test_betas_from_a_file_and_from_python(files):
