@@ -20,7 +20,7 @@ import numpy as np
 from .data import Dataset, load_data
 from .denoiser import Denoiser, check_denoiser, load_denoiser, open_denoised
 from .engine import Engine, Group
-from .errors import CertifyError
+from .errors import CertifyError, MissingNoiseScale
 from .guard import checked_group_model, checked_view_shape, plugin_call
 from .header import DataStamp, build_header
 from .job import Job, Result, select
@@ -247,11 +247,31 @@ def load(model: str | os.PathLike, settings: ModelSettings | None = None, *, exe
     onnx_model = load_model(Path(model), output_name=settings.output_name, output_kind=settings.output_kind,
                             device=settings.device, threads=settings.threads,
                             allow_batch_coupling=bool(settings.allow_batch_coupling))
-    cleaner = load_denoiser(settings.denoiser) if settings.denoiser is not None else None
-    method, source = configure_method(settings.plugin, settings.sigma, settings.options, onnx_model.metadata,
-                                      fallback_sigma=_trained_sigma(cleaner) if cleaner is not None else None)
+    diffusion_options = {"schedule": settings.schedule, "steps": settings.steps, "data_range": settings.data_range}
+    if settings.denoiser is None:
+        given = [f"--{name.replace('_', '-')}" for name, value in diffusion_options.items() if value is not None]
+        if settings.denoiser_kind != "auto":
+            given.insert(0, "--denoiser-kind")
+        if given:
+            raise CertifyError(f"{', '.join(given)} go with --denoiser (a diffusion noise predictor); give one or drop "
+                               f"them")
+    cleaner = load_denoiser(settings.denoiser, settings.denoiser_kind) if settings.denoiser is not None else None
+    diffusion = cleaner is not None and cleaner.kind == "diffusion"
+    try:
+        method, source = configure_method(
+            settings.plugin, settings.sigma, settings.options, onnx_model.metadata,
+            fallback_sigma=_trained_sigma(cleaner) if cleaner is not None and not diffusion else None)
+    except MissingNoiseScale:
+        if diffusion:
+            raise CertifyError(f"the diffusion model {cleaner.name} serves every sigma of its schedule: give "
+                               f"--sigma") from None
+        raise
     if cleaner is not None:
         check_denoiser(cleaner, method, allow_sigma_mismatch=settings.allow_denoiser_sigma_mismatch)
+        if cleaner.kind == "diffusion":
+            cleaner = cleaner.at_sigma(method.sigma, **diffusion_options)
+        elif any(value is not None for value in diffusion_options.values()):
+            cleaner.at_sigma(method.sigma, **diffusion_options)  # refuses them in one line
     space = InputSpace.from_metadata(onnx_model.metadata).overridden(**settings.space_overrides)
     return Run(onnx_model, method, space=space, settings=settings, denoiser=cleaner, settings_source=source,
                executor=executor)

@@ -36,8 +36,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .diffusion import (
+    DEFAULT_STEPS, NoisePredictor, OneShotStep, Schedule, as_noise_predictor, betas_schedule, check_image_shape,
+    choose_step, is_noise_predictor, one_shot_denoiser, recorded_settings, resolve_schedule, schedule_option,
+)
 from .errors import CertifyError, first_line
-from .metadata import DENOISER_CLASSIFIER_SHA256, denoiser_description, metadata_props, recorded_denoiser_sigma
+from .metadata import (
+    DENOISER_CLASSIFIER_SHA256, DIFFUSION_DATA_RANGE, denoiser_description, metadata_props, recorded_denoiser_sigma,
+)
 from .onnx_file import (
     _real_inputs, classifier_input, declared_dims, external_data_files, file_sha256, graphs, load_external_data,
     read_model,
@@ -54,6 +60,8 @@ _FLOATS = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, Tenso
 #: The lowest opset the mapping's nodes need (Reshape with a shape input, broadcasting Mul
 #: and Add); Round needs 11.
 _MIN_OPSET, _ROUND_OPSET = 7, 11
+#: A graph composed in memory is serialized for onnxruntime: protobuf holds at most 2 GB.
+PROTO_LIMIT = 2**31 - 1
 
 
 def _shape(dims) -> str:
@@ -79,6 +87,17 @@ class Denoiser:
     output_type: int
     #: the graph, with its external data, as composing needs it
     proto: onnx.ModelProto = field(repr=False)
+    #: a diffusion noise predictor used as a one-shot denoiser (None: a denoiser of images)
+    predictor: NoisePredictor | None = field(default=None, repr=False)
+    #: what its file records of how to use it (schedule, timestep convention, data range)
+    recorded: dict = field(default_factory=dict, repr=False)
+    #: the one-shot step for the run's sigma, once chosen (:meth:`at_sigma`)
+    step: OneShotStep | None = None
+
+    @property
+    def kind(self) -> str:
+        """gaussian (a denoiser of images) or diffusion (a noise predictor)."""
+        return "gaussian" if self.predictor is None else "diffusion"
 
     @property
     def name(self) -> str:
@@ -86,8 +105,52 @@ class Denoiser:
 
     @property
     def sigma(self) -> float | None:
-        """The sigma it was trained for, as its metadata records (None: not recorded)."""
+        """The sigma it was trained for, as its metadata records (None: not recorded; a
+        diffusion model serves every sigma of its schedule)."""
+        if self.predictor is not None:
+            return None
         return recorded_denoiser_sigma(self.metadata)
+
+    def at_sigma(self, sigma: float | None, *, schedule: str | tuple[float, ...] | None = None,
+                 steps: int | None = None, data_range: tuple[float, float] | None = None) -> Denoiser:
+        """A diffusion noise predictor set up for noise of ``sigma``: its schedule (the file's,
+        else ``schedule`` and ``steps``), data range (likewise) and the step t* matching sigma."""
+        if self.predictor is None:
+            raise CertifyError("--schedule, --steps and --data-range are for a diffusion noise predictor; "
+                               f"the denoiser {self.name} is a denoiser of images (drop them)")
+        if sigma is None:
+            raise CertifyError(f"the diffusion model {self.name} serves every sigma of its schedule: give --sigma")
+        if steps is not None and schedule not in ("linear", "cosine"):
+            raise CertifyError("--steps goes with --schedule linear or cosine")
+        if schedule is None or isinstance(schedule, str):
+            requested = None if schedule is None else schedule_option(schedule, steps or DEFAULT_STEPS)
+        else:
+            requested = betas_schedule(schedule, "the --schedule betas")
+        chosen, _ = resolve_schedule(self.recorded["schedule"], requested, self.name)
+        recorded_range = self.recorded["data_range"] if self.recorded["range_recorded"] else None
+        if data_range is not None and recorded_range is not None and tuple(data_range) != tuple(recorded_range):
+            raise CertifyError(f"the diffusion model {self.name} records the data range {list(recorded_range)}, not "
+                               f"the {list(data_range)} of --data-range; drop --data-range to use the file's")
+        used = tuple(recorded_range or data_range or self.recorded["data_range"])
+        step = choose_step(chosen, float(sigma), used, self.recorded["convention"])
+        return Denoiser(**{**self.__dict__, "step": step})
+
+    @property
+    def schedule(self) -> Schedule | None:
+        return None if self.step is None else self.step.schedule
+
+    def for_views(self, view_shape: tuple[int, ...]) -> Denoiser:
+        """The denoiser that cleans views of ``view_shape``: itself, or a diffusion model's
+        one-shot denoiser graph (pixel-space images in and out) for its step."""
+        if self.predictor is None:
+            return self
+        if self.step is None:
+            raise CertifyError(f"the diffusion model {self.name} has no step chosen for a sigma yet")
+        graph = one_shot_denoiser(self.predictor, self.step, tuple(view_shape))
+        dims = declared_dims(graph.graph.input[0])
+        return Denoiser(**{**self.__dict__, "proto": graph, "input_name": "noisy", "output_name": "denoised",
+                           "input_dims": dims[1:], "output_dims": dims[1:], "batch": dims[0],
+                           "input_type": TensorProto.FLOAT, "output_type": TensorProto.FLOAT})
 
     def trained_through_another(self, classifier_sha256: str) -> str | None:
         """A note when the denoiser was trained through a classifier (stability loss) other than
@@ -102,19 +165,35 @@ class Denoiser:
         """What a results header records of its metadata."""
         return denoiser_description(self.metadata)
 
+    def header_fields(self) -> dict:
+        """What a results header records of a diffusion model's one-shot step (nothing for a
+        denoiser of images, so those headers stay as they were)."""
+        if self.step is None:
+            return {}
+        step = self.step
+        return {"denoiser_kind": "diffusion", "schedule": step.schedule.description(), "timestep": step.timestep,
+                "alpha_bar": step.alpha_bar, "data_range": list(step.data_range),
+                "timestep_convention": self.recorded["convention"].record()}
 
-def load_denoiser(path) -> Denoiser:
+
+def load_denoiser(path, kind: str = "auto") -> Denoiser:
     """Read and vet a denoiser file as certify vets every model: one float image input, one
-    float output of the same declared shape."""
+    float output of the same declared shape; or (``kind`` diffusion, or auto and a model taking
+    images and a timestep) a diffusion noise predictor."""
     path = Path(path)
     try:
         proto, external = read_model(path)
     except CertifyError as error:
         raise CertifyError(f"--denoiser: {error}") from None
+    if kind == "diffusion" or (kind == "auto" and is_noise_predictor(proto)):
+        return _load_predictor(path, proto, external)
     inputs = _real_inputs(proto.graph)
     if len(inputs) != 1:
         listed = ", ".join(i.name for i in inputs) or "none"
-        raise CertifyError(f"a denoiser takes exactly one input (a batch of images); {path.name} takes: {listed}")
+        hint = "" if kind == "gaussian" or len(inputs) != 2 else (
+            "; if it is a diffusion noise predictor (images and a timestep), add --denoiser-kind diffusion")
+        raise CertifyError(f"a denoiser takes exactly one input (a batch of images); {path.name} takes: "
+                           f"{listed}{hint}")
     if len(proto.graph.output) != 1:
         listed = ", ".join(o.name for o in proto.graph.output)
         raise CertifyError(f"a denoiser gives exactly one output (the denoised images); {path.name} gives: {listed}")
@@ -138,6 +217,31 @@ def load_denoiser(path) -> Denoiser:
         input_dims=dims[1:], output_dims=out_dims[1:] if out_dims else None, batch=dims[0],
         input_type=image.type.tensor_type.elem_type, output_type=output.type.tensor_type.elem_type, proto=proto,
     )
+
+
+def _load_predictor(path: Path, proto: onnx.ModelProto, external: bool) -> Denoiser:
+    predictor = as_noise_predictor(proto, path.name)
+    recorded = recorded_settings(predictor.metadata)
+    recorded["range_recorded"] = DIFFUSION_DATA_RANGE in predictor.metadata
+    sha256 = file_sha256(path, *(path.parent / name for name in external_data_files(proto)))
+    if external:
+        load_external_data(proto, path)
+        _check_size(proto, f"the diffusion model {path.name}")
+    dims = predictor.image_dims
+    return Denoiser(
+        path=path, sha256=sha256, metadata=predictor.metadata, input_name=predictor.sample_name,
+        output_name=predictor.output_name, input_dims=dims, output_dims=dims, batch=predictor.sample_dims[0],
+        input_type=TensorProto.FLOAT, output_type=TensorProto.FLOAT, proto=proto, predictor=predictor,
+        recorded=recorded,
+    )
+
+
+def _check_size(proto: onnx.ModelProto, what: str) -> None:
+    """Refuse a graph too large to be composed in memory (protobuf's 2 GB) in one line."""
+    size = proto.ByteSize()
+    if size > PROTO_LIMIT:
+        raise CertifyError(f"{what} holds {size / 2**30:.1f} GiB of weights; a graph composed in memory holds at most "
+                           f"2 GiB (protobuf's limit): use a smaller model, or export it in float16")
 
 
 def check_denoiser(denoiser: Denoiser, method: SmoothingMethod, *, allow_sigma_mismatch: bool = False) -> None:
@@ -165,6 +269,8 @@ def denoiser_layout(denoiser: Denoiser, view_shape: tuple[int, ...], plugin: str
     if len(view_shape) != 3:
         raise CertifyError(f"plugin {plugin} makes views of shape {_shape(view_shape)}, not images (C x H x W): "
                            f"a denoiser cleans images")
+    if denoiser.predictor is not None:
+        check_image_shape(denoiser.predictor, view_shape)
     try:
         layout = resolve_layout(denoiser.input_dims, view_shape)
     except CertifyError:
@@ -337,6 +443,7 @@ def compose(denoiser: Denoiser, classifier: onnx.ModelProto, adapter: ModelAdapt
     )
     model.functions.extend(list(own.functions) + list(classifier.functions))
     model.metadata_props.extend(classifier.metadata_props)
+    _check_size(model, f"the denoiser {denoiser.name} and the classifier together")
     return model
 
 
@@ -442,6 +549,9 @@ def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, p
     from .model import load_model
 
     view_shape = adapter.view_shape
+    if denoiser.predictor is not None:
+        denoiser_layout(denoiser, view_shape, plugin)
+        denoiser = denoiser.for_views(view_shape)
     layout = denoiser_layout(denoiser, view_shape, plugin)
     parts = ComposedParts(denoiser, model, adapter, layout, threads)
     # A few noisy-looking images, in the denoiser's batch size if it insists on one.
@@ -460,6 +570,11 @@ def open_denoised(denoiser: Denoiser, model: OnnxModel, adapter: ModelAdapter, p
     composed.notes.extend(notes)
     if (other := denoiser.trained_through_another(model.sha256)) is not None:
         composed.notes.append(other)
+    if denoiser.step is not None:
+        step = denoiser.step
+        composed.notes.append(step.note or f"the diffusion model {denoiser.name} denoises sigma {step.sigma:g} at "
+                                           f"timestep {step.timestep:g} (alpha_bar {step.alpha_bar:.6g}) of its "
+                                           f"{step.schedule}")
     got = composed.raw_outputs(probe)
     # the two networks one after the other, as the composed graph runs: one image a run when it mixes its batch
     expected = model.raw_outputs(adapter(parts.denoised(probe, per_run=1 if composed.batch_coupled else None)))

@@ -357,9 +357,9 @@ class NoisePredictor:
 
 
 def is_noise_predictor(proto: onnx.ModelProto) -> bool:
-    """Whether a model takes an image and a timestep (two inputs, one of rank 4), as noise predictors do."""
+    """Whether a model takes an image and a timestep (two inputs, exactly one of rank 4), as noise predictors do."""
     inputs = _real_inputs(proto.graph)
-    return len(inputs) == 2 and any(len(declared_dims(i) or ()) == 4 for i in inputs)
+    return len(inputs) == 2 and sum(len(declared_dims(i) or ()) == 4 for i in inputs) == 1
 
 
 def _sample_and_timestep(inputs, name: str):

@@ -50,6 +50,13 @@ HEADER_KEYS: dict[str, str] = {
     "denoiser": LOCATION,
     "denoiser_sha256": IDENTITY,
     "denoiser_metadata": DERIVED,
+    # a diffusion noise predictor as a one-shot denoiser: how it was used (its file is denoiser_sha256)
+    "denoiser_kind": IDENTITY,
+    "schedule": IDENTITY,
+    "timestep": IDENTITY,
+    "alpha_bar": IDENTITY,
+    "data_range": IDENTITY,
+    "timestep_convention": IDENTITY,
     "output_name": IDENTITY,
     "output_kind": IDENTITY,
     "input_space": IDENTITY,
@@ -139,7 +146,7 @@ def _denoiser_fields(denoiser) -> dict[str, Any]:
     if denoiser is None:
         return {}
     return {"denoiser": str(denoiser.path), "denoiser_sha256": denoiser.sha256,
-            "denoiser_metadata": denoiser.description()}
+            "denoiser_metadata": denoiser.description(), **denoiser.header_fields()}
 
 
 def settings_differ(old: dict, new: dict) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import math
 import os
 import statistics
@@ -344,6 +345,12 @@ class _RunSection:
             facts.append((f"model of group {group}", _code(sha)))
         if header.get("denoiser"):
             facts += [("denoiser", header["denoiser"]), ("denoiser SHA-256", _code(header.get("denoiser_sha256")))]
+            # a diffusion noise predictor: how it denoised (kind, schedule, t*, alpha_bar, data range)
+            for key in ("denoiser_kind", "schedule", "timestep", "alpha_bar", "data_range"):
+                if key in header:
+                    value = header[key]
+                    shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+                    facts.append((f"denoiser {key.replace('_', ' ')}", _cut(shown)))
             described = header.get("denoiser_metadata")
             if isinstance(described, dict):
                 facts += [(f"denoiser {key}", _cut(value)) for key, value in described.items()]

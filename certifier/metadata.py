@@ -161,8 +161,8 @@ def recorded_denoiser_sigma(metadata: Mapping[str, str]) -> float | None:
 
 def denoiser_description(metadata: Mapping[str, str]) -> dict[str, str]:
     """What a results header records of a denoiser's metadata: its ``certifier.denoiser.*``
-    keys and the data set, as recorded (a very long value is cut short)."""
-    keys = sorted(k for k in metadata if (k.startswith(DENOISER) or k == DATASET) and len(k) <= 200)
+    (a noise predictor's ``certifier.diffusion.*``) keys and the data set, as recorded (a very long value is cut short)."""
+    keys = sorted(k for k in metadata if (k.startswith((DENOISER, DIFFUSION)) or k == DATASET) and len(k) <= 200)
     return {key: _shortened(metadata[key]) for key in keys[:64]}
 
 

@@ -21,7 +21,8 @@ import onnx
 
 from .device import CPU, choose_providers, probe_cuda
 from .errors import CertifyError, first_line
-from .metadata import CLASSES, DENOISER, is_denoiser, metadata_props, recorded_classes
+from .diffusion import is_noise_predictor
+from .metadata import CLASSES, DENOISER, DIFFUSION, is_denoiser, metadata_props, recorded_classes
 from .onnx_file import (
     classifier_input, declared_dims, external_data_files, file_sha256, load_external_data, read_model,
 )
@@ -607,6 +608,9 @@ def load_model(
     if is_denoiser(metadata):
         raise CertifyError(f"{path.name} is a denoiser (its metadata has {DENOISER}* keys), not a classifier; "
                            f"give it with --denoiser and the classifier as the model")
+    if is_noise_predictor(proto) or any(key.startswith(DIFFUSION) for key in metadata):
+        raise CertifyError(f"{path.name} is a diffusion noise predictor (it takes images and a timestep), not a "
+                           f"classifier; give it with --denoiser and the classifier as the model")
     model_input, dims, dtype = classifier_input(proto.graph)
     names = recorded_classes(metadata)
     output = choose_output(proto, output_name, output_kind, names)

@@ -148,8 +148,11 @@ def worker_spec(job, *, device: str, threads: int | None,
         if denoiser_files.sha256 != denoiser.sha256:
             raise CertifyError(f"{denoiser.path} changed since it was loaded; rerun the command")
         files[denoiser_files.sha256] = paths
+    schedule = run.settings.schedule
+    if isinstance(schedule, str) and schedule not in ("linear", "cosine") and denoiser is not None:
+        schedule = tuple(float(b) for b in denoiser.schedule.betas)  # a file of betas: workers get the numbers
     settings = run.settings.replace(
-        plugin=method.name, sigma=method.sigma if method.uses_sigma else None, options=method.options.model_dump(),
+        schedule=schedule, plugin=method.name, sigma=method.sigma if method.uses_sigma else None, options=method.options.model_dump(),
         device=device, threads=threads, denoiser=None,
         # the driver has checked the denoiser against sigma; the identity check refuses any difference that remains
         allow_denoiser_sigma_mismatch=denoiser is not None,

@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from .data import check_resize
 from .device import DEVICES, check_device
+from .diffusion import MAX_STEPS as MAX_SCHEDULE_STEPS
 from .errors import CertifyError
 from .outputs import OUTPUT_KINDS
 from .noise import NOISE_STREAMS
@@ -44,6 +45,8 @@ MAX_SEED = 2**63 - 1
 MAX_PARALLEL = 1024
 #: What a job does with each input: certify it (a radius), or Cohen et al.'s PREDICT.
 MODES = ("certify", "predict")
+#: What --denoiser is: auto (told from its inputs), a denoiser of images, or a diffusion noise predictor.
+DENOISER_KINDS = ("auto", "gaussian", "diffusion")
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,28 @@ def _device(value) -> str:
     return value
 
 
+def _schedule(value) -> str | tuple[float, ...] | None:
+    """linear, cosine, a file of betas (its path, as text), or the betas themselves."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise CertifyError(f"--schedule must be linear, cosine, a file of betas or a list of betas, got "
+                           f"{value!r}") from None
+
+
+def _data_range(value) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    pair = _numbers_of("--data-range", value)
+    if len(pair) != 2 or not all(math.isfinite(v) for v in pair) or not pair[0] < pair[1]:
+        raise CertifyError(f"--data-range takes LOW HIGH with LOW < HIGH, got {value!r}")
+    return pair
+
+
 def _is_int(record: type["Settings"], name: str) -> bool:
     annotation = record.model_fields[name].annotation
     return int in (typing.get_args(annotation) or (annotation,))
@@ -406,6 +431,23 @@ class ModelSettings(MethodSettings, InputSpaceSettings):
     allow_denoiser_sigma_mismatch: Annotated[bool, flag(
         "--allow-denoiser-sigma-mismatch", is_flag=True, group="run",
         help="Use a --denoiser trained for another sigma than --sigma (still sound, less accurate).")] = False
+    denoiser_kind: Annotated[str, _choice("--denoiser-kind", DENOISER_KINDS), flag(
+        "--denoiser-kind", type=DENOISER_KINDS, group="run",
+        help="What --denoiser is: auto (a model taking images and a timestep is a diffusion noise predictor), "
+             "gaussian (a denoiser of images) or diffusion (a noise predictor eps(x_t, t), used as a one-shot "
+             "denoiser for --sigma).")] = "auto"
+    schedule: Annotated[str | tuple[float, ...] | None, BeforeValidator(_schedule), flag(
+        "--schedule", group="run", metavar="linear|cosine|FILE",
+        help="A diffusion --denoiser's noise schedule when its metadata records none: linear (DDPM), cosine "
+             "(improved DDPM) or a file of betas (.npy, JSON or text); one that differs from the file's is "
+             "refused.")] = None
+    steps: Annotated[int | None, flag(
+        "--steps", group="run", range=Range(1, MAX_SCHEDULE_STEPS),
+        help="Steps of --schedule linear or cosine (default 1000).")] = None
+    data_range: Annotated[tuple[float, float] | None, BeforeValidator(_data_range), flag(
+        "--data-range", type=(float, float), metavar="LOW HIGH", group="run",
+        help="The range a diffusion --denoiser's training images were mapped to, when its metadata records none "
+             "(default -1 1).")] = None
     threads: Annotated[int | None, _count("--threads", MAX_PARALLEL),
                        flag("--threads", group="run",
                             help="CPU threads: batches run side by side, one thread each up to 8 (default: one per "

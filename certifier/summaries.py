@@ -287,6 +287,7 @@ def summarize(records: Sequence[dict], radii: Iterable[float] | None = None, hea
         "sigma": (header.get("settings") or {}).get("sigma"),
         "options": _options(header),
         "denoiser": _denoiser_name(header),
+        **_diffusion_step(header),
         "inputs": count,
         "labeled": len(labeled),
         "abstain_rate": share(abstained, count),
@@ -321,6 +322,17 @@ def _options(header: dict) -> dict[str, Any]:
     settings = header.get("settings")
     options = settings.get("options") if isinstance(settings, dict) else None
     return dict(options) if isinstance(options, dict) else {}
+
+
+def _diffusion_step(header: dict) -> dict[str, Any]:
+    """How a diffusion noise predictor denoised the run (nothing for other runs): its kind, schedule,
+    timestep t* and alpha_bar(t*)."""
+    if header.get("denoiser_kind") != "diffusion":
+        return {}
+    schedule = header.get("schedule") or {}
+    shown = f"{schedule.get('kind')} ({schedule.get('steps')} steps)" if isinstance(schedule, dict) else str(schedule)
+    return {"denoiser_kind": "diffusion", "schedule": shown, "timestep": header.get("timestep"),
+            "alpha_bar": header.get("alpha_bar")}
 
 
 def _denoiser_name(header: dict) -> str | None:
@@ -417,6 +429,14 @@ def summary_rows(summaries: Sequence[dict], threat: ThreatModel) -> tuple[list[R
         row(f"-o {name.replace('_', '-')}", [_option_value(s, name) for s in summaries], "options")
     if any(s.get("denoiser") for s in summaries):
         row("denoiser", [s.get("denoiser") or "none" for s in summaries], "denoiser")
+    if any(s.get("denoiser_kind") for s in summaries):
+        row("denoiser kind", [s.get("denoiser_kind") or ("gaussian" if s.get("denoiser") else "-") for s in summaries],
+            "denoiser_kind")
+        row("schedule", [s.get("schedule") or "-" for s in summaries], "schedule")
+        row("timestep", [f"{s['timestep']:g}" if is_number(s.get("timestep")) else "-" for s in summaries],
+            "timestep")
+        row("alpha_bar", [f"{s['alpha_bar']:.6g}" if is_number(s.get("alpha_bar")) else "-" for s in summaries],
+            "alpha_bar")
     sequential = [s.get("sampling") == "sequential" for s in summaries]
     if any(sequential):
         row("sampling", [str(s.get("sampling") or "-") for s in summaries], "sampling")

@@ -330,3 +330,42 @@ def test_semantic_methods_on_ray_give_the_local_records(cluster, tmp_path, model
         assert result.exit_code == 0, result.output
     rows = comparable(records(files["ray"]))
     assert rows == comparable(records(files["local"])) and all(r["threat_model"] for r in rows)
+
+
+DIFFUSION = MODELS / "fmnist-diffusion.onnx"
+
+
+@needs_denoiser
+def test_a_diffusion_denoiser_travels_with_its_step_and_gives_the_local_records(cluster, tmp_path):
+    """A diffusion noise predictor as --denoiser on Ray: the actors set it up for the same step
+    (schedule, t*, alpha_bar) and give the local records; a schedule given as a file of betas
+    reaches them as numbers (the file is the driver's)."""
+    from certifier.diffusion import cosine_schedule
+
+    betas = tmp_path / "betas.txt"
+    betas.write_text(" ".join(repr(float(b)) for b in cosine_schedule().betas))
+    bare = tmp_path / "bare.onnx"  # the bundled model without its recorded schedule
+    proto = onnx.load(DIFFUSION)
+    kept = [p for p in proto.metadata_props if p.key != "certifier.diffusion.schedule"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, bare)
+    base = ["--plugin", "rs", "--sigma", "0.5", str(PLAIN), "--data", str(DATA), "--limit", "2", "--n0", "10", "-n",
+            "100", "--seed", "7", "-q"]
+    files = {}
+    for where, extra in (("local", []), ("ray", ["--ray"])):
+        files[where] = tmp_path / f"{where}.jsonl"
+        result = CliRunner().invoke(cli, [*base, "--denoiser", str(DIFFUSION), *extra, "--output", str(files[where])])
+        assert result.exit_code == 0, result.output
+    header = json.loads(files["ray"].read_text().splitlines()[0])
+    assert header["denoiser_kind"] == "diffusion" and header["timestep"] == 495
+    assert comparable(records(files["ray"])) == comparable(records(files["local"]))
+    # --schedule FILE: loaded by the driver, then gone; the actors get the betas themselves
+    run = certifier.load(PLAIN, plugin="rs", sigma=0.5, denoiser=bare, schedule=betas)
+    betas.unlink()
+    with RayExecutor(note=lambda message: None) as executor:
+        with run.job(DATA, output=tmp_path / "betas.jsonl", limit=2, n0=10, n=100, seed=7, executor=executor) as job:
+            list(job)
+    header = json.loads((tmp_path / "betas.jsonl").read_text().splitlines()[0])
+    assert header["schedule"]["kind"] == "betas" and header["timestep"] == 495
+    assert comparable(records(tmp_path / "betas.jsonl")) == comparable(records(files["local"]))

@@ -55,15 +55,17 @@ def plane(tmp_path):
 
 def _headers(tmp_path: Path) -> list[dict]:
     """Headers of runs that write every kind of entry: fixed and sequential plans, PREDICT, an exact
-    method, a vote group with a model of its own, a denoiser."""
+    method, a vote group with a model of its own, a denoiser, a diffusion noise predictor."""
     rs = certifier.load(MODELS / "fmnist-rs-0.25.onnx")
     drs = certifier.load(MODELS / "fmnist-drs-0.25.onnx", options={"model-r": str(MODELS / "fmnist-drs-0.5.onnx")})
     dssn = certifier.load(MODELS / "fmnist-dssn-1.0.onnx")
     denoiser = save(identity_denoiser(shape=(1, 28, 28)), tmp_path / "identity.onnx")
     denoised = certifier.load(MODELS / "fmnist-rs-0.25.onnx", denoiser=denoiser)
+    diffusion = certifier.load(MODELS / "fmnist-rs-0.25.onnx", denoiser=MODELS / "fmnist-diffusion.onnx")
     jobs = [rs.job(SAMPLES, limit=1, n0=10, n=100), rs.job(SAMPLES, limit=1, n0=10, n=300, radius=0.25),
             rs.job(SAMPLES, limit=1, n=100, mode="predict"), dssn.job(SAMPLES, limit=1),
-            drs.job(SAMPLES, limit=1, n0=10, n=100), denoised.job(SAMPLES, limit=1, n0=10, n=100)]
+            drs.job(SAMPLES, limit=1, n0=10, n=100), denoised.job(SAMPLES, limit=1, n0=10, n=100),
+            diffusion.job(SAMPLES, limit=1, n0=10, n=100)]
     return [job.header for job in jobs]
 
 
