@@ -19,6 +19,7 @@ from click_default_group import DefaultGroup
 
 from . import __version__, _interrupted_while_importing
 from .api import load
+from .attack_results import is_attack, load_report_file, pair_with_certify, summarize_attack, with_attack
 from .command_options import method_options
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .files import check_output_file
@@ -26,7 +27,7 @@ from .job import check_job_settings
 from .metadata import recorded_sigma
 from .outputs import OUTPUT_KINDS
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_modules
-from .results import FORMATS, load_any_results
+from .results import FORMATS
 from .sampling import SAMPLINGS
 from .summaries import (DEFAULT_RADII, describe_problems, format_summary, plot_summaries, radii_by_threat_model,
                         summarize)
@@ -415,6 +416,24 @@ def _describe_sequential(header: dict) -> str:
     return text
 
 
+def _summaries_with_attacks(loaded: list, radii_list: list[float] | None) -> tuple[list[dict], list]:
+    """The summary of each results file, and the files to show: an attack (``certify attack``)
+    is merged into the summary of the certify run of the same classifier and inputs among them,
+    and shown there; an attack without one is shown on its own."""
+    runs = [(header, records) for _, header, records in loaded]
+    certify_runs = [number for number, (header, _) in enumerate(runs) if not is_attack(header)]
+    # by default each threat model keeps its own radii, with the levels of its sequential runs
+    grids = dict(zip(certify_runs, radii_by_threat_model([runs[i] for i in certify_runs])))
+    summaries = [summarize_attack(header, records) if is_attack(header)
+                 else summarize(records, radii_list if radii_list is not None else grids[number], header)
+                 for number, (header, records) in enumerate(runs)]
+    pairs = pair_with_certify(runs)
+    for attack, certified in pairs.items():
+        summaries[certified] = with_attack(summaries[certified], summaries[attack], loaded[attack][0].name)
+    shown = [number for number in range(len(loaded)) if number not in pairs]
+    return [summaries[i] for i in shown], [loaded[i] for i in shown]
+
+
 def _warn_problems(name: str, summary: dict) -> None:
     """One warning line per results file whose records a summary had to flag (never silenced by -q)."""
     problems = describe_problems(summary)
@@ -533,14 +552,16 @@ def report_command(files, radii, as_json, plot, html, fmt):
         from .html_report import check_html_path
 
         check_html_path(html, inputs)
-    loaded = [(path, *load_any_results(path)) for path in files]
+    loaded = [(path, *load_report_file(path)) for path in files]
     radii_list = _radii(radii)
-    # by default each threat model keeps its own radii, with the levels of its sequential runs
-    grids = radii_by_threat_model([(header, records) for _, header, records in loaded])
-    summaries = [summarize(records, radii_list if radii_list is not None else grid, header)
-                 for (_, header, records), grid in zip(loaded, grids)]
+    summaries, loaded = _summaries_with_attacks(loaded, radii_list)
     for (path, _, _), summary in zip(loaded, summaries):
         _warn_problems(path.name, summary)
+    attacks_alone = [p.name for p, header, _ in loaded if is_attack(header)]
+    if attacks_alone and (html or fmt == "cohen"):
+        option = "--html" if html else "--format cohen"
+        raise CertifyError(f"{option} shows certificates, and {attacks_alone[0]} holds an attack alone; give the "
+                           f"certify results of the same inputs too (the attack is shown beside them)")
     if fmt == "cohen":
         from .results import COHEN_COLUMNS, cohen_row
 
@@ -552,7 +573,7 @@ def report_command(files, radii, as_json, plot, html, fmt):
     else:
         click.echo(format_summary(summaries, [p.name for p, _, _ in loaded]))
     if plot:
-        plot_summaries([(p.name, header, records) for p, header, records in loaded], plot)
+        plot_summaries([(p.name, header, records) for p, header, records in loaded], plot, summaries)
         click.echo(f"certify: wrote {plot}", err=True)
     if html:
         from .html_report import ReportedRun, write_html_report
