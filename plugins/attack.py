@@ -43,7 +43,7 @@ from certifier_plugins._smoothadv import pgd, spsa
 from certifier_plugins._torch import require_torch
 
 GRADIENTS = ("auto", "torch", "spsa")
-INSTALL = "pip install 'onnx-certifier[denoise]'"
+INSTALL = "pip install 'onnx-certifier[attack]'"
 #: Keys of the attack's random streams (noise for the attack, and the seed of the confirmations):
 #: never change them, or seeds give other attacks.
 _ATTACK_STREAM, _CONFIRM_STREAM = 0xA77AC, 0xC0F1
@@ -208,6 +208,15 @@ class AttackJob:
             why = f"{self.run.model.path.name} gives class labels, not scores: there is no gradient to follow"
             if wanted == "torch":
                 raise CertifyError(f"--gradient torch: {why}; use --gradient spsa (or auto)")
+            return None, "spsa", why
+        try:
+            from certifier_plugins.denoise import import_onnx2torch
+
+            import_onnx2torch()
+        except CertifyError:
+            why = f"onnx2torch, which converts the model to torch for its gradients, is not installed ({INSTALL})"
+            if wanted == "torch":
+                raise CertifyError(f"--gradient torch: {why}") from None
             return None, "spsa", why
         try:
             return self._torch_networks(), "torch", None

@@ -252,3 +252,26 @@ def test_report_puts_the_attack_beside_the_certificates(plane, tmp_path):
     alone = json.loads(CliRunner().invoke(cli, ["report", files[1], "--json"]).output)
     assert alone[files[1]]["empirical_accuracy"] == summary["empirical_accuracy"]
     assert "certified_accuracy" not in alone[files[1]]
+
+
+def test_an_alarm_needs_a_second_confirmation_of_its_own(plane):
+    """A point confirmed as another class below the certified radius raises an alarm only when
+    a second look, on views of its own, confirms it again; otherwise it is recorded as unconfirmed."""
+    from types import SimpleNamespace
+
+    job = run_attack(plane)
+    x = inputs()[0][0]
+    record = {"prediction": 1}
+    flip = (x, {"radius": 0.2, "distance": 0.2, "prediction": 0})
+    certificate = {"prediction": 1, "radius": 0.3}
+    for second, kind in ((0, "alarm"), (None, "unconfirmed_alarm"), (1, "unconfirmed_alarm")):
+        looks = []
+
+        def confirm(slot, point):
+            looks.append(slot)
+            return SimpleNamespace(prediction=second)
+
+        found, alarm = job._alarm(x, record, certificate, flip, confirm, 7)
+        assert (found, alarm["second_prediction"], looks) == (kind, second, [7])
+    # at or beyond the certified radius there is nothing to check
+    assert job._alarm(x, record, {"prediction": 1, "radius": 0.2}, flip, None, 7) == ("alarm", None)
