@@ -25,6 +25,7 @@ if (_os.path.splitext(_os.path.basename(_sys.argv[0] if _sys.argv else ""))[0] =
 # plugin guide, docs/writing-a-plugin.md, documents each name); the modules behind it are internal.
 # noqa: E402 below: the Ctrl-C handler above must be in place before these imports start.
 from .api import Job, Result, Run, certify, load, make_method  # noqa: E402
+from .attack_job import AttackJob  # noqa: E402
 from .command_options import method_options  # noqa: E402
 from .data import load_data  # noqa: E402
 from .errors import CertifyError  # noqa: E402
@@ -34,7 +35,7 @@ from .metadata import denoiser_metadata, model_metadata, read_metadata, recorded
 from .model import load_model  # noqa: E402
 from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
-    two_bound_gaussian_certificate,
+    threat_of, two_bound_gaussian_certificate,
 )
 from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # noqa: E402
 from .resources import check_memory  # noqa: E402
@@ -51,9 +52,11 @@ __all__ = [
     "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
     "gaussian_views", "standard_normal", "LARGEST_STANDARD_NORMAL", "MAX_INPUT_MAGNITUDE",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
-    "model_metadata", "method_options", "ThreatModel",
+    "model_metadata", "method_options", "ThreatModel", "threat_of",
     # commands that write files or take memory
     "check_output_file", "replacing_file", "check_memory",
     # opening a model as certify does (for plugins that train through a classifier)
     "load_model", "InputSpace", "ModelAdapter", "LAYOUTS", "denoiser_metadata",
+    # attacks beside certificates (certifier_plugins.attack searches; the job confirms)
+    "AttackJob",
 ]

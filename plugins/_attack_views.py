@@ -25,10 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from certifier import CertifyError, SmoothingMethod, gaussian_views
-from certifier.methods import threat_of
-from certifier.threats import STANDARD
-from certifier_plugins._smoothadv import Ball
+from certifier import CertifyError, SmoothingMethod, gaussian_views, threat_of
+from certifier_plugins._smoothadv import NORMS, Ball
 
 PIXEL, PARAMETER, SHIFT = "pixel", "parameter", "shift"
 #: Pixels below this are 0 for the gradient of x^g (the power's log would be -inf).
@@ -247,7 +245,7 @@ def surface_for(method: SmoothingMethod, input_shape: tuple[int, ...]) -> Surfac
                     and not _overrides(method, semantic.ParameterSmoothing, "sample")):
                 return ParameterSurface(method, input_shape, transform)
         raise _refusal(method, threat.name)
-    if STANDARD.get(threat.name) != threat:
+    if threat.name not in NORMS or threat.display != "distance" or threat.unit != "pixel units":
         raise _refusal(method, threat.name)
     surface = Surface(method, input_shape)
     additive = next((base for base in (rs.GaussianSmoothing, uniform.UniformSmoothing) if isinstance(method, base)),

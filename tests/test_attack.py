@@ -53,7 +53,7 @@ def test_linear_model_is_flipped_exactly_beyond_its_distance(plane):
     robust radius is the distance to it and the optimal attack goes straight at it: the attack
     must hold below the distance and move the prediction (confirmed) just beyond it."""
     job = attack_job = run_attack(plane)
-    assert attack_job.gradient == "torch"
+    assert attack_job.search.method == "torch"
     records = job.run_all()
     for distance, record in zip(DISTANCES, records):
         assert record["prediction"] == 1 and record["correct"]
@@ -75,7 +75,7 @@ def test_linear_model_is_flipped_exactly_beyond_its_distance(plane):
 
 def test_gradient_free_attack_meets_the_same_closed_form(plane):
     job = run_attack(plane, gradient="spsa", steps=30, bare=False)
-    assert job.gradient == "spsa"
+    assert job.search.method == "spsa"
     for distance, record in zip(DISTANCES, job.run_all()):
         found = outcomes(record)
         assert all(found[r] == "held" for r in RADII if r < distance)
@@ -89,7 +89,7 @@ def test_a_model_without_scores_is_attacked_without_gradients(tmp_path):
     weights = np.stack([-direction / 2, direction / 2], axis=1)
     path = save(linear_model(weights, np.array([0.25, -0.25]), (4,), output="label"), tmp_path / "labels.onnx")
     job = run_attack(path, bare=False, steps=30)
-    assert job.gradient == "spsa" and "labels, not scores" in job.gradient_note
+    assert job.search.method == "spsa" and "labels, not scores" in job.search.note
     records = job.run_all()
     assert all(outcomes(r)[0.1] == "held" for r in records)
     with pytest.raises(certifier.CertifyError, match="--gradient torch: .*gives class labels") as error:
@@ -257,8 +257,6 @@ def test_report_puts_the_attack_beside_the_certificates(plane, tmp_path):
 def test_an_alarm_needs_a_second_confirmation_of_its_own(plane):
     """A point confirmed as another class below the certified radius raises an alarm only when
     a second look, on views of its own, confirms it again; otherwise it is recorded as unconfirmed."""
-    from types import SimpleNamespace
-
     job = run_attack(plane)
     x = inputs()[0][0]
     record = {"prediction": 1}
@@ -269,7 +267,7 @@ def test_an_alarm_needs_a_second_confirmation_of_its_own(plane):
 
         def confirm(slot, point):
             looks.append(slot)
-            return SimpleNamespace(prediction=second)
+            return second
 
         found, alarm = job._alarm(x, record, certificate, flip, confirm, 7)
         assert (found, alarm["second_prediction"], looks) == (kind, second, [7])

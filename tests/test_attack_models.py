@@ -30,7 +30,7 @@ def test_rs_certificates_of_the_bundled_model_raise_no_alarm(tmp_path):
     """Sound certificates: no attack is confirmed below a certified radius (alarms at a rate
     of at most twice alpha, here 0.2% of 12 inputs: none)."""
     certified, job, records = certify_and_attack(tmp_path, "fmnist-rs-0.25.onnx", 12, (0.25, 0.5, 0.75, 1.0))
-    assert job.gradient == "torch"
+    assert job.search.method == "torch"
     assert not [r["index"] for r in records if r.get("alarm")]
     summary = job.summary()
     assert summary["soundness_alarms"] == 0 and summary["alarms_checked"] > 0
@@ -52,7 +52,7 @@ def test_rs_certificates_of_the_bundled_model_raise_no_alarm(tmp_path):
 ])
 def test_each_method_is_attacked_end_to_end(tmp_path, model, radii, load, gradient):
     _, job, records = certify_and_attack(tmp_path, model, 2, radii, certify_n=300, **load)
-    assert job.gradient == gradient
+    assert job.search.method == gradient
     assert len(records) == 2 and all(r["forward_passes"] > 0 for r in records)
     assert job.summary()["soundness_alarms"] == 0
 
@@ -61,7 +61,7 @@ def test_translation_is_searched_exactly(tmp_path):
     """Every shift within the radius is tried and decided exactly: an input certified for
     shifts up to R holds at every radius up to R, and a shift found is another class."""
     certified, job, records = certify_and_attack(tmp_path, "fmnist-translation-3.onnx", 3, (1, 2))
-    assert job.gradient == "exact"
+    assert job.search.method == "exact"
     for record in records:
         certificate = certified[record["index"]]
         for outcome in record["smoothed"]:
@@ -74,5 +74,5 @@ def test_translation_is_searched_exactly(tmp_path):
 
 def test_dssn_points_are_on_the_grid_and_decided_exactly(tmp_path):
     _, job, records = certify_and_attack(tmp_path, "fmnist-dssn-1.0.onnx", 2, (1.0, 4.0), certify_n=1)
-    assert job.gradient == "torch" and job.surface.gradient == "straight-through"
+    assert job.search.method == "torch" and job.search.surface.gradient == "straight-through"
     assert all(r["prediction"] is not None for r in records)
