@@ -252,6 +252,15 @@ def test_report_puts_the_attack_beside_the_certificates(plane, tmp_path):
     alone = json.loads(CliRunner().invoke(cli, ["report", files[1], "--json"]).output)
     assert alone[files[1]]["empirical_accuracy"] == summary["empirical_accuracy"]
     assert "certified_accuracy" not in alone[files[1]]
+    # the page to send: the attack's rows beside the certificates, and its dashed curve
+    page = tmp_path / "report.html"
+    assert CliRunner().invoke(cli, ["report", *files, "--html", str(page), "--plot", str(tmp_path / "p.png")]
+                              ).exit_code == 0
+    html = page.read_text()
+    assert 'data-key="empirical_accuracy" data-radius="0.275"' in html and 'stroke-dasharray' in html
+    assert 'data-key="bare_empirical_accuracy"' in html and (tmp_path / "p.png").stat().st_size > 0
+    refused = CliRunner().invoke(cli, ["report", files[1], "--html", str(tmp_path / "alone.html")])
+    assert refused.exit_code == 1 and "holds an attack alone" in refused.output and not (tmp_path / "alone.html").exists()
 
 
 def test_an_alarm_needs_a_second_confirmation_of_its_own(plane):
@@ -273,3 +282,23 @@ def test_an_alarm_needs_a_second_confirmation_of_its_own(plane):
         assert (found, alarm["second_prediction"], looks) == (kind, second, [7])
     # at or beyond the certified radius there is nothing to check
     assert job._alarm(x, record, {"prediction": 1, "radius": 0.2}, flip, None, 7) == ("alarm", None)
+
+
+def test_a_model_onnx2torch_cannot_convert_is_attacked_without_gradients(tmp_path):
+    """An ONNX-ML classifier (as skl2onnx writes) has no torch form: SPSA through onnxruntime, and
+    the header says why; --gradient torch refuses in one line."""
+    from onnx_models import ml_classifier_model
+
+    coefficients = np.zeros((4, 2), dtype=np.float32)
+    coefficients[0], coefficients[1] = [-1, 1], [1, -1]  # class 1 where x_0 > x_1: distance (x_0 - x_1) / sqrt(2)
+    path = save(ml_classifier_model(coefficients, [0, 1]), tmp_path / "ml.onnx")
+    run = certifier.load(path, plugin="rs", sigma=SIGMA, device="cpu")
+    x = np.array([[0.8, 0.2, 0.5, 0.5]], dtype=np.float32)  # distance 0.42
+    job = attack(run, x, np.array([1]), radii=(0.2, 0.6), n0=10_000, n=10_000, steps=30, noise_samples=8)
+    assert job.search.method == "spsa" and "onnx2torch cannot convert ml.onnx" in job.search.note
+    (record,) = job.run_all()
+    assert outcomes(record) == {0.2: "held", 0.6: "flipped"}
+    assert json.loads(json.dumps(job.header))["gradient_note"] == job.search.note
+    with pytest.raises(certifier.CertifyError, match="onnx2torch cannot convert ml.onnx") as error:
+        attack(run, x, np.array([1]), radii=(0.2,), gradient="torch")
+    assert "\n" not in str(error.value)
