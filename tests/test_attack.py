@@ -303,3 +303,21 @@ def test_a_model_onnx2torch_cannot_convert_is_attacked_without_gradients(tmp_pat
     with pytest.raises(certifier.CertifyError, match="onnx2torch cannot convert ml.onnx") as error:
         attack(run, x, np.array([1]), radii=(0.2,), gradient="torch")
     assert "\n" not in str(error.value)
+
+
+def test_l1_attack_under_uniform_noise_meets_the_closed_form(plane):
+    """Uniform noise is symmetric and independent of x, so the smoothed linear classifier keeps
+    its hyperplane too, and in L1 the nearest point across it is one coordinate away: the
+    sparse L1 attack must hold below the distance and flip just beyond it."""
+    run = certifier.load(plane, plugin="uniform", options={"lambda": 0.5}, device="cpu")
+    x, y = inputs()
+    radii = (0.15, 0.25, 0.35, 0.45)  # 0.05 either side of the distances: the class has 55% of the votes
+    job = attack(run, x, y, radii=radii, n0=10_000, n=10_000, steps=20, noise_samples=8)
+    assert job.search.method == "torch" and job.search.surface.norm == "l1"
+    for distance, record in zip(DISTANCES, job.run_all()):
+        found = outcomes(record)
+        assert all(found[r] == "held" for r in radii if r < distance), found
+        first = min(r for r in radii if r > distance)
+        assert found[first] == "flipped", found
+        flip = next(row for row in record["smoothed"] if row["outcome"] == "flipped")
+        assert flip["distance"] == pytest.approx(first, abs=1e-6)
