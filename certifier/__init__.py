@@ -34,8 +34,8 @@ from .hookspecs import hookimpl  # noqa: E402
 from .metadata import denoiser_metadata, model_metadata, read_metadata, recorded_group, recorded_json  # noqa: E402
 from .model import load_model  # noqa: E402
 from .methods import (  # noqa: E402
-    Certificate, Options, SmoothingMethod, Votes, gaussian_certificate, is_broadcast, lower_bound_certificate,
-    threat_of, two_bound_gaussian_certificate,
+    Certificate, Options, SmoothingMethod, SoundnessCheck, Votes, gaussian_certificate, is_broadcast,
+    lower_bound_certificate, threat_of, two_bound_gaussian_certificate,
 )
 from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # noqa: E402
 from .resources import check_memory  # noqa: E402
@@ -52,7 +52,7 @@ __all__ = [
     "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
     "gaussian_views", "standard_normal", "LARGEST_STANDARD_NORMAL", "MAX_INPUT_MAGNITUDE",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
-    "model_metadata", "method_options", "ThreatModel", "threat_of",
+    "model_metadata", "method_options", "ThreatModel", "threat_of", "SoundnessCheck",
     # commands that write files or take memory
     "check_output_file", "replacing_file", "check_memory",
     # opening a model as certify does (for plugins that train through a classifier)

@@ -48,6 +48,57 @@ class Certificate:
         return cls(prediction=None, radius=0.0, details=details)
 
 
+#: The models of :class:`SoundnessCheck`, each a classifier whose smoothed classifier's exact robust
+#: radius ``certify selftest`` knows (see its ``kind``).
+CHECK_KINDS = ("linear", "mean", "pixel", "exhaustive")
+
+
+@dataclass(frozen=True)
+class SoundnessCheck:
+    """A model on which ``certify selftest`` (and :mod:`certifier.testing`) can compare a method's
+    radii with the exact robust radius of its smoothed classifier. A method lists the checks that
+    hold for its views in :meth:`SmoothingMethod.soundness_checks`.
+
+    ``kind`` is the model:
+
+    - ``"linear"``: two classes split by a hyperplane w.x + b = 0 (random w). Its smoothed
+      classifier keeps the hyperplane when the views are x plus noise symmetric about 0 and
+      independent of x (Gaussian, Laplace, uniform), or x shifted as a whole (brightness) or
+      scaled (contrast);
+    - ``"mean"``: the mean intensity, [mean(x) > t]: also kept by transforms that keep the
+      mean of a noisy view (averaging over a partition, as pprs does);
+    - ``"pixel"``: one pixel, [x_k > threshold], whose smoothed classifier switches at
+      x_k = ``boundary`` (default: the threshold; ``threshold`` None: random);
+    - ``"exhaustive"``: deterministic methods, by brute force: the smoothed classifier is
+      computed from every view of every input within reach on tiny inputs (on the 1/``grid``
+      lattice for pixel norms), so the exact radius is known without a closed form.
+
+    ``options`` are the option values the check certifies with (those it needs; the user's
+    others apply). ``reason`` says in a few words why the check holds, for people.
+    """
+
+    kind: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    threshold: float | None = None
+    boundary: float | None = None
+    grid: int | None = None
+    reason: str = ""
+
+    def __post_init__(self):
+        if self.kind not in CHECK_KINDS:
+            raise ValueError(f"unknown soundness check {self.kind!r}; the kinds: {', '.join(CHECK_KINDS)}")
+        for name in ("threshold", "boundary"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(f"a pixel check's {name} must be in (0, 1), got {value!r}")
+        if (self.threshold is not None or self.boundary is not None) and self.kind != "pixel":
+            raise ValueError("threshold and boundary belong to pixel checks")
+        if self.grid is not None and (self.kind != "exhaustive" or isinstance(self.grid, bool)
+                                      or not isinstance(self.grid, int) or self.grid < 1):
+            raise ValueError(f"grid is a whole number of levels for exhaustive checks, got {self.grid!r}")
+        object.__setattr__(self, "options", dict(self.options))
+
+
 class Votes:
     """Vote counts of one sampling phase, per vote group.
 
@@ -345,6 +396,12 @@ class SmoothingMethod:
         keys (``certifier.plugin``, ``certifier.sigma``, ...) cannot be overridden.
         """
         return {}
+
+    def soundness_checks(self) -> tuple[SoundnessCheck, ...]:
+        """The models on which ``certify selftest`` can check this method's radii against the exact
+        ones (:class:`certifier.SoundnessCheck`); none by default, and a method with none fails the
+        selftest: say which hold for your views."""
+        return ()
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines the certificates, for the results header."""

@@ -32,8 +32,8 @@ from pydantic import Field
 
 import certifier
 from certifier import (
-    Certificate, CertifyError, SmoothingMethod, Votes, gaussian_quantile, gaussian_views, hookimpl, is_broadcast,
-    recorded_group,
+    Certificate, CertifyError, SmoothingMethod, SoundnessCheck, Votes, gaussian_quantile, gaussian_views, hookimpl,
+    is_broadcast, recorded_group,
 )
 
 LEFT, RIGHT = "left", "right"
@@ -236,6 +236,15 @@ class DualSmoothing(SmoothingMethod):
         return stages
 
     # -- decisions --------------------------------------------------------------
+
+    def soundness_checks(self):
+        # A side's view of [mean > t] is 1 with probability Phi((mean(x_side) - t) / (sigma / sqrt(d / 2))) when the
+        # model reads the sub-image as it is or repeated (nearest); the sum of the two sides' probabilities is
+        # above 1 exactly when mean(x) > t, so the smoothed classifier keeps that boundary. Bilinear resizing
+        # weighs the border pixels differently and has no such closed form.
+        options = {"resize": "nearest"} if self.resize == "bilinear" else {}
+        return (SoundnessCheck("mean", options=options,
+                               reason="each side's mean of a noisy sub-image (as is or repeated) keeps mean(x) = t"),)
 
     def certify(self, selection: Votes, estimation: Votes, alpha: float) -> Certificate:
         top = selection.top()

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field, create_model
 
 import certifier
-from certifier import Certificate, CertifyError, Votes, hookimpl, is_broadcast, recorded_json
+from certifier import Certificate, CertifyError, SoundnessCheck, Votes, hookimpl, is_broadcast, recorded_json
 from certifier_plugins._lambda import LambdaSmoothing, lambda_field
 
 #: ONNX metadata_props key where ``certify train`` records the offsets a DSSN model was trained with.
@@ -99,6 +99,18 @@ class SSN(LambdaSmoothing):
         cut = rng.random(x.shape, dtype=np.float32)
         cut *= np.float32(2.0 * self.lam)
         return split_centers(x, cut, 2.0 * self.lam)
+
+    def soundness_checks(self):
+        # The noisy pixel is the centre of its piece, clipped to [0, 1], so a hyperplane's boundary moves near
+        # the edges; one pixel's classifier [x_k > 1/2] has a known one. For lambda <= 1/2 the cuts are as
+        # likely mirrored about 1/2 as not, so the smoothed classifier switches at x_k = 1/2; for
+        # 1/2 <= lambda < 1 a noisy pixel is above 1/2 exactly when the cut s_k ~ U(0, 2 lambda) is below
+        # x_k, with probability x_k / (2 lambda), which is 1/2 at x_k = lambda.
+        if self.lam >= 1:
+            return ()
+        boundary = 0.5 if self.lam <= 0.5 else self.lam
+        return (SoundnessCheck("pixel", threshold=0.5, boundary=boundary,
+                               reason=f"[x_k > 1/2] switches at x_k = {boundary:g} under splitting noise"),)
 
 
 class DSSN(LambdaSmoothing):
@@ -190,6 +202,12 @@ class DSSN(LambdaSmoothing):
 
     def settings(self) -> dict:
         return {**super().settings(), "views": self.levels, "effective_lambda": self.levels / (2 * self.q)}
+
+    def soundness_checks(self):
+        # every input of a tiny lattice and every view of each: small q keeps the search small
+        q = self.q if self.q <= 16 else 16
+        return (SoundnessCheck("exhaustive", grid=q, options={} if q == self.q else {"q": q},
+                               reason="the smoothed classifier on every point of the 1/q lattice, by brute force"),)
 
     # -- inputs and views ----------------------------------------------------------
 

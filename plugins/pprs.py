@@ -21,8 +21,8 @@ from pydantic import Field, model_validator
 
 import certifier
 from certifier import (
-    Certificate, CertifyError, SmoothingMethod, Votes, gaussian_certificate, gaussian_views, hookimpl, is_broadcast,
-    two_bound_gaussian_certificate,
+    Certificate, CertifyError, SmoothingMethod, SoundnessCheck, Votes, gaussian_certificate, gaussian_views, hookimpl,
+    is_broadcast, two_bound_gaussian_certificate,
 )
 from certifier_plugins.rs import BOUNDS_HELP, without_default_bounds
 
@@ -193,6 +193,10 @@ class PartitionSmoothing(SmoothingMethod):
 
     def settings(self) -> dict:
         return without_default_bounds(super().settings())
+
+    def soundness_checks(self):
+        # any partition's means keep the mean of the noisy view, so [mean > t] keeps its boundary
+        return (SoundnessCheck("mean", reason="superpixel means keep the mean of a noisy view"),)
 
 
 def _coloured_partition(images: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -9,8 +9,15 @@ from pydantic import Field
 
 import certifier
 from certifier import (
-    Certificate, SmoothingMethod, Votes, gaussian_certificate, gaussian_views, hookimpl, two_bound_gaussian_certificate,
+    Certificate, SmoothingMethod, SoundnessCheck, Votes, gaussian_certificate, gaussian_views, hookimpl,
+    two_bound_gaussian_certificate,
 )
+
+#: Checks of methods whose views are x plus noise symmetric about 0 and independent of x:
+#: the smoothed classifier of a hyperplane is the same hyperplane.
+SYMMETRIC_NOISE = "noise symmetric about 0, independent of x, keeps a hyperplane"
+ADDITIVE_CHECKS = (SoundnessCheck("linear", reason=SYMMETRIC_NOISE), SoundnessCheck("mean", reason=SYMMETRIC_NOISE),
+                   SoundnessCheck("pixel", reason=SYMMETRIC_NOISE))
 
 BOUNDS_HELP = ("one: sigma Phi^-1(pA_lower), the other classes' share taken as 1 - pA; two: sigma / 2 "
                "(Phi^-1(pA_lower) - Phi^-1(pB_upper)) with pB_upper bounded from the runner-up classes' "
@@ -47,6 +54,9 @@ class GaussianSmoothing(SmoothingMethod):
 
     def settings(self) -> dict:
         return without_default_bounds(super().settings())
+
+    def soundness_checks(self):
+        return ADDITIVE_CHECKS
 
 
 @hookimpl

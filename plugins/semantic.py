@@ -23,8 +23,8 @@ import math
 import numpy as np
 
 from certifier import (
-    LARGEST_STANDARD_NORMAL, MAX_INPUT_MAGNITUDE, Certificate, CertifyError, SmoothingMethod, ThreatModel, Votes,
-    gaussian_certificate, hookimpl, standard_normal,
+    LARGEST_STANDARD_NORMAL, MAX_INPUT_MAGNITUDE, Certificate, CertifyError, SmoothingMethod, SoundnessCheck,
+    ThreatModel, Votes, gaussian_certificate, hookimpl, standard_normal,
 )
 
 #: Default radii of summaries: brightness shifts in pixel units, log factors for contrast and gamma.
@@ -101,6 +101,11 @@ class Brightness(ParameterSmoothing):
     def transform(self, x, theta):
         return np.add(x, theta, dtype=np.float32)
 
+    def soundness_checks(self):
+        # w.(x + b 1) + c > 0 while b > -(w.x + c) / sum(w): the radius is |w.x + c| / |sum(w)|
+        reason = "a hyperplane is crossed at one brightness shift"
+        return tuple(SoundnessCheck(kind, reason=reason) for kind in ("linear", "mean", "pixel"))
+
 
 class Contrast(ParameterSmoothing):
     name = "contrast"
@@ -113,6 +118,11 @@ class Contrast(ParameterSmoothing):
 
     def transform(self, x, theta):
         return np.multiply(x, np.exp(theta), dtype=np.float32)
+
+    def soundness_checks(self):
+        # with w >= 0 and c < 0, e^theta w.x + c > 0 while theta > log(-c / w.x)
+        reason = "a hyperplane with w >= 0 is crossed at one factor"
+        return tuple(SoundnessCheck(kind, reason=reason) for kind in ("linear", "mean", "pixel"))
 
     def caption(self, theta: float) -> str:
         return f"factor {math.exp(theta):.3f}"
@@ -135,6 +145,10 @@ class Gamma(ParameterSmoothing):
 
     def transform(self, x, theta):
         return np.power(x, np.exp(theta), dtype=np.float32)
+
+    def soundness_checks(self):
+        # x_k^(e^t) > tau while t < log(log tau / log x_k)
+        return (SoundnessCheck("pixel", reason="one pixel crosses a threshold at one exponent"),)
 
     def caption(self, theta: float) -> str:
         return f"exponent {math.exp(theta):.3f}"

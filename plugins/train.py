@@ -79,8 +79,10 @@ def _check_fraction(validation_fraction) -> None:
         raise CertifyError(f"--validation-fraction must be above 0 and below 1, got {validation_fraction!r}")
 
 
-def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int):
-    """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32."""
+def _load_training_data(path: Path, classes_option: str | None, validation_fraction: float, seed: int,
+                        limit: int | None = None):
+    """(x_train, y_train, x_val, y_val, class names), pixels as canonical float32; with ``limit``, the
+    first ``limit`` training inputs only (the classes are still those of all the labels)."""
     _check_fraction(validation_fraction)
 
     if path.suffix == ".npz":
@@ -97,8 +99,10 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         raise CertifyError(f"{path} has no labels (y, y_train or class folders); training needs them")
     if len(train) == 0:
         raise CertifyError(f"{path} holds no inputs to train on")
-    x = train.batch(range(len(train)))
-    y = train.labels
+    every_label = train.labels
+    count = len(train) if limit is None else min(limit, len(train))
+    x = train.batch(range(count))
+    y = every_label[:count]
     if validation is not None and validation.labels is not None:
         x_val, y_val = validation.batch(range(len(validation))), validation.labels
     else:
@@ -110,17 +114,18 @@ def _load_training_data(path: Path, classes_option: str | None, validation_fract
         x_val, y_val, x, y = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
     if len(x_val) == 0:
         raise CertifyError(f"the test split of {path} holds no inputs to validate on; add some, or drop x_test")
-    if max(int(y.max()), int(y_val.max())) >= MAX_CLASSES:
-        raise CertifyError(f"{path}'s labels go up to {max(int(y.max()), int(y_val.max()))}; a classifier here has at "
+    largest = max(int(every_label.max()), int(y_val.max()))
+    if largest >= MAX_CLASSES:
+        raise CertifyError(f"{path}'s labels go up to {largest}; a classifier here has at "
                            f"most {MAX_CLASSES} classes (labels are class indices 0, 1, ...)")
     if classes_option:
         names = [n.strip() for n in classes_option.split(",")]
     elif train.class_names:
         names = train.class_names
     else:
-        names = [str(i) for i in range(int(max(y.max(), y_val.max() if len(y_val) else 0)) + 1)]
-    if int(y.max()) >= len(names):
-        raise CertifyError(f"labels go up to {int(y.max())} but only {len(names)} class names were given")
+        names = [str(i) for i in range(largest + 1)]
+    if largest >= len(names):
+        raise CertifyError(f"labels go up to {largest} but only {len(names)} class names were given")
     return x, y, x_val, y_val, names
 
 
@@ -179,7 +184,7 @@ def train(
     *, plugin: str | None, sigma: float | None, options: dict, data: Path, out: Path, epochs: int, batch_size: int,
     lr: float, width: int, seed: int, device: str, group: str | None, classes: str | None, dataset_name: str | None,
     checkpoint: Path | None, restart: bool, validation_fraction: float = 0.1, quiet: bool = False,
-    no_noise: bool = False,
+    no_noise: bool = False, limit: int | None = None,
 ) -> dict:
     """Train and export; returns the final metrics.
 
@@ -203,7 +208,9 @@ def train(
     if group is not None and group not in method.groups:
         raise CertifyError(f"plugin {plugin} has groups {', '.join(method.groups)}; --group {group} is not one")
     groups = [group] if group else list(method.groups)
-    x, y, x_val, y_val, names = _load_training_data(data, classes, validation_fraction, seed)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise CertifyError(f"--limit must be a whole number of at least 1, got {limit!r}")
+    x, y, x_val, y_val, names = _load_training_data(data, classes, validation_fraction, seed, limit)
     input_shape = tuple(x.shape[1:])
     method.prepare(input_shape, {})
     view_shapes = {tuple(method.view_shape(input_shape, g)) for g in groups}
@@ -227,6 +234,8 @@ def train(
     settings = {
         "plugin": plugin, "noise": not no_noise, "settings": method.settings(), "data": str(data), "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "width": width, "seed": seed, "group": group,
+        # only when given, so checkpoints written before --limit existed still resume
+        **({"limit": limit} if limit is not None else {}),
     }
     start_epoch = 0
     if checkpoint.exists() and not restart:
@@ -322,6 +331,8 @@ def register_commands(cli):
     @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
                   help="Checkpoint file (default: OUT.ckpt); an interrupted run resumes from it.")
     @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
+    @click.option("--limit", type=click.IntRange(min=1),
+                  help="Train on the first K training inputs only (a test split in the data is used whole).")
     @click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
                   show_default=True, help="Held out when the data has no test split.")
     @click.option("--no-noise", is_flag=True,

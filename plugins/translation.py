@@ -21,7 +21,9 @@ import numpy as np
 from pydantic import Field
 
 import certifier
-from certifier import Certificate, CertifyError, SmoothingMethod, ThreatModel, Votes, hookimpl, is_broadcast
+from certifier import (
+    Certificate, CertifyError, SmoothingMethod, SoundnessCheck, ThreatModel, Votes, hookimpl, is_broadcast,
+)
 
 
 def changed_views(k: int, t_y: np.ndarray | int, t_x: np.ndarray | int) -> np.ndarray:
@@ -87,6 +89,9 @@ class Translation(SmoothingMethod):
 
     def num_views(self, input_shape: tuple[int, ...]) -> int:
         return self.side * self.side
+
+    def soundness_checks(self):
+        return (SoundnessCheck("exhaustive", reason="the smoothed classifier on every cyclic shift, by brute force"),)
 
     def shift(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The shift (s_y, s_x) of view number ``index``: row-major over [-K, K]^2."""

@@ -16,6 +16,7 @@ from pydantic import create_model
 import certifier
 from certifier import hookimpl
 from certifier_plugins._lambda import LambdaSmoothing, lambda_field
+from certifier_plugins.rs import ADDITIVE_CHECKS
 
 
 class UniformSmoothing(LambdaSmoothing):
@@ -33,6 +34,9 @@ class UniformSmoothing(LambdaSmoothing):
         noise -= np.float32(self.lam)
         noise += x
         return noise
+
+    def soundness_checks(self):
+        return ADDITIVE_CHECKS
 
 
 @hookimpl

@@ -16,16 +16,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from pydantic import Field
-from scipy import stats
 
 import certifier
 from certifier import hookimpl, hookspecs, plugins
+from certifier import testing as testing_kit
+from certifier.testing import assert_sound
 from certifier.cli import cli
 from certifier.plugins import pm
 
 from onnx_models import hyperplane_model, save
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "writing-a-plugin.md"
+#: The guide's complete example, an installable package (examples/certifier-laplace).
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "certifier-laplace" / "certifier_laplace.py"
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))
 
 
@@ -33,13 +36,14 @@ def python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, re.DOTALL)
 
 
+def test_the_guides_example_is_the_example_package():
+    assert python_blocks(DOCS.read_text())[0] == EXAMPLE.read_text()
+
+
 @pytest.fixture
-def laplace_module(tmp_path):
-    """The complete example from docs/writing-a-plugin.md, imported as a module."""
-    source = python_blocks(DOCS.read_text())[0]
-    path = tmp_path / "certifier_laplace.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("certifier_laplace", path)
+def laplace_module():
+    """The complete example from docs/writing-a-plugin.md (examples/certifier-laplace), imported as a module."""
+    spec = importlib.util.spec_from_file_location("certifier_laplace", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     sys.modules["certifier_laplace"] = module
     spec.loader.exec_module(module)
@@ -81,38 +85,58 @@ def test_load_plugins_is_safe_to_call_twice():
     assert len(pm.get_plugins()) == before
 
 
-def test_documented_example_certifies_an_l1_radius_soundly(laplace_module, tmp_path):
-    """The example plugin from the docs runs end to end, and its radius never exceeds
-    the exact L1 distance to a hyperplane classifier's boundary."""
-    direction = np.array([0.5, -1.0, 0.25, 0.0])
-    offset = 0.2
-    path = save(hyperplane_model(direction, offset), tmp_path / "plane.onnx")
-    run = certifier.load(path, plugin="laplace", sigma=0.5)
-    assert run.method.norm == "l1" and run.method.scale == pytest.approx(0.5 / np.sqrt(2))
-    points = np.random.default_rng(0).uniform(0, 1, (200, 4)).astype(np.float32)
-    margin = points @ direction + offset
-    # the L1 distance to {w.x + b = 0} is |w.x + b| / max|w_i|
-    distance = np.abs(margin) / np.abs(direction).max()
-    results = run.certify(points, n0=50, n=500, alpha=0.05, batch_size=550)
-    wrong = sum(
-        1 for r in results
-        if r.prediction is not None and (r.prediction != int(margin[r.index] > 0) or r.radius > distance[r.index])
-    )
-    assert wrong <= stats.binom.ppf(0.999, len(points), 0.05)
-    assert sum(r.radius > 0 for r in results) > 100
+def test_documented_example_certifies_an_l1_radius_soundly(laplace_module):
+    """The example plugin from the docs is sound: its radii stay within the exact ones of closed-form
+    models but for alpha (certifier.testing), with --sigma and with its own scale."""
+    assert_sound("laplace", sigma=0.5)
+    assert_sound("laplace", options={"scale": 0.1})
+
+
+def test_the_example_packages_own_tests_pass(laplace_module):
+    spec = importlib.util.spec_from_file_location("test_certifier_laplace", EXAMPLE.parent / "test_certifier_laplace.py")
+    tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tests)
+    names = [name for name in dir(tests) if name.startswith("test_")]
+    assert names == ["test_laplace_is_sound", "test_laplace_is_sound_with_its_own_scale"]
+    for name in names:
+        getattr(tests, name)()
+
+
+def test_an_inflated_laplace_radius_fails_the_kit(laplace_module):
+    class Inflated(laplace_module.LaplaceSmoothing):
+        name = "laplace-inflated"
+
+        def certify(self, selection, estimation, alpha):
+            certificate = super().certify(selection, estimation, alpha)
+            return certifier.Certificate(certificate.prediction, certificate.radius * 1.3, details=certificate.details)
+
+    class Plugin:
+        @hookimpl
+        def register_methods(self, register):
+            register(Inflated)
+
+    report = testing_kit.check_soundness("laplace-inflated", register=Plugin(), inputs=120)
+    assert not report.passed and report.total.verdict == "FAIL"
+    assert all(row.verdict == "FAIL" for row in report.rows if row.check == "pixel")
 
 
 def test_documented_example_through_the_cli(laplace_module, tmp_path):
     path = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
     np.savez(tmp_path / "x.npz", x=np.array([[0.9, 0.1, 0.1, 0.1]], dtype=np.float32), y=np.array([1]))
     result = CliRunner().invoke(
-        cli, ["--plugin", "laplace", "--sigma", "0.3", "-o", "scale", "0.2", "-n", "1000", "-q", str(path),
+        cli, ["--plugin", "laplace", "-o", "scale", "0.2", "-n", "1000", "-q", str(path),
               "--data", str(tmp_path / "x.npz"), "--output", str(tmp_path / "run.jsonl")],
     )
     assert result.exit_code == 0, result.output
     header, record = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
     assert header["plugin"] == "laplace" and header["settings"]["options"] == {"scale": 0.2}
+    assert header["settings"]["sigma"] == pytest.approx(0.2 * np.sqrt(2))
     assert record["norm"] == "l1" and record["prediction"] == 1 and record["radius"] > 0
+    # an explicit --sigma is never dropped: one that disagrees with the scale is refused
+    refused = CliRunner().invoke(cli, ["--plugin", "laplace", "--sigma", "0.3", "-o", "scale", "0.2", str(path),
+                                       "--data", str(tmp_path / "x.npz")])
+    assert refused.exit_code == 1 and refused.output.strip().splitlines() == [
+        "Error: plugin laplace: --sigma 0.3 means -o scale 0.212132, not 0.2; give only one of them"]
     listed = CliRunner().invoke(cli, ["plugins", "--json"])
     entry = next(p for p in json.loads(listed.output) if p["name"] == "laplace-under-test")
     assert entry["builtin"] is False and entry["hooks"] == ["register_methods"]
@@ -282,19 +306,20 @@ def test_options_are_validated_with_one_line_messages(laplace_module):
         make_method("laplace", 0.5, {"colour": "red"}, {})
     with pytest.raises(certifier.CertifyError, match="option scale='-1'"):
         make_method("laplace", 0.5, {"scale": "-1"}, {})
-    assert make_method("laplace", 0.5, {"scale": "0.7"}, {}).scale == 0.7
+    assert make_method("laplace", None, {"scale": "0.7"}, {}).scale == 0.7
 
 
-def test_defaults_come_from_the_models_metadata(laplace_module):
+def test_defaults_come_from_the_models_metadata():
     from certifier.api import make_method
 
-    metadata = {"certifier.plugin": "laplace", "certifier.sigma": "0.4", "certifier.options": '{"scale": 0.9}'}
+    metadata = {"certifier.plugin": "rs", "certifier.sigma": "0.4", "certifier.options": '{"bounds": "two"}'}
     method = make_method(None, None, {}, metadata)
-    assert method.name == "laplace" and method.sigma == 0.4 and method.scale == 0.9
+    assert method.name == "rs" and method.sigma == 0.4 and method.options.bounds == "two"
     # options given on the command line win over the metadata
-    assert make_method(None, None, {"scale": "0.1"}, metadata).scale == 0.1
-    # another plugin's metadata options are not applied
-    assert make_method("rs", None, {}, metadata).sigma == 0.4
+    assert make_method(None, None, {"bounds": "one"}, metadata).options.bounds == "one"
+    # another plugin's metadata options are not applied, even an option of the same name
+    other = make_method("pprs", None, {}, metadata)
+    assert other.sigma == 0.4 and other.options.bounds == "one"
     with pytest.raises(certifier.CertifyError, match="needs --sigma"):
         make_method("rs", None, {}, {})
     with pytest.raises(certifier.CertifyError, match="no --plugin"):
@@ -306,15 +331,22 @@ def test_defaults_come_from_the_models_metadata(laplace_module):
 PLUGIN_SOURCES = sorted((Path(__file__).resolve().parents[1] / "plugins").glob("*.py"))
 
 
+#: Modules of certifier that are public too: the testing kit.
+PUBLIC_MODULES = {"certifier.testing"}
+
+
 def _internal_uses(source: str) -> list[str]:
-    """Every use of certifier beyond its public names: certifier.<module> imports, names
-    imported from certifier that it does not export, and certifier.<name> attributes."""
+    """Every use of certifier beyond its public names: certifier.<module> imports (but for the public
+    modules), names imported from certifier that it does not export, and certifier.<name> attributes."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names if alias.name.startswith("certifier.")]
+            found += [alias.name for alias in node.names
+                      if alias.name.startswith("certifier.") and alias.name not in PUBLIC_MODULES]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.startswith("certifier."):
+            if node.module in PUBLIC_MODULES:
+                found += [f"{node.module}.{a.name}" for a in node.names if a.name not in testing_kit.__all__]
+            elif node.module.startswith("certifier."):
                 found.append(node.module)
             elif node.module == "certifier":
                 found += [f"certifier.{a.name}" for a in node.names if a.name not in certifier.__all__]
@@ -333,6 +365,8 @@ def test_the_import_check_catches_internal_imports():
     assert _internal_uses("from certifier.cli import friendly_errors\nimport certifier.noise\n"
                           "from certifier import plugins, hookimpl\nimport certifier\ncertifier.api.load\n") == [
         "certifier.cli", "certifier.noise", "certifier.plugins", "certifier.api"]
+    assert _internal_uses("from certifier.testing import check_soundness, _check\nimport certifier.testing\n") == [
+        "certifier.testing._check"]
 
 
 def test_every_public_name_is_documented_in_the_plugin_guide():

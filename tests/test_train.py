@@ -77,6 +77,38 @@ def test_resume_from_checkpoint_and_refuse_another_run(small_data, tmp_path):
     assert onnx.load_from_string(before).graph.initializer[0] == onnx.load(str(out)).graph.initializer[0]
 
 
+def test_limit_trains_on_the_first_inputs_only(small_data, tmp_path, monkeypatch):
+    import certifier_plugins.train as training
+
+    loaded = []
+    original = training._load_training_data
+
+    def spy(*args, **kwargs):
+        loaded.append(original(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(training, "_load_training_data", spy)
+    out = tmp_path / "model.onnx"
+    args = ["--plugin", "rs", "--sigma", "0.2", "--data", str(small_data), "--out", str(out), "--width", "4",
+            "--epochs", "1"]
+    assert train(args + ["--limit", "50"]).exit_code == 0
+    x, y, x_val, y_val, names = loaded[-1]
+    data = np.load(small_data)
+    assert np.array_equal(y, data["y_train"][:50]) and np.array_equal(x[:, 0] * 255, data["x_train"][:50])
+    assert len(x_val) == 200 and len(names) == 10  # the test split whole; the classes of every label
+    training_record = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["certifier.training"])
+    assert training_record["limit"] == 50
+    # another limit is another run: its checkpoint is not resumed
+    refused = train(args + ["--limit", "60"])
+    assert refused.exit_code == 1 and "checkpoint of another training run" in refused.output
+    # without a test split, the validation inputs are held out of the first K
+    np.savez(tmp_path / "plain.npz", x=data["x_train"][:300], y=data["y_train"][:300])
+    assert train(["--plugin", "rs", "--sigma", "0.2", "--data", str(tmp_path / "plain.npz"), "--out",
+                  str(tmp_path / "plain.onnx"), "--width", "4", "--epochs", "1", "--limit", "100"]).exit_code == 0
+    x, _, x_val, _, _ = loaded[-1]
+    assert len(x) + len(x_val) == 100 and len(x_val) == 10
+
+
 def test_image_folder_and_validation_split(tmp_path):
     from skimage import io
 
@@ -166,7 +198,7 @@ def test_no_noise_refusals(small_data, tmp_path, args, message):
 
 @pytest.mark.parametrize("option,value", [
     ("--width", "0"), ("--width", "100000"), ("--epochs", "1000000000000"), ("--batch-size", "0"), ("--lr", "0"),
-    ("--lr", "1e38"), ("--validation-fraction", "1"),
+    ("--lr", "1e38"), ("--validation-fraction", "1"), ("--limit", "0"),
 ])
 def test_settings_out_of_range_are_usage_errors_before_anything_runs(small_data, tmp_path, option, value):
     result = train(["--plugin", "rs", "--sigma", "0.25", "--data", str(small_data), "--out", str(tmp_path / "m.onnx"),
