@@ -182,7 +182,8 @@ def summarize_attack(header: dict, records: Sequence[dict]) -> dict[str, Any]:
     checked = [r for r in counted if (r.get("certified") or {}).get("prediction") is not None
                and is_number((r.get("certified") or {}).get("radius")) and r["certified"]["radius"] > 0]
     alarms = [r["index"] for r in counted if r.get("alarm")]
-    alphas = [a for a in (settings.get("certified_alpha"), header.get("alpha")) if is_number(a)]
+    # an exact method records no alpha: its certificates and confirmations are never wrong by chance
+    alphas = [a if is_number(a) else 0.0 for a in (settings.get("certified_alpha"), header.get("alpha"))]
     seconds, passes = _mean(r.get("seconds") for r in counted), _mean(r.get("forward_passes") for r in counted)
     summary: dict[str, Any] = {
         "plugin": header.get("plugin"),
@@ -204,7 +205,7 @@ def summarize_attack(header: dict, records: Sequence[dict]) -> dict[str, Any]:
         "alarm_indices": alarms,
         "alarms_checked": len(checked),
         # under sound certificates an input raises an alarm with probability at most this
-        "alarm_bound": sum(alphas) if len(alphas) == 2 else None,
+        "alarm_bound": sum(alphas) if settings.get("certified") else None,
         "abstained_below_certified": sum(_abstained_below(r) for r in checked),
     }
     if alarms:
