@@ -35,15 +35,15 @@ average before and after is printed: on a loaded machine the figures are rough.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchlib import Report, benchmark_parser, check_counts, load_average, medians
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "fmnist-plain.onnx"
@@ -53,39 +53,15 @@ MEASUREMENTS = ("bare", "certify", "parallel", "plain")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX classifier (default: %(default)s)")
+    parser = benchmark_parser(__doc__, model=DEFAULT_MODEL, data=DEFAULT_DATA, inputs=3, n=10_000,
+                              inputs_help="first K test images", data_help=".npz with x_test (uint8 images)")
     parser.add_argument("--denoiser", type=Path, default=DEFAULT_DENOISER, help="ONNX denoiser (default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help=".npz with x_test (uint8 images) (default: %(default)s)")
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level (default: %(default)s)")
-    parser.add_argument("--inputs", "-k", type=int, default=3, help="first K test images (default: %(default)s)")
-    parser.add_argument("-n", type=int, default=10_000, help="estimation samples (default: %(default)s)")
-    parser.add_argument("--n0", type=int, default=100, help="selection samples (default: %(default)s)")
-    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="batch size for all measurements (default: certify's automatic size)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (default: %(default)s)")
-    parser.add_argument("--json", metavar="PATH", help="also write a JSON summary to PATH ('-' for stdout)")
-    args = parser.parse_args(argv)
-    for name in ("inputs", "n", "n0", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    return args
+    return check_counts(parser, parser.parse_args(argv))
 
 
 def batch_sizes(count: int, batch_size: int) -> list[int]:
     return [min(batch_size, count - start) for start in range(0, count, batch_size)]
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 class Bench:
@@ -170,10 +146,8 @@ class Bench:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = sys.stderr if args.json == "-" else sys.stdout
-
-    def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
+    report = Report(args.json)
+    say = report.say
 
     import onnxruntime
 
@@ -222,22 +196,16 @@ def main(argv=None) -> int:
         rounds.append({"order": list(order), "per_input_seconds": per_input, "ratios": ratios})
         say(f"{number + 1:>5}  {','.join(order):<30}" + "".join(f"{per_input[m]:>9.3f}" for m in MEASUREMENTS)
             + f"{ratios['certify/bare']:>14.2f}{ratios['certify/parallel']:>18.2f}{ratios['certify/plain']:>15.2f}")
-    medians = {key: statistics.median(r["ratios"][key] for r in rounds) for key in rounds[0]["ratios"]}
-    seconds_median = {m: statistics.median(r["per_input_seconds"][m] for r in rounds) for m in MEASUREMENTS}
+    ratios = medians([r["ratios"] for r in rounds])
+    seconds_median = medians([r["per_input_seconds"] for r in rounds], MEASUREMENTS)
     say()
-    say("median over rounds: " + ", ".join(f"{key} {value:.2f}" for key, value in medians.items()))
+    say("median over rounds: " + ", ".join(f"{key} {value:.2f}" for key, value in ratios.items()))
     say("median seconds per input: " + ", ".join(f"{m} {v:.3f}" for m, v in seconds_median.items()))
     say(f"load average after: {load_average()}")
-    if args.json:
-        summary = {"model": str(args.model), "denoiser": str(args.denoiser), "sigma": args.sigma,
-                   "inputs": args.inputs, "n0": args.n0, "n": args.n, "batch_size": batch_size,
-                   "rounds": rounds, "median_ratios": medians, "median_seconds": seconds_median,
-                   "load_average_after": load_average()}
-        text = json.dumps(summary, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+    report.write_json({"model": str(args.model), "denoiser": str(args.denoiser), "sigma": args.sigma,
+                       "inputs": args.inputs, "n0": args.n0, "n": args.n, "batch_size": batch_size,
+                       "rounds": rounds, "median_ratios": ratios, "median_seconds": seconds_median,
+                       "load_average_after": load_average()})
     return 0
 
 

@@ -31,7 +31,6 @@ Add ``--json PATH`` (``-`` for stdout) for a machine-readable summary.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -44,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import certifier  # noqa: E402
+from benchlib import Report, benchmark_parser, check_counts, load_average, timed  # noqa: E402
 from certifier.ray_executor import RayExecutor  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "fmnist-rs-0.25.onnx"
@@ -51,33 +51,23 @@ DEFAULT_DATA = ROOT / "models" / "fmnist-samples.npz"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model (default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="inputs (default: %(default)s)")
-    parser.add_argument("--inputs", "-k", type=int, default=4, help="inputs certified at n (default: %(default)s)")
-    parser.add_argument("-n", type=int, default=100_000, help="estimation samples (default: %(default)s)")
-    parser.add_argument("--n0", type=int, default=100, help="selection samples (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of local and Ray runs (default: %(default)s)")
+    parser = benchmark_parser(__doc__, model=DEFAULT_MODEL, data=DEFAULT_DATA, inputs=4, alpha=None, batch_size=False,
+                              rounds=1, inputs_help="inputs certified at n")
     parser.add_argument("--tiny-inputs", type=int, default=300,
                         help="inputs of the dispatch run (default: %(default)s)")
     parser.add_argument("--cpus", type=int, default=2, help="cores for both contenders (default: %(default)s)")
     parser.add_argument("--seconds-per-input", type=float, default=110.0,
                         help="one GPU worker's seconds per input, for the projection (default: %(default)s, "
                              "Cohen et al.'s ImageNet figure at n = 100,000 on one V100)")
-    parser.add_argument("--json", metavar="PATH", help="also write a JSON summary to PATH ('-' for stdout)")
-    return parser.parse_args(argv)
-
-
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return check_counts(parser, parser.parse_args(argv), ("inputs", "n", "n0", "rounds", "tiny_inputs", "cpus"))
 
 
 def timed_job(run, data, executor=None, **settings) -> tuple[float, list]:
-    started = time.perf_counter()
-    with run.job(data, executor=executor, **settings) as job:
-        results = list(job)
-    return time.perf_counter() - started, results
+    def certify() -> list:
+        with run.job(data, executor=executor, **settings) as job:
+            return list(job)
+
+    return timed(certify)
 
 
 def same_records(a, b) -> bool:
@@ -108,8 +98,8 @@ def tiny_model(folder: Path) -> tuple[Path, Path]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = sys.stderr if args.json == "-" else sys.stdout
-    say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
+    report = Report(args.json)
+    say = report.say
     import onnxruntime
     import ray
 
@@ -202,12 +192,7 @@ def main(argv=None) -> int:
         executor.close()
     summary["load_average_after"] = load_average()
     say(f"\nload average after: {summary['load_average_after']}")
-    if args.json:
-        text = json.dumps(summary, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+    report.write_json(summary)
     return 0
 
 

@@ -32,16 +32,16 @@ times ``certifier.noise.gaussian_views`` alone (one thread) for the same number 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchlib import Report, benchmark_parser, check_counts, load_average, medians
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "fmnist-rs-0.25.onnx"
@@ -50,27 +50,10 @@ CONTENDERS = ("bare", "certify", "peer", "parallel", "noise")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model (default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help=".npz with x_test (uint8 images) and y_test (default: %(default)s)")
+    parser = benchmark_parser(__doc__, model=DEFAULT_MODEL, data=DEFAULT_DATA, inputs=3, inputs_help="first K test images",
+                              data_help=".npz with x_test (uint8 images) and y_test")
     parser.add_argument("--sigma", type=float, default=None, help="noise level (default: the model's metadata)")
-    parser.add_argument("--inputs", "-k", type=int, default=3, help="first K test images (default: %(default)s)")
-    parser.add_argument("-n", type=int, default=100_000, help="estimation samples (default: %(default)s)")
-    parser.add_argument("--n0", type=int, default=100, help="selection samples (default: %(default)s)")
-    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="batch size for all contenders (default: certify's automatic size)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of all contenders (default: %(default)s)")
-    parser.add_argument("--json", metavar="PATH", help="also write a JSON summary to PATH ('-' for stdout)")
-    args = parser.parse_args(argv)
-    for name in ("inputs", "n", "n0", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    return args
+    return check_counts(parser, parser.parse_args(argv))
 
 
 # -- the peer: Cohen et al.'s Smooth.certify, in PyTorch -------------------------------------
@@ -315,20 +298,10 @@ def thread_report(model) -> dict:
     }
 
 
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = sys.stderr if args.json == "-" else sys.stdout
-
-    def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
-
+    report = Report(args.json)
+    say = report.say
     began = time.perf_counter()
     import onnxruntime
     import torch
@@ -400,8 +373,8 @@ def main(argv=None) -> int:
         say(f"{number + 1:>5}  {','.join(order):<36}" + "".join(f"{per_input[c]:>9.3f}" for c in CONTENDERS)
             + f"{ratios['certify/bare']:>14.3f}{ratios['peer/certify']:>14.3f}")
 
-    median_seconds = {c: statistics.median(r["per_input_seconds"][c] for r in rounds) for c in CONTENDERS}
-    median_ratios = {k: statistics.median(r["ratios"][k] for r in rounds) for k in ("certify/bare", "peer/certify")}
+    median_seconds = medians([r["per_input_seconds"] for r in rounds], CONTENDERS)
+    median_ratios = medians([r["ratios"] for r in rounds], ("certify/bare", "peer/certify"))
     say(f"{'median':>5}  {'':<36}" + "".join(f"{median_seconds[c]:>9.3f}" for c in CONTENDERS)
         + f"{median_ratios['certify/bare']:>14.3f}{median_ratios['peer/certify']:>14.3f}")
     aims = {"certify/bare": median_ratios["certify/bare"] <= 1.1, "peer/certify": median_ratios["peer/certify"] >= 3}
@@ -449,7 +422,7 @@ def main(argv=None) -> int:
     say(f"load average after: {load_average()}; total {time.perf_counter() - began:.0f} s")
 
     if args.json:
-        summary = {
+        report.write_json({
             "model": str(args.model), "model_sha256": model.sha256, "sigma": sigma, "inputs": args.inputs,
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "batch_size": batch_size, "rounds": args.rounds,
             "threads": threads, "median_seconds_per_input": median_seconds, "median_ratios": median_ratios,
@@ -458,12 +431,8 @@ def main(argv=None) -> int:
                 name: r["detail"][name]["seconds"] for name in CONTENDERS}} for r in rounds],
             "versions": {"python": platform.python_version(), "numpy": np.__version__,
                          "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
-        }
-        text = json.dumps(summary, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+            "load_average_after": load_average(),
+        })
     return 0 if all_agree else 1
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ import numpy as np
 
 import certifier
 from certifier.stats import round_down
+
+from benchlib import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
@@ -122,7 +123,7 @@ def timing(args) -> None:
     }
     print(f"model {model}, sigma {sigma:.6g} (lambda {dssn.method.lam:.6g}, L = {dssn.method.levels}), "
           f"{args.inputs} inputs, n0 = {args.n0}, n = {args.n}, onnxruntime {onnxruntime.__version__}, "
-          f"threads {args.threads or 'default'}, load average before {os.getloadavg()[0]:.2f}")
+          f"threads {args.threads or 'default'}, load average before {load_average()}")
     for run in runs.values():  # warm-up
         run.certify(x[:1], n0=10, n=1000, alpha=args.alpha)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
@@ -136,7 +137,7 @@ def timing(args) -> None:
             seconds[name].append(time.perf_counter() - started)
             passes[name] = result.forward_passes
             outcome[name].append((result.prediction, round_down(result.radius, 4)))
-    print(f"load average after {os.getloadavg()[0]:.2f}")
+    print(f"load average after {load_average()}")
     print()
     print("| method | forward passes per input | median seconds per input | median ratio to dssn (per input) |")
     print("| --- | --- | --- | --- |")

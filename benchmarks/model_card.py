@@ -21,6 +21,7 @@ import numpy as np
 
 import certifier
 from certifier import summarize
+from certifier.metadata import recorded_loss
 from certifier.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,15 @@ def base_accuracy(run: certifier.Run, x: np.ndarray, y: np.ndarray, seed: int = 
             noisy += int((group.model.labels(group.adapter(views)) == labels).sum())
             total += len(batch)
     return (clean / clean_total if clean_total else float("nan")), noisy / total
+
+
+def describe_loss(loss: dict | None) -> str:
+    """``consistency (m = 2, consistency_weight 10, entropy_weight 0.5)``; models trained before
+    ``certify train`` recorded its loss were trained with the Gaussian one."""
+    if loss is None:
+        return "gaussian (not recorded: trained before certify train recorded its loss)"
+    settings = ", ".join(f"{key} {value:g}" for key, value in loss.items() if key not in ("loss", "noise_copies"))
+    return f"{loss.get('loss')} (m = {loss.get('noise_copies')}{', ' + settings if settings else ''})"
 
 
 def main() -> None:
@@ -81,7 +91,9 @@ def main() -> None:
     print(f"- plugin `{metadata.get('certifier.plugin')}`, sigma {metadata.get('certifier.sigma')}, "
           f"options `{metadata.get('certifier.options')}`, data {metadata.get('certifier.dataset')}")
     print(f"- training: {training.get('epochs')} epochs, batch {training.get('batch_size')}, "
-          f"peak lr {training.get('lr')}, width {training.get('width')}, seed {training.get('seed')}")
+          f"peak lr {training.get('lr')}, width {training.get('width')}, seed {training.get('seed')}"
+          + (f", {training['training_seconds'] / 60:.1f} minutes" if "training_seconds" in training else ""))
+    print(f"- loss: {describe_loss(recorded_loss(metadata))}")
     print(f"- base model on the {len(y_test)} test images: clean accuracy {100 * clean:.2f}%, "
           f"accuracy on one noisy view per image {100 * noisy:.2f}%")
     print(f"- certified on the first {len(records)} test images: `{' '.join(command)}`\n")

@@ -21,7 +21,6 @@ shared: read ratios, not seconds.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 import certifier
+
+from benchlib import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fashion_mnist.npz"
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     import onnxruntime
 
-    print(f"load average before: {os.getloadavg()[0]:.2f}; onnxruntime {onnxruntime.__version__}; "
+    print(f"load average before: {load_average()}; onnxruntime {onnxruntime.__version__}; "
           f"model {args.model.name}; n0 {args.n0}, n {args.n}; {args.inputs} inputs "
           f"({args.shift_inputs} for translation); {args.rounds} rounds")
     runs = {name: certifier.load(args.model, plugin=name, sigma=args.sigma) for name in SMOOTHED}
@@ -96,7 +97,7 @@ def main() -> None:
     print("| --- | --- | --- |")
     for name in names:
         print(f"| {name} | {1e6 * statistics.median(per_pass[name]):.1f} | {statistics.median(ratios[name]):.3f} |")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

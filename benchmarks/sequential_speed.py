@@ -14,10 +14,11 @@ The time per input is printed too: that is the saving the user sees.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
+
+from benchlib import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
                                                  f"({per_input[name][-1]:.3f} s/input)" for name in plans), flush=True)
     ratio = statistics.median(s / f for s, f in zip(rates["sequential"], rates["fixed"]))
     time_ratio = statistics.median(f / s for s, f in zip(per_input["sequential"], per_input["fixed"]))
-    print(f"model {args.model.name}, n = {args.n}, load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"model {args.model.name}, n = {args.n}, load average {load_average()} at the end")
     print(f"passes per input: fixed {statistics.mean(passes['fixed']):,.0f}, "
           f"sequential {statistics.mean(passes['sequential']):,.0f}")
     print(f"passes per second, sequential / fixed (median over rounds): {ratio:.2f}")

@@ -12,23 +12,26 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from pydantic import ValidationError
 
-from .data import Dataset, check_resize, load_data
+from .data import Dataset, load_data
 from .denoiser import Denoiser, check_denoiser, load_denoiser, open_denoised
-from .engine import Engine, Group, plugin_call
+from .engine import Engine, Group
 from .errors import CertifyError
-from .job import Job, Result, check_job_settings, select
+from .guard import checked_group_model, checked_view_shape, plugin_call
+from .header import DataStamp, build_header
+from .job import Job, Result, select
 from .metadata import recorded_options, recorded_plugin, recorded_sigma
 from .methods import SmoothingMethod
 from .model import OnnxModel, load_model
+from .planning import plan_engine
 from .plugins import get_method
+from .settings import JobSettings, ModelSettings, RunSettings, takes
 from .space import InputSpace, ModelAdapter, prefers_channels_last, resolve_layout
 
 
@@ -62,41 +65,54 @@ def parse_options(method_class: type[SmoothingMethod], given: Mapping[str, Any],
 class Run:
     """A model and a smoothing method, ready to certify arrays or data sets."""
 
-    def __init__(
-        self,
-        model: OnnxModel,
-        method: SmoothingMethod,
-        *,
-        space: InputSpace,
-        device: str = "auto",
-        threads: int | None = None,
-        overrides: Mapping[str, Any] | None = None,
-        resize: Sequence[int] | None = None,
-        output_name: str | None = None,
-        allow_batch_coupling: bool = False,
-        denoiser: Denoiser | None = None,
-    ):
+    def __init__(self, model: OnnxModel, method: SmoothingMethod, *, space: InputSpace,
+                 settings: ModelSettings | None = None, denoiser: Denoiser | None = None,
+                 sigma_source: str | None = None, executor=None):
         self.model = model
-        #: whether models whose rows depend on their batch are run one input per call
-        self.allow_batch_coupling = allow_batch_coupling
-        #: the denoiser every view goes through before the model (None: none)
-        self.denoiser = denoiser
-        self._denoised: dict[tuple, OnnxModel] = {}
-        #: the model output the user chose (None: certify chose it)
-        self.output_name = output_name
-        #: (H, W) images are resized to when read, before any noise; None: as they are
-        self.resize = check_resize(resize)
         self.method = method
         self.space = space
-        #: what the user set (--scale, --mean, --std); None: everything in ``space``
-        self.overrides = dict(overrides) if overrides is not None else space.as_dict()
-        self.device = device
-        self.threads = threads
+        #: what the model was opened with (:class:`certifier.settings.ModelSettings`)
+        self.settings = settings if settings is not None else ModelSettings()
+        #: the denoiser every view goes through before the model (None: none)
+        self.denoiser = denoiser
+        #: where the method's sigma came from: "given", "model" or "denoiser" (their metadata); None: no sigma
+        self.sigma_source = sigma_source
+        #: what runs jobs' engines by default (None: this process; see :class:`certifier.job.Job`)
+        self.executor = executor
+        self._denoised: dict[tuple, OnnxModel] = {}
         self._group_models: dict[str, OnnxModel] = {}
 
     @property
     def plugin(self) -> str:
         return self.method.name
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    @property
+    def threads(self) -> int | None:
+        return self.settings.threads
+
+    @property
+    def resize(self) -> tuple[int, int] | None:
+        """(H, W) images are resized to when read, before any noise; None: as they are."""
+        return self.settings.resize
+
+    @property
+    def output_name(self) -> str | None:
+        """The model output the user chose (None: certify chose it)."""
+        return self.settings.output_name
+
+    @property
+    def allow_batch_coupling(self) -> bool:
+        """Whether models whose rows depend on their batch are run one input per call."""
+        return bool(self.settings.allow_batch_coupling)
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """What the user set of the input space (--scale, --mean, --std, --layout; None: not set)."""
+        return self.settings.space_overrides
 
     def use_group_model(self, group: str, model: OnnxModel) -> None:
         """Let vote group ``group`` use a model already open (a worker that received the
@@ -104,9 +120,8 @@ class Run:
         self._group_models[group] = model
 
     def _model_for(self, group: str) -> OnnxModel:
-        path = plugin_call(self.method, "group_model", self.method.group_model, group)
-        if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise CertifyError(f"plugin {self.method.name}: group_model() must return a path or None, got {path!r}")
+        method = self.method
+        path = checked_group_model(method, plugin_call(method, "group_model", method.group_model, group))
         if path is None:
             return self.model
         if group not in self._group_models:
@@ -123,8 +138,8 @@ class Run:
         groups = {}
         for name in method.groups:
             model = self._model_for(name)
-            view_shape = _view_shape(method, plugin_call(method, "view_shape", method.view_shape,
-                                                         tuple(input_shape), name))
+            view_shape = checked_view_shape(method, plugin_call(method, "view_shape", method.view_shape,
+                                                                tuple(input_shape), name))
             # A group's own model reads its own metadata; only what the user set applies
             # to every model (the layout is resolved per model).
             space = self.space if model is self.model else InputSpace.from_metadata(model.metadata).overridden(
@@ -153,11 +168,13 @@ class Run:
                                                 allow_batch_coupling=self.allow_batch_coupling)
         return self._denoised[key]
 
-    def engine(self, input_shape, *, n0=100, n=100_000, alpha=0.001, batch_size=None, seed=0,
-               workers=None, sampling: str = "fixed", levels: Sequence[float] | None = None) -> Engine:
-        return Engine(self.method, self.groups(input_shape), n0=n0, n=n, alpha=alpha,
-                      batch_size=batch_size, seed=seed, workers=workers, sampling=sampling, levels=levels,
-                      input_shape=input_shape)
+    @takes(JobSettings)
+    def engine(self, input_shape, settings: JobSettings | None = None, **values) -> Engine:
+        """An engine for inputs of ``input_shape`` with these job settings (``settings``, with
+        ``values`` changed)."""
+        settings = JobSettings.of(settings, values, caller="engine")
+        groups = self.groups(input_shape)
+        return Engine(self.method, groups, plan_engine(self.method, groups, settings, input_shape=input_shape))
 
     def dataset(self, data, labels=None, *, split: str | None = None) -> Dataset:
         """A Dataset from a path (``split`` picks x_SPLIT from an .npz), or from an
@@ -170,51 +187,45 @@ class Run:
                              resize=self.resize)
         return Dataset(np.asarray(data), labels, "array", self.model.class_names, prefer_last, resize=self.resize)
 
-    def job(self, data, labels=None, *, split: str | None = None, indices: Sequence[int] | None = None,
-            limit: int | None = None, skip: int = 1, output: str | os.PathLike | None = None,
-            format: str = "jsonl", mode: str = "certify", n0: int = 100, n: int = 100_000, alpha: float = 0.001,
-            batch_size: int | None = None, seed: int = 0, workers: int | None = None, sampling: str = "fixed",
-            levels: Sequence[float] | None = None, executor=None) -> Job:
+    @takes(JobSettings)
+    def job(self, data, labels=None, *, settings: JobSettings | None = None, split: str | None = None,
+            output: str | os.PathLike | None = None, format: str = "jsonl", executor=None, **values) -> Job:
         """A :class:`Job` certifying inputs of ``data`` (a path, or an array and optional labels).
 
-        It takes the inputs at ``indices``, or every ``skip``-th input up to ``limit`` of
-        them. With ``output`` each record is written to that file (``format`` jsonl, or
-        cohen for Cohen et al.'s TSV) as it finishes, and a file of an earlier job with
-        the same settings is resumed. ``mode="predict"`` runs Cohen et al.'s PREDICT.
-        ``sampling="sequential"`` draws each input's estimation views in chunks until the
-        largest of ``levels`` (radii; default the threat model's) it can certify is decided,
-        with at most ``n`` views: the radius is that level. ``executor`` runs the engine
-        elsewhere (see :class:`Job`; e.g. a ``certifier.ray_executor.RayExecutor``).
+        The job's settings are ``settings`` (a :class:`certifier.settings.JobSettings`) with
+        ``values`` changed, or ``values`` alone: ``n0``, ``n``, ``alpha``, ``batch_size``,
+        ``seed``, ``workers``; which inputs (``indices``, or every ``skip``-th up to ``limit``
+        of them); ``mode="predict"`` for Cohen et al.'s PREDICT; ``sampling="sequential"``
+        draws each input's estimation views in chunks until the largest of ``radii`` (or
+        ``levels``; default the threat model's radii) it can certify is decided, with at most
+        ``n`` views: the radius is that level; ``radius=R`` decides each input at R alone.
+        With ``output`` each record is written to that file (``format`` jsonl, or cohen for
+        Cohen et al.'s TSV) as it finishes, and a file of an earlier job with the same
+        settings is resumed. ``executor`` runs the engine elsewhere (default: the run's; see
+        :class:`Job`, e.g. a ``certifier.ray_executor.RayExecutor``).
         """
-        check_job_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, workers=workers, limit=limit,
-                           skip=skip, sampling=sampling, levels=levels, mode=mode)
+        settings = JobSettings.of(settings, values, caller="job")
         dataset = self.dataset(data, labels, split=split)
-        engine = self.engine(dataset.shape, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
-                             workers=workers, sampling=sampling, levels=levels)
-        chosen = select(len(dataset), indices=indices, limit=limit, skip=skip)
-        return Job(self, engine, dataset, chosen, mode=mode, output=output, format=format, executor=executor)
+        engine = self.engine(dataset.shape, settings)
+        chosen = select(len(dataset), indices=settings.indices, limit=settings.limit, skip=settings.skip)
+        executor = executor if executor is not None else self.executor
+        device = getattr(executor, "device", None) or self.model.device
 
-    def results(self, data, labels=None, *, indices: Sequence[int] | None = None, n0=100, n=100_000,
-                alpha=0.001, batch_size=None, seed=0, workers=None, mode="certify", sampling="fixed",
-                levels=None) -> Iterator[Result]:
+        def header() -> dict[str, Any]:
+            return build_header(self, engine, mode=settings.mode, data=DataStamp.of(dataset), device=device)
+
+        return Job(self, engine, dataset, chosen, header=header, mode=settings.mode, output=output, format=format,
+                   executor=executor, radii=settings.summary_radii)
+
+    @takes(JobSettings)
+    def results(self, data, labels=None, *, settings: JobSettings | None = None, **values) -> Iterator[Result]:
         """Certify each input, yielding :class:`Result` as soon as it is done."""
-        yield from self.job(data, labels, indices=indices, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
-                            workers=workers, mode=mode, sampling=sampling, levels=levels)
+        yield from self.job(data, labels, settings=settings, **values)
 
-    def certify(self, data, labels=None, **settings) -> list[Result]:
+    @takes(JobSettings)
+    def certify(self, data, labels=None, *, settings: JobSettings | None = None, **values) -> list[Result]:
         """Certify every input of ``data`` (an array, or a path) and return the results."""
-        return list(self.results(data, labels, **settings))
-
-
-def _view_shape(method: SmoothingMethod, shape) -> tuple[int, ...]:
-    """A plugin's view shape as a tuple of positive ints."""
-    try:
-        dims = tuple(shape)
-    except TypeError:
-        dims = None
-    if not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in dims):
-        raise CertifyError(f"plugin {method.name}: view_shape() must return a tuple of positive ints, got {shape!r}")
-    return tuple(int(d) for d in dims)
+        return list(self.results(data, labels, settings=settings, **values))
 
 
 def _fits(view_shape: tuple[int, ...], declared) -> bool:
@@ -240,50 +251,40 @@ def make_method(plugin: str | None, sigma: float | None, options: Mapping[str, A
                        options=parsed)
 
 
-def load(
-    model: str | os.PathLike,
-    *,
-    plugin: str | None = None,
-    sigma: float | None = None,
-    options: Mapping[str, Any] | None = None,
-    output_name: str | None = None,
-    output_kind: str | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    scale: float | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    layout: str | None = None,
-    resize: Sequence[int] | None = None,
-    allow_batch_coupling: bool = False,
-    denoiser: str | os.PathLike | None = None,
-    allow_denoiser_sigma_mismatch: bool = False,
-) -> Run:
+@takes(ModelSettings)
+def load(model: str | os.PathLike, settings: ModelSettings | None = None, *, executor=None, **values) -> Run:
     """Open an ONNX model and configure a smoothing method for it.
 
-    ``resize`` (H, W) resizes images to H x W when they are read, before any noise:
-    radii are then in the resized images' pixel space. ``allow_batch_coupling`` accepts
-    a model whose output for an input depends on the rest of its batch by running it one
-    input per call (the CLI sets it for ``--batch-size 1``). ``denoiser`` (an ONNX file)
-    cleans every noisy view before the model (denoised smoothing; the certificate is the
-    method's own); one trained for another sigma than the method's is refused unless
-    ``allow_denoiser_sigma_mismatch``. Without a sigma from the caller or the model, the
-    denoiser's is used.
+    The settings are ``settings`` (a :class:`certifier.settings.ModelSettings`) with ``values``
+    changed, or ``values`` alone: ``plugin``, ``sigma`` and ``options`` (default: the model's
+    metadata); ``resize`` (H, W) resizes images to H x W when they are read, before any
+    noise: radii are then in the resized images' pixel space. ``allow_batch_coupling``
+    accepts a model whose output for an input depends on the rest of its batch by running
+    it one input per call (:class:`certifier.settings.RunSettings` sets it for a batch size
+    of 1). ``denoiser`` (an ONNX file) cleans every noisy view before the model (denoised
+    smoothing; the certificate is the method's own); one trained for another sigma than the
+    method's is refused unless ``allow_denoiser_sigma_mismatch``. Without a sigma from the
+    caller or the model, the denoiser's is used. ``executor`` (a Ray executor, say) runs the
+    run's jobs elsewhere, and chooses how this process opens the model.
     """
-    resize = check_resize(resize)
-    onnx_model = load_model(Path(model), output_name=output_name, output_kind=output_kind, device=device,
-                            threads=threads, allow_batch_coupling=allow_batch_coupling)
-    cleaner = load_denoiser(denoiser) if denoiser is not None else None
-    if sigma is None and cleaner is not None and recorded_sigma(onnx_model.metadata) is None:
-        sigma = _trained_sigma(cleaner)
-    method = make_method(plugin, sigma, options, onnx_model.metadata)
+    settings = ModelSettings.of(settings, values, caller="load")
+    if executor is not None and hasattr(executor, "driver_settings"):
+        settings = executor.driver_settings(settings)
+    onnx_model = load_model(Path(model), output_name=settings.output_name, output_kind=settings.output_kind,
+                            device=settings.device, threads=settings.threads,
+                            allow_batch_coupling=bool(settings.allow_batch_coupling))
+    cleaner = load_denoiser(settings.denoiser) if settings.denoiser is not None else None
+    sigma, source = settings.sigma, "given"
+    if sigma is None:
+        source = "model"
+        if cleaner is not None and recorded_sigma(onnx_model.metadata) is None:
+            sigma, source = _trained_sigma(cleaner), "denoiser"
+    method = make_method(settings.plugin, sigma, settings.options, onnx_model.metadata)
     if cleaner is not None:
-        check_denoiser(cleaner, method, allow_sigma_mismatch=allow_denoiser_sigma_mismatch)
-    overrides = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
-                 "std": tuple(std) if std is not None else None, "layout": layout}
-    space = InputSpace.from_metadata(onnx_model.metadata).overridden(**overrides)
-    return Run(onnx_model, method, space=space, device=device, threads=threads, overrides=overrides, resize=resize,
-               output_name=output_name, allow_batch_coupling=allow_batch_coupling, denoiser=cleaner)
+        check_denoiser(cleaner, method, allow_sigma_mismatch=settings.allow_denoiser_sigma_mismatch)
+    space = InputSpace.from_metadata(onnx_model.metadata).overridden(**settings.space_overrides)
+    return Run(onnx_model, method, space=space, settings=settings, denoiser=cleaner,
+               sigma_source=source if method.uses_sigma else None, executor=executor)
 
 
 def _trained_sigma(denoiser: Denoiser) -> float | None:
@@ -294,14 +295,27 @@ def _trained_sigma(denoiser: Denoiser) -> float | None:
         return None
 
 
-def certify(model, data, labels=None, *, plugin: str | None = None, sigma: float | None = None,
-            options: Mapping[str, Any] | None = None, **settings) -> list[Result]:
-    """Certify ``data`` (an array of inputs or a path) with ``model`` in one call."""
-    load_keys = {"output_name", "output_kind", "device", "threads", "scale", "mean", "std", "layout", "resize",
-                 "allow_batch_coupling", "denoiser", "allow_denoiser_sigma_mismatch"}
-    run = load(model, plugin=plugin, sigma=sigma, options=options,
-               **{k: settings.pop(k) for k in list(settings) if k in load_keys})
-    return run.certify(data, labels, **settings)
+@takes(ModelSettings, JobSettings)
+def certify(model, data, labels=None, *, settings: RunSettings | None = None, **values) -> list[Result]:
+    """Certify ``data`` (an array of inputs or a path) with ``model`` in one call; ``values``
+    are those of :func:`load` and :meth:`Run.job` (or ``settings``, a
+    :class:`certifier.settings.RunSettings`)."""
+    settings = RunSettings.from_values(values, settings, caller="certify")
+    with open_job(model, data, labels, settings=settings) as job:
+        return list(job)
 
 
-__all__ = ["Job", "Result", "Run", "certify", "load", "make_method", "parse_options"]
+def open_job(model, data, labels=None, *, settings: RunSettings, split: str | None = None,
+             output: str | os.PathLike | None = None, format: str = "jsonl", executor=None,
+             on_load: Callable[[Run], None] | None = None) -> Job:
+    """The job a whole run's settings describe, as ``certify run`` opens it: the model opened
+    with ``settings.model`` (as the executor wants it, if any), then the job of
+    ``settings.job``. ``on_load`` is called with the run in between (the command line
+    prints its notes)."""
+    run = load(model, settings.model, executor=executor)
+    if on_load is not None:
+        on_load(run)
+    return run.job(data, labels, settings=settings.job, split=split, output=output, format=format)
+
+
+__all__ = ["Job", "Result", "Run", "certify", "load", "make_method", "open_job", "parse_options"]

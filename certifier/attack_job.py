@@ -38,6 +38,7 @@ from .errors import CertifyError
 from .files import check_output_file
 from .methods import threat_of
 from .results import ResultsFile, is_index, load_any_results
+from .settings import JobSettings
 from .summaries import audit
 from .threats import STANDARD
 
@@ -92,6 +93,21 @@ class _Point:
         return self.x[None]
 
 
+#: The job's settings an attack takes: how each point is confirmed (fixed n0 + n views), which
+#: inputs, and the grid of radii; the sampling plans and PREDICT are certify's alone.
+ATTACK_JOB_FIELDS = ("n0", "n", "alpha", "batch_size", "limit", "skip", "seed", "workers", "radii", "indices")
+
+
+def attack_settings(job: JobSettings) -> JobSettings:
+    """``job``, refused when it sets what an attack has no use for (its confirmations draw fixed n0 + n)."""
+    unused = [name for name in sorted(job.model_fields_set) if name not in ATTACK_JOB_FIELDS
+              and getattr(job, name) != JobSettings.model_fields[name].default]
+    if unused:
+        raise CertifyError(f"certify attack confirms each point with fixed n0 + n views and takes no {unused[0]}; "
+                           f"give the grid of radii as radii (--radii)")
+    return job
+
+
 def _radii(radii) -> tuple[float, ...]:
     try:
         values = sorted({float(r) for r in radii})
@@ -106,8 +122,9 @@ class AttackJob:
     """The attack of some inputs of a data set, each record written to ``output`` as it is done.
 
     ``search`` makes the :class:`Search` from (run, the engine's vote groups, the input shape,
-    seed). The inputs are chosen as :meth:`certifier.Run.job` chooses them; ``radii`` is the
-    grid (default: the threat model's radii); ``n0``, ``n``, ``alpha`` and ``batch_size`` are
+    seed). The job's settings are ``settings`` (a :class:`certifier.settings.JobSettings`) with
+    ``values`` changed: the inputs chosen as :meth:`certifier.Run.job` chooses them, ``radii``
+    the grid (default: the threat model's radii), ``n0``, ``n``, ``alpha`` and ``batch_size``
     the confirmations' sampling settings; ``certified``, the certify results file of these
     inputs, whose certificates are checked; ``bare`` also attacks the bare model. As a
     :class:`certifier.Job`: the file is locked while the job is open, a file of the same
@@ -115,25 +132,26 @@ class AttackJob:
     each record, ``summary()`` is what ``certify report`` says.
     """
 
-    def __init__(self, run, data, labels=None, *, search: Callable[..., Search], radii: Sequence[float] | None = None,
-                 bare: bool = True, split: str | None = None, indices: Sequence[int] | None = None,
-                 limit: int | None = None, skip: int = 1, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
-                 batch_size: int | None = None, seed: int = 0, workers: int | None = None, output=None,
-                 certified=None):
-        self.run, self.method, self.seed, self.bare = run, run.method, seed, bool(bare)
+    #: the job's settings it takes (the rest of :class:`certifier.settings.JobSettings` are certify's alone)
+    job_fields = ATTACK_JOB_FIELDS
+
+    def __init__(self, run, data, labels=None, *, search: Callable[..., Search], bare: bool = True,
+                 split: str | None = None, settings: JobSettings | None = None, output=None, certified=None, **values):
+        job = attack_settings(JobSettings.of(settings, values, caller="AttackJob"))
+        self.run, self.method, self.seed, self.bare = run, run.method, job.seed, bool(bare)
         self.threat = threat_of(self.method)
-        self.radii = _radii(self.threat.radii if radii is None else radii)
+        self.radii = _radii(self.threat.radii if job.radii is None else job.radii)
         paths = [("--data", data if isinstance(data, (str, Path)) else None), ("--certified", certified),
                  ("the model", run.model.path)]
         if output is not None:
             check_output_file(output, "--output", paths)
-        self._certify_job = run.job(data, labels, split=split, indices=indices, limit=limit, skip=skip, n0=n0, n=n,
-                                    alpha=alpha, batch_size=batch_size, seed=confirmation_seed(seed), workers=workers)
+        confirmations = job.replace(seed=confirmation_seed(job.seed), radii=None)
+        self._certify_job = run.job(data, labels, split=split, settings=confirmations)
         self.engine, self.dataset = self._certify_job.engine, self._certify_job.dataset
         self.indices = list(self._certify_job.indices)
         self.certified_path = Path(certified) if certified is not None else None
         self.certificates, self._certified_header = self._read_certificates()
-        self.search = search(run, self.engine.groups, tuple(self.dataset.shape), seed)
+        self.search = search(run, self.engine.groups, tuple(self.dataset.shape), job.seed)
         self.header = self._header()
         self.output = Path(output) if output is not None else None
         self._file = None
@@ -155,7 +173,10 @@ class AttackJob:
         """The certificates of the certify results file given, by input index."""
         if self.certified_path is None:
             return {}, None
-        header, records = load_any_results(self.certified_path)
+        try:
+            header, records = load_any_results(self.certified_path)
+        except CertifyError as error:
+            raise CertifyError(f"--certified: {error}") from None
         if is_attack(header) or header.get("mode", "certify") != "certify":
             raise CertifyError(f"--certified {self.certified_path.name} is not the results file of a certify run (its "
                                f"mode is {header.get('mode')!r}); give the file certify wrote for these inputs")

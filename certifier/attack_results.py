@@ -31,6 +31,7 @@ import json
 import math
 from typing import Any, Sequence
 
+from .header import IDENTITY_KEYS
 from .results import is_index, is_number, load_any_results, read_results
 
 MODE = "attack"
@@ -120,8 +121,6 @@ def record_problem(record) -> str | None:
 def header_fingerprint(header: dict) -> str:
     """The SHA-256 of a certify results header's identity (what its records depend on): it stays
     the same while the run adds records, so an attack resumes beside a certify run still going."""
-    from .results import IDENTITY_KEYS
-
     identity = {key: header.get(key) for key in IDENTITY_KEYS}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import CertifyError
+from .resources import available_memory
 from .space import canonical_shape
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -28,21 +29,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 MEMORY_SHARE = 0.5
 #: Pixel values certify reads: booleans, integers (0..255) and floats ([0, 1]).
 PIXEL_KINDS = "biuf"
-
-
-def available_memory() -> int | None:
-    """Bytes of memory that can still be allocated, or None when unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _size(nbytes: int) -> str:
@@ -57,7 +43,7 @@ def _size(nbytes: int) -> str:
 def _ensure_fits(nbytes: int, what: str) -> None:
     """Refuse, in one line, to allocate more than a share of the memory available."""
     available = available_memory()
-    if available is not None and nbytes > MEMORY_SHARE * available:
+    if nbytes > MEMORY_SHARE * available:
         raise CertifyError(
             f"{what} would take {_size(nbytes)} of memory, more than is available ({_size(available)} free); "
             f"select fewer inputs (--limit) or use smaller data"

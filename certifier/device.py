@@ -8,7 +8,14 @@ from .errors import CertifyError, one_line
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: Where a model may run (--device): the one list every command offers.
 DEVICES = ("auto", "cuda", "cpu")
+
+
+def check_device(device: str) -> None:
+    """Refuse, in one line, a --device that is not one of DEVICES."""
+    if device not in DEVICES:
+        raise CertifyError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
 
 
 def choose_providers(
@@ -22,8 +29,7 @@ def choose_providers(
     session and reports whether CUDA is what it actually runs on (a GPU wheel lists
     CUDA even on machines without a GPU or without the CUDA libraries).
     """
-    if device not in DEVICES:
-        raise CertifyError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    check_device(device)
     if device == "cpu":
         return [CPU], "running on CPU (--device cpu)"
     if CUDA not in available:

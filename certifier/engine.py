@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import collections
 import math
-import numbers
-import operator
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -21,80 +18,19 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt, first_line, one_line
+from .errors import CertifyError, first_line
+from .guard import (
+    checked_certificate, checked_inputs, checked_prediction, checked_views, is_certificate, plugin_call, radius_value,
+)
 from .methods import Certificate, SmoothingMethod, Votes, threat_of
 from .model import OnnxModel
-from .sampling import (
-    ENUMERATION, ESTIMATION, PREDICTION, SAMPLINGS, SELECTION, SEQUENTIAL_BATCH, Enumeration, FixedSampling,
-    make_plan,
-)
+from .planning import EnginePlan, plan_engine
+from .sampling import ENUMERATION, ESTIMATION, PREDICTION, SELECTION
+from .settings import JobSettings
 from .space import ModelAdapter
 
 #: Each phase's part of the noise streams' keys: never change them, or seeds give other views.
 _PHASE_KEYS = {SELECTION: 0, ESTIMATION: 1, PREDICTION: 2, ENUMERATION: 3}
-#: Aim for batches of about this many bytes of float32 views.
-BATCH_BYTES = 1 << 23
-MAX_AUTO_BATCH = 4096
-#: Largest -n and --n0: far beyond any run that can finish, and vote counts stay exact
-#: in the float64 arithmetic of the confidence bounds (up to 2^53).
-MAX_SAMPLES = 10**15
-#: Seeds are non-negative and fit in a signed 64-bit integer (what other tools read back).
-MAX_SEED = 2**63 - 1
-#: Largest batch of views (float32 bytes) one model call may hold, whatever --batch-size says.
-MAX_BATCH_BYTES = 1 << 31
-
-
-def _whole_number(name: str, value: Any) -> int:
-    """``value`` as an int when it is a whole number (not a bool), else a one-line error."""
-    if isinstance(value, (bool, np.bool_)):
-        raise CertifyError(f"{name} must be a whole number, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        pass
-    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-        return int(value)
-    raise CertifyError(f"{name} must be a whole number, got {value!r}")
-
-
-def check_settings(*, n0: Any = 100, n: Any = 100_000, alpha: Any = 0.001, seed: Any = 0,
-                   batch_size: Any = None, deterministic: bool = False) -> tuple[int, int, float, int]:
-    """Refuse sampling settings that cannot work, each in one line; returns (n0, n, alpha, seed).
-
-    Deterministic methods draw no samples: -n and --n0 are not used, only kept in bounds.
-    """
-    n0, n = _whole_number("--n0", n0), _whole_number("-n", n)
-    for name, value in (("--n0", n0), ("-n", n)):
-        if value < 1 and not deterministic:
-            raise CertifyError("--n0 and -n must be at least 1")
-        if value > MAX_SAMPLES:
-            raise CertifyError(f"{name} must be at most 10^15 (samples per input), got {value:.3g}")
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real) or not (0 < alpha < 1):
-        raise CertifyError(f"--alpha must be between 0 and 1 (exclusive), got {alpha!r}")
-    seed = _whole_number("--seed", seed)
-    if not 0 <= seed <= MAX_SEED:
-        raise CertifyError(f"--seed must be between 0 and 2^63 - 1, got {seed}")
-    if batch_size is not None and _whole_number("--batch-size", batch_size) < 1:
-        raise CertifyError(f"--batch-size must be at least 1, got {batch_size}")
-    return n0, n, float(alpha), seed
-
-
-def plugin_call(method: SmoothingMethod, hook: str, function: Callable, *args, **kwargs):
-    """Call one of a plugin's methods; any failure but a CertifyError becomes one line naming the plugin."""
-    try:
-        return function(*args, **kwargs)
-    except CertifyError:
-        raise
-    except MemoryError:
-        raise CertifyError(f"out of memory in plugin {method.name}'s {hook}(); lower --batch-size "
-                           f"(or --workers)") from None
-    except Exception as error:
-        if caused_by_interrupt(error):
-            raise KeyboardInterrupt from None
-        if os.environ.get(DEBUG_VARIABLE):
-            raise
-        raise CertifyError(f"plugin {method.name} failed in {hook}(): {one_line(error)} (a bug in the plugin: "
-                           f"report it to its author; {DEBUG_VARIABLE}=1 shows the traceback)") from None
 
 
 @dataclass
@@ -171,97 +107,46 @@ class _CheckedRule:
         return checked_certificate(method, answer, self.classes)
 
 
-def auto_batch_size(view_shape: Sequence[int]) -> int:
-    per_view = 4 * int(np.prod(view_shape))
-    return int(max(1, min(MAX_AUTO_BATCH, BATCH_BYTES // per_view)))
-
-
 class Engine:
     """Runs one smoothing method on one or more models over many inputs.
 
-    Everything here is a setting fixed when the engine is built: a run keeps its state
-    to itself, so one engine may serve several runs, and an engine built elsewhere from
-    the same settings gives the same results.
+    It takes a ready plan (``certifier.planning.EnginePlan``: the sampling plan, alpha, seed,
+    batch size) and decides nothing about settings itself. Everything here is fixed when the
+    engine is built: a run keeps its state to itself, so one engine may serve several runs,
+    and an engine built elsewhere from the same plan gives the same results.
     """
 
-    def __init__(
-        self,
-        method: SmoothingMethod,
-        groups: Mapping[str, Group],
-        *,
-        n0: int = 100,
-        n: int = 100_000,
-        alpha: float = 0.001,
-        batch_size: int | None = None,
-        seed: int = 0,
-        workers: int | None = None,
-        prefetch: int = 8,
-        plan=None,
-        sampling: str = "fixed",
-        levels: Sequence[float] | None = None,
-        input_shape: Sequence[int] | None = None,
-    ):
+    def __init__(self, method: SmoothingMethod, groups: Mapping[str, Group], plan: EnginePlan, *,
+                 prefetch: int = 8):
         if set(groups) != set(method.groups):
             raise CertifyError(f"plugin {method.name} needs models for groups {method.groups}, got {tuple(groups)}")
-        n0, n, self.alpha, self.seed = check_settings(
-            n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=method.deterministic)
         self.method = method
         self.groups = [groups[name] for name in method.groups]
-        #: the shape of every input (C, H, W) or (D,); None: whatever the groups' views fit
-        self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
-        if sampling not in SAMPLINGS:
-            raise CertifyError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-        adaptive = sampling != "fixed" or bool(getattr(plan, "adaptive", False))
-        if method.deterministic and adaptive:
-            raise CertifyError(f"plugin {method.name} is exact (it runs every view once, no sampling): "
-                               f"--sampling sequential does not apply to it; drop it")
-        auto = min(auto_batch_size(g.adapter.view_shape) for g in self.groups)
-        if adaptive:
-            auto = min(auto, SEQUENTIAL_BATCH)  # the engine looks at the votes after whole batches
-        self.batch_size = _whole_number("--batch-size", batch_size) if batch_size is not None else auto
-        if method.deterministic:
-            if self.input_shape is None:
-                raise ValueError(f"plugin {method.name} enumerates views: the engine needs the input shape")
-            plan = Enumeration(self._num_views(self.input_shape))
-        elif plan is None:
-            if sampling == "sequential" and levels is None:
-                levels = threat_of(method).radii  # the radii its summary reports
-            plan = make_plan(sampling, n0=n0, n=n, alpha=self.alpha, levels=levels,
-                             **({"granularity": self.batch_size} if sampling != "fixed" else {}))
+        #: what the engine was made ready with (``certifier.planning``)
+        self.engine_plan = plan
         #: how many views each input gets, and the confidence bounds that are valid for them
-        self.plan = plan
+        self.plan = plan.sampling
+        self.alpha, self.seed, self.batch_size = plan.alpha, plan.seed, plan.batch_size
+        #: the shape of every input (C, H, W) or (D,); None: whatever the groups' views fit
+        self.input_shape = plan.input_shape
         #: batches in flight at once; by default what the models ask for
-        self.workers = max(1, workers or max(getattr(g.model, "parallel_runs", 1) for g in self.groups))
+        self.workers = max(1, plan.workers or max(getattr(g.model, "parallel_runs", 1) for g in self.groups))
         # Results are consumed in order; a deep queue keeps every worker busy while the
         # oldest batch finishes. A queued or finished job holds only its labels.
         self.prefetch = max(1, prefetch)
         #: radius ceilings by (predicted class, number of classes), for these settings
         self._ceilings: dict[tuple[int, int], float] = {}
-        self._check_batch_memory()
         self.radius_ceiling()  # refuses settings whose best certificate overflows
 
-    def _num_views(self, input_shape: tuple[int, ...]) -> int:
-        method = self.method
-        count = plugin_call(method, "num_views", method.num_views, input_shape)
-        if isinstance(count, (bool, np.bool_)) or not isinstance(count, numbers.Integral):
-            raise CertifyError(f"plugin {method.name}: num_views() must return an int, got {count!r}")
-        count = int(count)
-        if not 1 <= count <= MAX_SAMPLES:
-            raise CertifyError(f"plugin {method.name}: num_views() gave {count} views per input; it must be "
-                               f"between 1 and 10^15")
-        return count
-
-    def _check_batch_memory(self) -> None:
-        """Refuse a --batch-size whose views alone would not fit in MAX_BATCH_BYTES."""
-        largest = max(self.plan.budget(phase) for phase in (*self.plan.phases(), *self.plan.phases(predict=True)))
-        per_view = 4 * max(int(np.prod(g.adapter.view_shape)) for g in self.groups)
-        views = min(self.batch_size, largest)
-        if views * per_view > MAX_BATCH_BYTES:
-            fits = max(1, MAX_BATCH_BYTES // per_view)
-            raise CertifyError(
-                f"--batch-size {self.batch_size} would put {views * per_view / 2**30:.3g} GiB of views in one "
-                f"batch; use at most {fits} (or leave it out for about 8 MB per batch)"
-            )
+    @classmethod
+    def from_settings(cls, method: SmoothingMethod, groups: Mapping[str, Group], settings: JobSettings | None = None,
+                      *, input_shape: Sequence[int] | None = None, sampling: Any = None, prefetch: int = 8,
+                      **values) -> "Engine":
+        """An engine planned from job settings (``settings`` with ``values`` changed; see
+        :func:`certifier.planning.plan_engine`, which ``sampling`` passes a plan of one's own)."""
+        settings = JobSettings.of(settings, values, caller="Engine.from_settings")
+        plan = plan_engine(method, groups, settings, input_shape=input_shape, sampling=sampling)
+        return cls(method, groups, plan, prefetch=prefetch)
 
     # -- building views ------------------------------------------------------
 
@@ -284,24 +169,8 @@ class Engine:
             else:
                 hook = "sample"
                 views = plugin_call(method, hook, method.sample, x, self._rng(job), group.name)
-        if not isinstance(views, np.ndarray):
-            raise CertifyError(f"plugin {method.name}: {hook}() returned {_kind(views)}; it must return a numpy "
-                               f"array of views")
-        if views.shape != (size,) + group.adapter.view_shape:
-            raise CertifyError(
-                f"plugin {method.name} made views of shape {views.shape[1:]} for group "
-                f"{group.name!r}; it declared {group.adapter.view_shape}"
-            )
-        if views.dtype.kind not in "biuf":
-            raise CertifyError(f"plugin {method.name} made views of dtype {views.dtype}; views are real numbers "
-                               f"in pixel space (float32)")
-        # A finite sum proves every value finite; a sum can overflow, so only then look closer.
-        if views.dtype.kind == "f" and not np.isfinite(views.sum()) and not np.isfinite(views).all():
-            raise CertifyError(
-                f"plugin {method.name} made views holding NaN or infinity (input {job.index}, group "
-                f"{group.name!r}){self._overflow_hint()}"
-            )
-        return views
+        return checked_views(method, hook, views, (size,) + group.adapter.view_shape, group.name, job.index,
+                             self._overflow_hint)
 
     def _overflow_hint(self) -> str:
         sigma = self.method.sigma
@@ -367,10 +236,7 @@ class Engine:
 
         def load(index: int) -> np.ndarray:
             batch = dataset.batch([index])
-            x = plugin_call(method, "check_inputs", method.check_inputs, batch)
-            if not isinstance(x, np.ndarray) or x.shape != batch.shape or x.dtype.kind not in "biuf":
-                raise CertifyError(f"plugin {method.name}: check_inputs() must return an array like its input "
-                                   f"(shape {batch.shape}), got {_kind(x)}")
+            x = checked_inputs(method, plugin_call(method, "check_inputs", method.check_inputs, batch), batch)
             return np.ascontiguousarray(x[0], dtype=np.float32)
 
         if self.plan.adaptive and predict:
@@ -518,7 +384,7 @@ class Engine:
         classes = max((len(c) for counts in votes.values() for c in counts), default=2)
         if predict and not method.deterministic:
             answer = plugin_call(method, "predict", method.predict, self._votes(votes[PREDICTION]), self.alpha)
-            prediction = _class_index(method, "predict()", answer, classes)
+            prediction = checked_prediction(method, "predict()", answer, classes)
             return InputResult(index, label, None, prediction, passes, seconds)
         if method.deterministic:
             certificate = plugin_call(method, "certify", method.certify, None, self._votes(votes[ENUMERATION]),
@@ -571,10 +437,7 @@ class Engine:
         else:
             answer = plugin_call(method, "certify", method.certify, unanimous(plan.budget(SELECTION)),
                                  unanimous(plan.budget(ESTIMATION)), self.alpha)
-        if not isinstance(answer, Certificate):
-            raise CertifyError(f"plugin {method.name}: certify() must return a certifier.Certificate, "
-                               f"not {_kind(answer)}")
-        radius = _radius_value(method, answer.radius)
+        radius = radius_value(method, is_certificate(method, answer).radius)
         if not math.isfinite(radius):
             raise CertifyError(
                 f"plugin {method.name} gives radius {radius} when every vote agrees with these settings "
@@ -616,81 +479,3 @@ class Engine:
         if not method.deterministic:
             parts += [f"n {self.plan.budget(ESTIMATION)}", f"alpha {self.alpha:g}"]
         return ", ".join(parts)
-
-
-def _kind(value: Any) -> str:
-    """How a wrong answer is named in an error: None, or its type ("a numpy.float64")."""
-    if value is None:
-        return "None"
-    kind = type(value)
-    return f"a {kind.__name__}" if kind.__module__ == "builtins" else f"a {kind.__module__}.{kind.__name__}"
-
-
-def _class_index(method: SmoothingMethod, where: str, value: Any, classes: int) -> int | None:
-    """A plugin's predicted class as an int in [0, classes), or None (abstain)."""
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise CertifyError(f"plugin {method.name}: {where} gave the prediction {value!r} ({_kind(value)}); "
-                           f"a prediction is a class index (an int) or None to abstain")
-    value = int(value)
-    if not 0 <= value < classes:
-        raise CertifyError(f"plugin {method.name}: {where} predicted class {value}, but the model's classes are "
-                           f"0..{classes - 1}; abstain with None")
-    return value
-
-
-def _radius_value(method: SmoothingMethod, radius: Any) -> float:
-    if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, numbers.Real):
-        raise CertifyError(f"plugin {method.name} gave the radius {radius!r} ({_kind(radius)}); a radius is a number")
-    return float(radius)
-
-
-def checked_certificate(method: SmoothingMethod, certificate: Any, classes: int) -> Certificate:
-    """A plugin's certificate, validated and made of plain Python values (what results files hold)."""
-    if not isinstance(certificate, Certificate):
-        raise CertifyError(f"plugin {method.name}: certify() must return a certifier.Certificate, "
-                           f"not {_kind(certificate)}")
-    prediction = _class_index(method, "certify()", certificate.prediction, classes)
-    radius = _radius_value(method, certificate.radius)
-    if not (math.isfinite(radius) and radius >= 0):
-        raise CertifyError(f"plugin {method.name} returned an invalid radius {radius!r} (a radius is a finite "
-                           f"number >= 0)")
-    if prediction is None and radius != 0:
-        raise CertifyError(f"plugin {method.name} abstained with a non-zero radius")
-    exact = certificate.exact
-    if not isinstance(exact, (bool, np.bool_)):
-        raise CertifyError(f"plugin {method.name}: a certificate's exact must be True or False, got {exact!r}")
-    if exact and not method.deterministic:
-        raise CertifyError(f"plugin {method.name} is randomized (it samples views) but marked a certificate "
-                           f"exact; only deterministic methods give exact certificates")
-    conditional = certificate.conditional
-    if conditional is not None and not isinstance(conditional, str):
-        raise CertifyError(f"plugin {method.name}: a certificate's conditional must be a string or None, "
-                           f"got {conditional!r}")
-    if not isinstance(certificate.details, Mapping):
-        raise CertifyError(f"plugin {method.name}: a certificate's details must be a dict, "
-                           f"got {_kind(certificate.details)}")
-    details = _plain(method, certificate.details, "details")
-    return Certificate(prediction, radius, bool(exact), conditional, details)
-
-
-def _plain(method: SmoothingMethod, value: Any, where: str):
-    """``value`` with numpy scalars and arrays made plain Python (JSON) values; NaN and inf become None."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.ndarray):
-        return _plain(method, value.tolist(), where)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(method, v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(method, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise CertifyError(f"plugin {method.name} put {_kind(value)} in its certificate's {where}; details hold "
-                       f"numbers, strings, lists and dicts")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import __version__
+from .version import __version__
 from .errors import CertifyError
 from .files import check_output_file, replacing_file
 from .metadata import recorded_classes

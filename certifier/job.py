@@ -8,17 +8,14 @@ resumes a results file and finds the inputs left), and writes and keeps every re
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from . import __version__
-from .engine import Engine, InputResult, check_settings
+from .engine import Engine, InputResult
 from .errors import CertifyError
 from .methods import threat_of
 from .results import ResultsFile
-from .sampling import SAMPLINGS, check_levels
 from .summaries import prediction_summary, summarize
 from .threats import ThreatModel
 
@@ -26,46 +23,16 @@ if TYPE_CHECKING:
     from .api import Run
     from .data import Dataset
 
-MODES = ("certify", "predict")
 #: Runs a job's engine over the inputs left and yields each one's result in their order;
 #: the engine's own ``run`` unless an executor (Ray, say) runs whole inputs elsewhere.
 Executor = Callable[["Job", list[int]], Iterator[InputResult]]
-#: --threads and --workers beyond this are typing mistakes (each thread or batch in flight costs memory).
-MAX_PARALLEL = 1024
 
 
-def check_job_settings(*, n0: Any = 100, n: Any = 100_000, alpha: Any = 0.001, seed: Any = 0,
-                       batch_size: Any = None, workers: Any = None, threads: Any = None, limit: Any = None,
-                       skip: Any = 1, sampling: str = "fixed", levels: Any = None, mode: str = "certify") -> None:
-    """Refuse, each in one line, settings no smoothing method can run with; cheap, so it
-    can run before the model loads (the engine checks the rest once the method is known)."""
-    for name, value in (("--limit", limit), ("--skip", skip), ("--workers", workers), ("--threads", threads),
-                        ("--batch-size", batch_size)):
-        if value is not None and value < 1:
-            raise CertifyError(f"{name} must be at least 1, got {value}")
-    for name, value in (("--workers", workers), ("--threads", threads)):
-        if value is not None and value > MAX_PARALLEL:
-            raise CertifyError(f"{name} must be at most {MAX_PARALLEL}, got {value}")
-    check_settings(n0=n0, n=n, alpha=alpha, seed=seed, batch_size=batch_size, deterministic=True)
-    if sampling not in SAMPLINGS:
-        raise CertifyError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    if sampling == "sequential":
-        if mode == "predict":
-            raise CertifyError("PREDICT draws a fixed n; --sampling sequential is for certify: drop it")
-        if levels is not None:
-            check_levels(levels)
-    elif levels is not None:
-        raise CertifyError("levels (--radius) belong to --sampling sequential; drop them or add --sampling sequential")
-
-
-def select(count: int, *, indices: Sequence[int] | None = None, limit: int | None = None,
-           skip: int = 1) -> list[int]:
+def select(count: int, *, indices: Sequence[int] | None, limit: int | None, skip: int) -> list[int]:
     """The inputs a job certifies, in order: every ``skip``-th of the first ``count`` (Cohen's
-    --skip), at most ``limit`` of them; or the ``indices`` given."""
+    --skip), at most ``limit`` of them; or the ``indices`` given (``JobSettings`` allows one or the other)."""
     if indices is None:
         return list(range(0, count, skip)[:limit])  # a range sliced lazily: the data may declare 10^9 rows
-    if limit is not None or skip != 1:
-        raise CertifyError("give either indices or limit and skip, not both")
     chosen = [int(i) for i in indices]
     outside = [i for i in chosen if not 0 <= i < count]
     if outside:
@@ -126,15 +93,6 @@ class Result:
         return out
 
 
-def _denoiser_fields(denoiser) -> dict[str, Any]:
-    """The header's record of a denoiser: its file, hash and metadata (nothing without one,
-    so headers of runs without a denoiser stay as they were)."""
-    if denoiser is None:
-        return {}
-    return {"denoiser": str(denoiser.path), "denoiser_sha256": denoiser.sha256,
-            "denoiser_metadata": denoiser.description()}
-
-
 class Job:
     """The certification of some inputs of a data set, written to ``output`` as it goes.
 
@@ -148,19 +106,24 @@ class Job:
             for result in job:
                 print(result.index, result.prediction, result.radius)
         print(job.summary())
+
+    ``header`` is the results header (``certifier.header.build_header``), or a function that
+    makes it when first needed; ``radii`` are the radii ``summary`` reports by default.
     """
 
     def __init__(self, run: Run, engine: Engine, dataset: Dataset, indices: Iterable[int], *,
-                 mode: str = "certify", output: str | Path | None = None, format: str = "jsonl",
-                 executor: Executor | None = None):
-        if mode not in MODES:
-            raise CertifyError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+                 header: Mapping[str, Any] | Callable[[], Mapping[str, Any]], mode: str = "certify",
+                 output: str | Path | None = None, format: str = "jsonl", executor: Executor | None = None,
+                 radii: Iterable[float] | None = None):
         self.run, self.engine, self.dataset, self.mode = run, engine, dataset, mode
+        #: the radii :meth:`summary` reports by default (None: a sequential plan's levels, else the threat model's)
+        self.radii = list(radii) if radii is not None else None
         #: what certifies the inputs (None: this process, through the engine)
         self.executor = executor
         #: the inputs this job certifies, in order
         self.indices = list(indices)
         self.output = Path(output) if output is not None else None
+        self._header = header
         self._file: ResultsFile | None = None
         self._closed = False
         if self.output is not None:
@@ -177,43 +140,9 @@ class Job:
 
     @functools.cached_property
     def header(self) -> dict[str, Any]:
-        """Everything that determines the results, as the results file records it."""
-        run, engine, method = self.run, self.engine, self.run.method
-        plan = {"n0": None, "n": None, **engine.plan.settings()}
-        header = {
-            "certifier_version": __version__,
-            "mode": self.mode,
-            "plugin": method.name,
-            "norm": method.norm,
-            "threat_model": threat_of(method).as_dict(),
-            "settings": method.settings(),
-            "exact": method.deterministic,
-            "n0": None if self.mode == "predict" else plan["n0"],
-            "n": plan["n"],
-            "alpha": None if method.deterministic else engine.alpha,
-            "seed": engine.seed,
-            # views are drawn batch by batch, one noise stream per batch: a resumed run must keep the batch size
-            "batch_size": None if method.deterministic else engine.batch_size,
-            "sampling": engine.plan.name,
-            # a plan's settings beyond n0 and n (the fixed plans have none)
-            "sampling_settings": {k: v for k, v in plan.items() if k not in ("n0", "n")} or None,
-            "model": str(run.model.path),
-            "model_sha256": run.model.sha256,
-            "group_models": {g.name: g.model.sha256 for g in engine.groups if g.model is not run.model},
-            **_denoiser_fields(run.denoiser),
-            "output_name": run.model.output.name if run.output_name else None,
-            "output_kind": run.model.output.requested,
-            "input_space": engine.groups[0].adapter.space.as_dict(),
-            "resize": list(run.resize) if run.resize else None,
-            "data": self.dataset.source,
-            "data_sha256": self.dataset.fingerprint(),
-            "radius_ceiling": None if self.mode == "predict" else engine.radius_ceiling(),
-            "device": getattr(self.executor, "device", None) or run.model.device,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        if header["sampling_settings"] is None:
-            del header["sampling_settings"]  # results files of the fixed plans stay as they were
-        return header
+        """Everything that determines the results, as the results file records it
+        (``certifier.header``); made when first asked for (the data's hash takes a read)."""
+        return dict(self._header() if callable(self._header) else self._header)
 
     @property
     def saved(self) -> int:
@@ -250,13 +179,13 @@ class Job:
 
     def summary(self, radii: Iterable[float] | None = None) -> dict[str, Any]:
         """What ``certify report`` says about the records so far (PREDICT: inputs, abstentions, accuracy),
-        at ``radii`` (default: a sequential plan's levels, else the threat model's)."""
+        at ``radii`` (default: the job's, else a sequential plan's levels, else the threat model's)."""
         if not self.records:
             raise CertifyError("no inputs to certify (check --limit and --skip)")
         if self.mode == "predict":
             return prediction_summary(self.records)
         if radii is None:
-            radii = getattr(self.engine.plan, "levels", None)  # None: summarize takes the threat model's
+            radii = self.radii if self.radii is not None else getattr(self.engine.plan, "levels", None)
         return summarize(self.records, radii, self.header)
 
     def close(self) -> None:

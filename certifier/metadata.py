@@ -31,12 +31,28 @@ INPUT_SPACE = "certifier.input_space"
 GROUP = "certifier.group"
 DATASET = "certifier.dataset"
 TRAINING = "certifier.training"
+#: the training loss and its settings (``certify train --loss``): a JSON object naming the loss
+#: (``gaussian``, ``consistency``, ``smoothadv``) with the noisy copies per input and its weights
+LOSS = "certifier.loss"
 #: ``certify train-denoiser`` records what a denoiser was trained for under this prefix.
 DENOISER = "certifier.denoiser."
 #: the sigma a denoiser was trained for
 DENOISER_SIGMA = DENOISER + "sigma"
 #: the hash of the classifier a denoiser was trained through (stability loss)
 DENOISER_CLASSIFIER_SHA256 = DENOISER + "classifier_sha256"
+#: A diffusion noise predictor eps(x_t, t) records how to use it under this prefix
+#: (``certifier.diffusion``): its noise schedule, the timestep convention of its export,
+#: the range of the data it was trained on and what it predicts.
+DIFFUSION = "certifier.diffusion."
+#: JSON: {"kind": "linear", "steps": T, "beta_start": b0, "beta_end": b1}, {"kind": "cosine",
+#: "steps": T, "s": s, "max_beta": m} or {"kind": "betas", "betas": [...]}
+DIFFUSION_SCHEDULE = DIFFUSION + "schedule"
+#: JSON {"first": 0 or 1, "scale": c}: the model takes (first + i) * c for step index i (0-based)
+DIFFUSION_TIMESTEP = DIFFUSION + "timestep"
+#: JSON [low, high]: the range the images were mapped to for training (default [-1, 1])
+DIFFUSION_DATA_RANGE = DIFFUSION + "data_range"
+#: what the network predicts; certify takes "epsilon" (the noise) only
+DIFFUSION_PREDICTION = DIFFUSION + "prediction"
 #: A results header keeps at most this many characters of each denoiser metadata value.
 MAX_RECORDED_VALUE = 4096
 
@@ -125,6 +141,12 @@ def recorded_json(metadata: Mapping[str, str], key: str) -> dict[str, Any] | Non
     return value
 
 
+def recorded_loss(metadata: Mapping[str, str]) -> dict[str, Any] | None:
+    """The training loss and its settings ``certify train`` recorded (None for a model
+    trained before losses were recorded, or not by ``certify train``)."""
+    return recorded_json(metadata, LOSS)
+
+
 def is_denoiser(metadata: Mapping[str, str]) -> bool:
     """Whether the metadata is a denoiser's (``certify train-denoiser`` wrote it)."""
     return any(key.startswith(DENOISER) for key in metadata)
@@ -150,15 +172,17 @@ def _shortened(value: str) -> str:
 
 def model_metadata(method: SmoothingMethod | None, *, input_shape: Sequence[int], view_shape: Sequence[int],
                    dataset: str, classes: Sequence[str], groups: Sequence[str],
-                   training: Mapping[str, Any]) -> dict[str, str]:
+                   training: Mapping[str, Any], loss: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The metadata ``certify train`` writes into a model trained on ``method``'s views:
     the method's own :meth:`~certifier.SmoothingMethod.training_metadata`, then the core's
-    keys, which it cannot replace.
+    keys, which it cannot replace. ``loss`` is the training loss and its settings.
 
     ``method`` None is a plain classifier trained on clean images: it records no plugin,
     sigma, options, input space or group, so certify applies no smoothing defaults to it.
     """
     described = {DATASET: dataset, CLASSES: json.dumps(list(classes)), TRAINING: json.dumps(dict(training))}
+    if loss is not None:
+        described[LOSS] = json.dumps(dict(loss))
     if method is None:
         return described
     extra = {str(k): str(v) for k, v in method.training_metadata(tuple(input_shape)).items()}
@@ -192,3 +216,20 @@ def denoiser_metadata(*, sigma: float, loss: str, input_shape: Sequence[int], ar
         written[DENOISER_CLASSIFIER_SHA256] = classifier_sha256
         written[DENOISER + "classifier"] = classifier or ""
     return written
+
+
+def diffusion_metadata(*, schedule: Mapping[str, Any], timestep: Mapping[str, Any], data_range: Sequence[float],
+                       input_shape: Sequence[int], architecture: Mapping[str, Any], training: Mapping[str, Any],
+                       dataset: str) -> dict[str, str]:
+    """The metadata ``certify train-denoiser --kind diffusion`` writes into a noise predictor:
+    how to use it (schedule, timestep convention, data range, prediction) and how it was made."""
+    return {
+        DIFFUSION_SCHEDULE: json.dumps(dict(schedule)),
+        DIFFUSION_TIMESTEP: json.dumps(dict(timestep)),
+        DIFFUSION_DATA_RANGE: json.dumps([float(v) for v in data_range]),
+        DIFFUSION_PREDICTION: "epsilon",
+        DIFFUSION + "input_shape": json.dumps(list(input_shape)),
+        DIFFUSION + "architecture": json.dumps(dict(architecture)),
+        DIFFUSION + "training": json.dumps(dict(training)),
+        DATASET: dataset,
+    }

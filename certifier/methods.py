@@ -274,6 +274,10 @@ class SmoothingMethod:
     #: images says True. False (the default) refuses a denoiser: a plugin opts in, so a method
     #: whose views are something else (uniform noise, shifts, none) never gets one by accident.
     denoisable: ClassVar[bool] = False
+    #: Whether every view is the input plus noise drawn independently of it (views of the input's
+    #: shape, ``sample(zeros)`` being the noise alone). Training losses that attack the input
+    #: through the noise (``certify train --loss smoothadv``) need it; False (the default) refuses them.
+    additive_noise: ClassVar[bool] = False
 
     class Options(Options):
         pass

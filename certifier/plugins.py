@@ -7,7 +7,7 @@ import importlib.metadata
 import os
 import types
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import pluggy
 
@@ -218,6 +218,30 @@ def get_method(name: str) -> type[SmoothingMethod]:
         known = ", ".join(sorted(methods)) or "none"
         raise CertifyError(f"unknown plugin {name!r}; installed plugins: {known} (see: certify plugins)")
     return methods[name]
+
+
+def plugin_lines(described: list[dict[str, Any]]) -> Iterator[str]:
+    """``certify plugins``'s text: each plugin of ``describe_plugins()``, its methods and their options."""
+    from .threats import ThreatModel
+
+    for plugin in described:
+        kind = "built-in" if plugin["builtin"] else "installed"
+        source = f", from {plugin['distribution']} {plugin['version']}" if plugin["distribution"] else ""
+        yield f"{plugin['name']} ({kind}; hooks: {', '.join(plugin['hooks'])}){source}"
+        for note in plugin["notes"]:
+            yield f"  note: {note}"
+        for method in plugin["methods"]:
+            threat = ThreatModel.from_record(method["threat_model"], method["norm"])
+            flags = ["exact" if method["deterministic"] else "randomized", f"threat model {threat.name}"]
+            if method["denoisable"]:
+                flags.append("takes --denoiser")
+            yield f"  --plugin {method['name']}: {method['description']} [{', '.join(flags)}]"
+            yield f"      {threat.heading()}"
+            for option in method["options"]:
+                default = "" if option["default"] is None else f" (default: {option['default']})"
+                text = f": {option['description']}" if option["description"] else ""
+                option_kind = option["type"] if "|" in option["type"] else option["type"].upper()
+                yield f"      -o {option['name']} {option_kind}{default}{text}"
 
 
 def describe_plugins() -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ import importlib.util
 import logging
 import math
 import os
-import re
 import socket
 import statistics
 import time
@@ -27,8 +26,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
+from .device import check_device
 from .engine import InputResult
 from .errors import CertifyError, first_line
+from .settings import ADDRESS_FORMS, CONNECT_TIMEOUT, parse_address
 from .remote import ShippedInputs, build_engine, certify_one, read_parts, worker_spec
 
 try:
@@ -48,14 +49,6 @@ GPU_ACTOR_CPUS = 2
 STRAGGLER_SLACK_SECONDS = 1.0
 #: How long to wait for actors before saying so (a busy cluster places them when resources free up).
 PLACEMENT_NOTE_SECONDS = 30.0
-#: Seconds a cluster's address may take to answer as a Ray server (``--ray-timeout``).
-CONNECT_TIMEOUT = 10.0
-ADDRESS_FORMS = ("HOST:PORT (the head node's GCS port, 6379 by default), ray://HOST:PORT (Ray Client), auto, or "
-                 "no value to start Ray here")
-#: A host name (underscores too: container names are used as host names), an IPv4 address or a
-#: bracketed IPv6 one (with a zone), then the port.
-_HOST_PORT = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]|(?P<host>\w(?:[\w.-]*\w)?)):(?P<port>[0-9]{1,5})",
-                        re.ASCII)
 #: What an HTTP/2 client sends first (RFC 9113, 3.4): the preface, then its SETTINGS frame (empty).
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 _HTTP2_SETTINGS = 4
@@ -89,8 +82,7 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     the local engine's one batch per thread does). As many as the cluster holds, at most
     ``max_actors``.
     """
-    if device not in ("auto", "cuda", "cpu"):
-        raise CertifyError(f"--device must be one of auto, cuda, cpu, got {device!r}")
+    check_device(device)
     if max_actors is not None and max_actors < 1:
         raise CertifyError(f"--ray-actors must be at least 1, got {max_actors}")
     if not (gpus_per_actor > 0 and math.isfinite(gpus_per_actor)):
@@ -112,21 +104,6 @@ def plan_actors(device: str, resources: Mapping[str, float], *, threads: int | N
     if max_actors is not None:
         plan = dataclasses.replace(plan, actors=min(plan.actors, max_actors))
     return plan
-
-
-def parse_address(address: str) -> tuple[str, str | None, int | None]:
-    """(form, host, port) of a ``--ray`` address: ("local" or "auto", None, None), ("gcs", host,
-    port) for HOST:PORT, ("client", host, port) for ray://HOST:PORT; anything else is refused
-    in one line (Ray would raise a ValueError of its own)."""
-    if address in ("local", "auto"):
-        return address, None, None
-    scheme, separator, rest = address.partition("://")
-    if not separator:
-        scheme, rest = "", address
-    match = _HOST_PORT.fullmatch(rest)
-    if scheme not in ("", "ray") or match is None or not 0 < int(match["port"]) < 65536:
-        raise CertifyError(f"--ray {address!r} is not a cluster address; give {ADDRESS_FORMS}")
-    return ("client" if scheme else "gcs"), match["ipv6"] or match["host"], int(match["port"])
 
 
 def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
@@ -225,7 +202,7 @@ class CertifyWorker:
         except Exception as error:  # noqa: BLE001 - a missing library, a broken install: one line
             raise CertifyError(f"{self.node}: {type(error).__name__}: {first_line(error)}") from None
         self.mode = spec.mode
-        self.inputs = ShippedInputs(spec.input_shape)
+        self.inputs = ShippedInputs(spec.plan.input_shape)
         return self.engine.groups[0].model.device_note
 
     def certify(self, index: int, x) -> tuple[InputResult, list[str]]:
@@ -308,6 +285,22 @@ class RayExecutor:
             self._start()
         #: seconds the last job waited until its first actors had opened the model (for benchmarks)
         self.startup_seconds: float | None = None
+
+    @classmethod
+    def for_run(cls, settings, note: Callable[[str], None] = lambda message: None) -> "RayExecutor":
+        """The executor ``settings`` (a :class:`certifier.settings.RunSettings`) ask for: the
+        cluster of ``settings.ray``, actors on the device and threads of ``settings.model``, each
+        keeping ``settings.job.workers`` batches in flight."""
+        ray_settings = settings.ray
+        return cls(ray_settings.ray_address, device=settings.model.device, threads=settings.model.threads,
+                   workers=settings.job.workers, max_actors=ray_settings.ray_actors,
+                   gpus_per_actor=ray_settings.ray_gpus, connect_timeout=ray_settings.ray_timeout, note=note)
+
+    def driver_settings(self, settings):
+        """How this process opens a run's model (``certifier.load(..., executor=...)``): on the
+        CPU with one thread, since the driver only reads it (its header, its input shape); the
+        actors run it on their own device."""
+        return settings.replace(device="cpu", threads=1)
 
     # -- actors ----------------------------------------------------------------
 

@@ -21,11 +21,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import __version__
 from .engine import Engine, InputResult
 from .errors import CertifyError
+from .header import LOCATION_KEYS, DataStamp, build_header
 from .onnx_file import external_data_files, file_sha256, read_model
-from .sampling import ESTIMATION, SELECTION
+from .planning import EnginePlan
+from .settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -44,27 +45,16 @@ class WorkerSpec:
     model: ModelFiles
     #: vote groups with a model of their own (drs's -o model-r), by group name
     group_models: dict[str, ModelFiles]
-    plugin: str
-    sigma: float | None
-    options: dict[str, Any]
-    output_name: str | None
-    output_kind: str | None
-    #: what the user set of the input space (scale, mean, std, layout)
-    overrides: dict[str, Any]
-    resize: tuple[int, int] | None
-    device: str
-    threads: int | None
-    workers: int | None
-    batch_size: int
-    alpha: float
-    seed: int
-    plan: Any
-    input_shape: tuple[int, ...]
+    #: how the worker opens the model: the driver's settings, with the method resolved (plugin,
+    #: sigma and options as the driver's model and denoiser gave them) and the worker's device
+    #: and threads; the denoiser's path is the worker's own copy
+    settings: ModelSettings
+    #: the driver's engine plan (sampling plan, alpha, seed, batch size, input shape), with
+    #: the batches in flight the worker keeps
+    plan: EnginePlan
     mode: str
     #: what the driver's engine is, checked against the worker's (see :func:`engine_identity`)
     identity: dict[str, Any] = field(default_factory=dict)
-    #: a model whose rows depend on their batch, run one input per call (``--batch-size 1``)
-    allow_batch_coupling: bool = False
     #: the denoiser every view goes through before the model (``--denoiser``), or None
     denoiser: ModelFiles | None = None
 
@@ -83,35 +73,20 @@ def read_parts(paths: Sequence[Path]) -> list[np.ndarray]:
     return [np.fromfile(p, dtype=np.uint8) for p in paths]
 
 
-#: Results-header entries that say where a job runs and what it reads, not what its engine
-#: computes: every other entry must be the same on a worker as on the driver.
-WHERE_NOT_WHAT = ("model", "denoiser", "data", "data_sha256", "device", "started")
-
-
-class _NoData:
-    """Stands in for a job's data set when a worker computes its engine's header entries."""
-
-    source = None
-
-    @staticmethod
-    def fingerprint() -> None:
-        return None
+#: Results-header entries a worker does not compare: where the job runs and what it reads
+#: (the header table's locations), and the data's hash (a worker is sent inputs, never the data set).
+WHERE_NOT_WHAT = (*LOCATION_KEYS, "data_sha256")
 
 
 def engine_identity(run, engine: Engine, mode: str, method_origin: Any = None) -> dict[str, Any]:
     """What makes an engine's records: equal identities give equal records for equal inputs.
 
-    It holds every entry of the results header the job writes (computed by the job's own
-    code, so a setting added to the header later is compared without a change here) but
-    the paths, the data and the device, and what the header leaves out: the plugin's
-    origin, the batch size, each vote group's model and input mapping.
+    It holds every entry of the results header (built by the one function that builds
+    headers, so a setting added to the header later is compared without a change here) but
+    those the header table calls locations and the data's hash, and what the header leaves
+    out: the plugin's origin, the batch size, each vote group's model and input mapping.
     """
-    from types import SimpleNamespace
-
-    from .job import Job
-
-    stand_in = SimpleNamespace(run=run, engine=engine, mode=mode, dataset=_NoData(), executor=None)
-    header = Job.header.func(stand_in)
+    header = build_header(run, engine, mode=mode, data=DataStamp(), device=None)
     identity = {key: value for key, value in header.items() if key not in WHERE_NOT_WHAT}
     identity.update({
         "plugin_origin": method_origin,
@@ -165,36 +140,21 @@ def worker_spec(job, *, device: str, threads: int | None,
             raise CertifyError(f"{group.model.path} changed since it was loaded; rerun the command")
         group_models[group.name] = found
         files[found.sha256] = paths
-    denoiser = getattr(run, "denoiser", None)
+    denoiser = run.denoiser
     denoiser_files = None
     if denoiser is not None:
         denoiser_files, paths = model_files(denoiser.path)
         if denoiser_files.sha256 != denoiser.sha256:
             raise CertifyError(f"{denoiser.path} changed since it was loaded; rerun the command")
         files[denoiser_files.sha256] = paths
-    options = method.options.model_dump()
-    spec = WorkerSpec(
-        model=main,
-        group_models=group_models,
-        plugin=method.name,
-        sigma=method.sigma if method.uses_sigma else None,
-        options=options,
-        output_name=run.output_name,
-        output_kind=run.model.output.requested,
-        overrides=dict(run.overrides),
-        resize=run.resize,
-        device=device,
-        threads=threads,
-        workers=workers,
-        batch_size=engine.batch_size,
-        alpha=engine.alpha,
-        seed=engine.seed,
-        plan=engine.plan,
-        input_shape=tuple(job.dataset.shape),
-        mode=job.mode,
-        allow_batch_coupling=bool(getattr(run, "allow_batch_coupling", False)),
-        denoiser=denoiser_files,
-    )
+    settings = run.settings.replace(
+        plugin=method.name, sigma=method.sigma if method.uses_sigma else None, options=method.options.model_dump(),
+        device=device, threads=threads, denoiser=None,
+        # the driver has checked the denoiser against sigma; the identity check refuses any difference that remains
+        allow_denoiser_sigma_mismatch=denoiser is not None,
+        allow_batch_coupling=run.allow_batch_coupling)
+    spec = WorkerSpec(model=main, group_models=group_models, settings=settings,
+                      plan=engine.engine_plan.replace(workers=workers), mode=job.mode, denoiser=denoiser_files)
     spec.identity = engine_identity(run, engine, job.mode, method_origin(method.name))
     return spec, files
 
@@ -231,30 +191,22 @@ def build_engine(spec: WorkerSpec, parts: Mapping[str, Sequence[np.ndarray]]) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             path = _write_files(folder / "main", spec.model, parts[spec.model.sha256])
-            settings = {}
-            if spec.allow_batch_coupling:
-                settings["allow_batch_coupling"] = True
+            settings = spec.settings
             if spec.denoiser is not None:
-                # the driver has checked the denoiser against sigma; the identity check below
-                # refuses any difference that would remain
-                settings["denoiser"] = _write_files(folder / "denoiser", spec.denoiser, parts[spec.denoiser.sha256])
-                settings["allow_denoiser_sigma_mismatch"] = True
-            run = load(path, plugin=spec.plugin, sigma=spec.sigma, options=spec.options,
-                       output_name=spec.output_name, output_kind=spec.output_kind, device=spec.device,
-                       threads=spec.threads, resize=spec.resize, **spec.overrides, **settings)
+                settings = settings.replace(
+                    denoiser=_write_files(folder / "denoiser", spec.denoiser, parts[spec.denoiser.sha256]))
+            run = load(path, settings)
             opened = {}
             for group, files in spec.group_models.items():
                 if files.sha256 not in opened:
                     group_path = _write_files(folder / files.sha256[:16], files, parts[files.sha256])
-                    opened[files.sha256] = load_model(group_path, device=spec.device, threads=spec.threads,
-                                                      allow_batch_coupling=spec.allow_batch_coupling)
+                    opened[files.sha256] = load_model(group_path, device=settings.device, threads=settings.threads,
+                                                      allow_batch_coupling=run.allow_batch_coupling)
                 run.use_group_model(group, opened[files.sha256])
-            engine = Engine(run.method, run.groups(spec.input_shape), n0=spec.plan.budget(SELECTION),
-                            n=spec.plan.budget(ESTIMATION), alpha=spec.alpha, batch_size=spec.batch_size,
-                            seed=spec.seed, workers=spec.workers, plan=spec.plan, input_shape=spec.input_shape)
+            engine = Engine(run.method, run.groups(spec.plan.input_shape), spec.plan)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    mine = engine_identity(run, engine, spec.mode, method_origin(spec.plugin))
+    mine = engine_identity(run, engine, spec.mode, method_origin(run.method.name))
     differ = [key for key in {**spec.identity, **mine} if spec.identity.get(key) != mine.get(key)]
     if differ:
         key = differ[0]

@@ -14,35 +14,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import CertifyError
+from .header import INCIDENTAL_KEYS, settings_differ
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks, results files are not guarded against a second run
     fcntl = None
 
-#: Header fields that must match for a rerun to add to an existing results file.
-IDENTITY_KEYS = (
-    "mode", "plugin", "settings", "n0", "n", "alpha", "seed", "sampling", "sampling_settings", "model_sha256",
-    "group_models", "output_name", "output_kind", "input_space", "data_sha256", "resize", "denoiser_sha256",
-    # certify attack's own settings (certifier.attack_results); certify runs record none
-    "attack",
-)
-#: Header fields that must match too when the file records them: files written before they were
-#: recorded resume without the check. batch_size: each batch of views is drawn from its own noise
-#: stream, so another batch size gives other views.
-LATER_IDENTITY_KEYS = ("batch_size",)
-#: Header fields that legitimately differ between two runs with the same settings.
-INCIDENTAL_KEYS = ("certifier_version", "model", "data", "device", "started", "denoiser", "certified")
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 FORMATS = ("jsonl", "cohen")
 #: Headers are a few kilobytes; a first line longer than this is not one.
 MAX_HEADER_BYTES = 1 << 20
-
-
-def settings_differ(old: dict, new: dict) -> list[str]:
-    """The header fields in which a results file's settings (``old``) differ from a run's."""
-    return ([k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
-            + [k for k in LATER_IDENTITY_KEYS if k in old and old[k] != new.get(k)])
 
 
 def _without_batch_size(header: dict) -> dict:

@@ -184,15 +184,13 @@ def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
 
 def make_plan(sampling: str, *, n0: int, n: int, alpha: float, levels: Sequence[float] | None = None,
               granularity: int = 1, **tuning: Any):
-    """The plan ``--sampling`` names: fixed (n0 and n views, whatever the votes) or sequential."""
-    if sampling == "fixed":
-        if levels is not None or tuning:
-            raise CertifyError("levels (--radius) belong to --sampling sequential; drop them or add "
-                               "--sampling sequential")
+    """The plan ``--sampling`` names: fixed (n0 and n views, whatever the votes) or sequential.
+    The settings are checked already (``certifier.settings.JobSettings``)."""
+    if sampling == "fixed" and levels is None and not tuning:
         return FixedSampling(n0, n)
     if sampling == "sequential":
-        from .summaries import DEFAULT_RADII
+        from .threats import DEFAULT_RADII
 
         return SequentialSampling(n0, n, alpha, DEFAULT_RADII if levels is None else levels,
                                   granularity=granularity, **tuning)
-    raise CertifyError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    raise ValueError(f"no {sampling!r} plan with levels {levels!r} and {tuning!r}")

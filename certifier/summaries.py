@@ -210,6 +210,24 @@ def recorded_levels(header: dict | None) -> list[float]:
     return [float(r) for r in levels]
 
 
+def describe_plan(header: dict) -> str:
+    """What a sequential run (by its results header) decides, and the levels no certificate can reach at this -n."""
+    levels = header["sampling_settings"]["levels"]
+    ceiling = header.get("radius_ceiling")
+    if len(levels) == 1:
+        text = f"sequential sampling: each input is certified at radius {exact_text(levels[0])} or not"
+    else:
+        text = (f"sequential sampling: each radius is the largest of the levels "
+                f"{', '.join(exact_text(r) for r in levels)} proved")
+    text += f", with at most n = {header['n']} estimation views per input"
+    above = [r for r in levels if ceiling is not None and r > ceiling]
+    if above:
+        text += (f"; levels above the radius ceiling {ceiling:.4g} can never be certified at this -n: "
+                 f"{', '.join(exact_text(r) for r in above)}")
+    return text
+
+
+
 def radii_by_threat_model(runs: Sequence[tuple[dict, Sequence[dict]]]) -> list[list[float]]:
     """The default radii of each run's summary: its threat model's, and the levels of every
     sequential run of that threat model (so their tables line up); never another threat
@@ -219,6 +237,25 @@ def radii_by_threat_model(runs: Sequence[tuple[dict, Sequence[dict]]]) -> list[l
     for (header, _), threat in zip(runs, threats):
         grids.setdefault(threat.name, set()).update(threat.radii, recorded_levels(header))
     return [sorted(grids[threat.name]) for threat in threats]
+
+
+def json_safe(value):
+    """A summary as JSON has it: NaN and infinity as null (they are not JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summarize_files(runs: Sequence[tuple[dict, Sequence[dict]]], radii: Iterable[float] | None = None) -> list[dict]:
+    """The summaries ``certify report`` prints of results files (header, records), side by side:
+    at ``radii``, or by default each threat model's radii with the levels of its sequential runs."""
+    grids = radii_by_threat_model(runs)
+    return [summarize(records, list(radii) if radii is not None else grid, header)
+            for (header, records), grid in zip(runs, grids)]
 
 
 def threat_model(header: dict | None, records: Sequence[dict] = ()) -> ThreatModel:

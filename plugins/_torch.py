@@ -10,12 +10,6 @@ from typing import Callable
 
 from certifier import CertifyError, check_memory, replacing_file
 
-#: Epochs at most (a sanity bound: a run of more would never end).
-MAX_EPOCHS = 100_000
-#: Learning rates at most: far above any that trains (SGD's are below 1, Adam's near 1e-3), and
-#: low enough that the optimizers' steps stay within float32.
-MAX_LR = 10.0
-
 
 def require_torch(command: str, install: str):
     """torch, or a one-line error saying how to install it."""
@@ -37,20 +31,27 @@ def pick_device(device: str):
     return torch.device("cpu")
 
 
-def export_onnx(network, input_shape, path: Path, metadata: dict[str, str], output_name: str = "logits") -> None:
-    """Export with a dynamic batch axis, an IR version onnxruntime reads, and ``metadata``."""
+def export_onnx(network, input_shape, path: Path, metadata: dict[str, str], output_name: str = "logits", *,
+                input_name: str = "input", extra_inputs=()) -> None:
+    """Export with a dynamic batch axis, an IR version onnxruntime reads, and ``metadata``.
+
+    ``extra_inputs``: (name, example) pairs of more inputs after the images, each with one
+    entry per image (a dynamic batch axis too).
+    """
     import onnx
     import torch
 
     network = network.cpu().eval()
-    example = torch.zeros(1, *input_shape)
+    examples = (torch.zeros(1, *input_shape), *(example for _, example in extra_inputs))
+    names = [input_name, *(name for name, _ in extra_inputs)]
     with replacing_file(path) as temporary:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated but needs no onnxscript; it exports these networks exactly.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                network, (example,), str(temporary), input_names=["input"], output_names=[output_name],
-                dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}}, opset_version=17, dynamo=False,
+                network, examples, str(temporary), input_names=names, output_names=[output_name],
+                dynamic_axes={**{name: {0: "batch"} for name in names}, output_name: {0: "batch"}}, opset_version=17,
+                dynamo=False,
             )
         model = onnx.load(str(temporary))
         model.ir_version = min(model.ir_version, 8)

@@ -19,12 +19,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator
 
+import click
 import numpy as np
+from pydantic import BeforeValidator
 
-from certifier import AttackJob, CertifyError, InputSpace, ModelAdapter
+from certifier import (
+    AttackJob, CertifyError, InputSpace, JobSettings, ModelAdapter, ModelSettings, Range, RunSettings, flag, hookimpl,
+    load, settings_options,
+)
+from certifier.settings import Settings, takes
 from certifier_plugins._attack_views import PARAMETER, SHIFT, Surface, surface_for
 from certifier_plugins._smoothadv import pgd, spsa
 from certifier_plugins._torch import pick_device, require_torch
@@ -33,56 +42,95 @@ GRADIENTS = ("auto", "torch", "spsa")
 INSTALL = "pip install 'onnx-certifier[attack]'"
 #: The key of the search's random streams: never change it, or seeds give other attacks.
 _ATTACK_STREAM = 0xA77AC
+#: The exit status of ``certify attack`` when a soundness alarm fires (1 is an error, 2 a usage error).
+ALARM_EXIT = 3
+_COUNT = Range(1, 100_000)
+_POSITIVE = Range(0, math.inf, low_open=True, high_open=True, text="a positive number")
 
 
 def _torch():
     return require_torch("certify attack", INSTALL)
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    """How hard :class:`TorchSearch` tries (the results header records every field).
+def _gradient(value):
+    if value not in GRADIENTS:
+        raise CertifyError(f"--gradient must be one of {', '.join(GRADIENTS)}, got {value!r}")
+    return value
+
+
+class AttackSettings(Settings):
+    """How ``certify attack`` searches and what it checks (each field is an option of the command,
+    and a keyword of :func:`attack`; the results header records the search's).
 
     ``steps`` PGD (or SPSA) steps per radius, of ``step_size * radius / steps`` each (a scanned
     parameter: 2 steps + 1 values); ``noise_samples`` (m) noisy views per step; ``gradient``:
     torch (onnx2torch), spsa (no gradients), or auto (torch when the model and the method's views
     have a torch form); SPSA estimates each gradient from ``spsa_samples`` pairs of probes
-    ``spsa_probe`` away.
+    ``spsa_probe`` away. ``bare`` also attacks the bare model; ``certified``, the certify results
+    file of the same inputs, whose certificates are checked (soundness alarms).
     """
 
-    steps: int = 20
-    noise_samples: int = 16
-    step_size: float = 2.5
-    gradient: str = "auto"
-    spsa_samples: int = 8
-    spsa_probe: float = 0.01
-
-    def checked(self) -> "SearchSettings":
-        for name, value in (("--steps", self.steps), ("--noise-samples", self.noise_samples),
-                            ("--spsa-samples", self.spsa_samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
-                raise CertifyError(f"{name} must be a whole number from 1 to 100000, got {value!r}")
-        for name, value in (("--step-size", self.step_size), ("--spsa-probe", self.spsa_probe)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise CertifyError(f"{name} must be a positive number, got {value!r}")
-        if self.gradient not in GRADIENTS:
-            raise CertifyError(f"--gradient must be one of {', '.join(GRADIENTS)}, got {self.gradient!r}")
-        return self
+    steps: Annotated[int, flag("--steps", range=_COUNT, help="PGD (or SPSA) steps per radius.")] = 20
+    noise_samples: Annotated[int, flag("-m", "--noise-samples", range=_COUNT,
+                                       help="Noisy views per step (SmoothAdv's m).")] = 16
+    step_size: Annotated[float, flag("--step-size", range=_POSITIVE,
+                                     help="Each step moves STEP_SIZE * radius / steps.")] = 2.5
+    gradient: Annotated[str, BeforeValidator(_gradient), flag(
+        "--gradient", type=GRADIENTS, help="torch: the model's gradients (onnx2torch); spsa: estimated through "
+                                           "onnxruntime; auto: torch when the model converts.")] = "auto"
+    spsa_samples: Annotated[int, flag("--spsa-samples", range=_COUNT, help="SPSA: probe pairs per step.")] = 8
+    spsa_probe: Annotated[float, flag("--spsa-probe", range=_POSITIVE, help="SPSA: how far each probe "
+                                                                             "looks.")] = 0.01
+    bare: Annotated[bool, flag("--bare/--no-bare", is_flag=True,
+                               help="Also attack the bare model, for reference.")] = True
+    certified: Annotated[Path | None, BeforeValidator(lambda v: None if v is None else Path(v)), flag(
+        "--certified", type="file", help="The certify results file of these inputs: an attack confirmed within "
+                                         "a certified radius is a soundness alarm.")] = None
 
     def record(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key != "gradient"}
+        """The search's settings, as the results header records them (``gradient``: how it searched)."""
+        return {key: getattr(self, key) for key in ("steps", "noise_samples", "step_size", "spsa_samples",
+                                                     "spsa_probe")}
 
 
-def attack(run, data, labels=None, *, radii=None, bare: bool = True, device: str = "cpu", steps: int = 20,
-           noise_samples: int = 16, step_size: float = 2.5, gradient: str = "auto", spsa_samples: int = 8,
-           spsa_probe: float = 0.01, **job) -> AttackJob:
+def _split_values(values: dict) -> tuple[dict, dict]:
+    """Keywords of :class:`AttackSettings`, and the rest."""
+    ours = {k: v for k, v in values.items() if k in AttackSettings.model_fields}
+    return ours, {k: v for k, v in values.items() if k not in ours}
+
+
+@takes(AttackSettings, JobSettings)
+def attack(run, data, labels=None, *, settings: AttackSettings | None = None, job: JobSettings | None = None,
+           split: str | None = None, output=None, device: str = "cpu", **values) -> AttackJob:
     """A :class:`certifier.AttackJob` of ``run``'s model and method on ``data``, searching with
-    :class:`TorchSearch`; ``job`` holds the job's settings (``indices``, ``limit``, ``skip``,
-    ``n0``, ``n``, ``alpha``, ``batch_size``, ``seed``, ``workers``, ``output``, ``certified``)."""
+    :class:`TorchSearch` (on ``device``). ``values`` are :class:`AttackSettings`' and the job's
+    (:class:`certifier.settings.JobSettings`: ``n0``, ``n``, ``alpha``, ``batch_size``, ``seed``,
+    ``workers``, ``indices`` or ``limit`` and ``skip``, and ``radii``, the grid); or give the
+    records as ``settings`` and ``job``. With ``output`` each record is written as it is done,
+    and a file of the same settings is resumed."""
+    ours, rest = _split_values(values)
+    settings = AttackSettings.of(settings, ours, caller="attack")
     _torch()
-    settings = SearchSettings(steps, noise_samples, step_size, gradient, spsa_samples, spsa_probe).checked()
     search = functools.partial(TorchSearch, settings=settings, device=device)
-    return AttackJob(run, data, labels, search=search, radii=radii, bare=bare, **job)
+    return AttackJob(run, data, labels, search=search, bare=settings.bare, split=split, settings=job, output=output,
+                     certified=settings.certified, **rest)
+
+
+def open_attack(model, data, labels=None, *, settings: RunSettings | None = None,
+                attack_settings: AttackSettings | None = None, split: str | None = None, output=None,
+                on_load: Callable | None = None, **values) -> AttackJob:
+    """The attack ``certify attack`` runs, in one call: the model opened with the model's settings
+    (``values`` of :func:`certifier.load`, or ``settings.model``), then :func:`attack` with the
+    job's and the attack's (``values``, or ``settings.job`` and ``attack_settings``); the search
+    runs on the model's device. ``on_load`` is called with the run in between."""
+    ours, rest = _split_values(values)
+    attack_settings = AttackSettings.of(attack_settings, ours, caller="open_attack")
+    settings = RunSettings.from_values(rest, settings, caller="open_attack")
+    run = load(model, settings.model)
+    if on_load is not None:
+        on_load(run)
+    return attack(run, data, labels, settings=attack_settings, job=settings.job, split=split, output=output,
+                  device=settings.model.device)
 
 
 @contextlib.contextmanager
@@ -101,7 +149,7 @@ class TorchSearch:
     """Points within each radius where the smoothed classifier, or the bare model, may change its
     mind (the :class:`certifier.AttackJob` search protocol)."""
 
-    def __init__(self, run, groups, input_shape: tuple[int, ...], seed: int, *, settings: SearchSettings,
+    def __init__(self, run, groups, input_shape: tuple[int, ...], seed: int, *, settings: AttackSettings,
                  device: str = "cpu"):
         self.run, self.groups, self.seed, self.options = run, list(groups), seed, settings
         self.surface: Surface = surface_for(run.method, tuple(input_shape))
@@ -448,5 +496,6 @@ def _denoised_network(run, group, classifier, device, instead: str):
         raise CertifyError(f"the denoiser {denoiser.name} and {group.model.path.name} converted to torch do not give "
                            f"onnxruntime's outputs; {instead}")
     return raw
+
 
 

@@ -24,17 +24,20 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import click
 import numpy as np
 
+from pydantic import field_validator, model_validator
+
 from certifier import (
-    LAYOUTS, CertifyError, InputSpace, ModelAdapter, check_output_file, denoiser_metadata, hookimpl, load_data,
-    load_model,
+    LEARNING_RATES, CertifyError, InputSpace, InputSpaceSettings, ModelAdapter, Range, TrainingData,
+    TrainingSettings, ValidationFraction, check_output_file, denoiser_metadata, flag, hookimpl, load_data, load_model,
+    settings_options,
 )
 from certifier_plugins._torch import (
-    MAX_EPOCHS, MAX_LR, check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch,
-    save_checkpoint,
+    check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch, save_checkpoint,
 )
 
 CHECKPOINT_VERSION = 1
@@ -48,6 +51,85 @@ MAX_SIGMA = 100.0
 #: Operators whose onnx2torch converters need torchvision (detection models only).
 TORCHVISION_OPERATORS = {"NonMaxSuppression", "RoiAlign"}
 INSTALL_HINT = "pip install 'onnx-certifier[denoise]'"
+
+
+#: What ``--kind`` trains: a denoiser for one sigma, or a diffusion noise predictor for all; each
+#: kind's learning rate when --lr is not given.
+KINDS = {"gaussian": 1e-3, "diffusion": 2e-3}
+#: Settings of --kind gaussian that a diffusion noise predictor has no use for.
+_GAUSSIAN_ONLY = ("sigma", "loss", "classifier", "scale", "mean", "std", "layout", "output_name", "mse_epochs",
+                  "stability_lr", "depth")
+
+
+class DenoiserTraining(InputSpaceSettings, TrainingSettings):
+    """What ``certify train-denoiser`` takes: the kind of denoiser; for a Gaussian one the noise
+    level, the loss (and the classifier it trains through, read as ``certify run`` reads it) and
+    the network's size; for a diffusion noise predictor its schedule; and the settings every
+    training command shares."""
+
+    help_values: ClassVar[dict[str, str]] = {
+        "data": "Images: .npz (x_train, or x), .npy or a folder; labels are not needed.",
+        "validation": "Training images held out for the figures printed per epoch."}
+    leading: ClassVar[tuple[str, ...]] = ("data", "out", "kind")
+
+    data: TrainingData
+    kind: Annotated[str, flag("--kind", type=tuple(KINDS), help=(
+        "gaussian: a denoiser for one --sigma; diffusion: a noise predictor for every sigma (DDPM objective; "
+        "certify uses it as a one-shot denoiser)."))] = "gaussian"
+    sigma: Annotated[float | None, flag("-s", "--sigma", range=Range(0, MAX_SIGMA, low_open=True, text=(
+        f"a positive number of at most {MAX_SIGMA:g} (pixels are in [0, 1])")),
+        help="Noise level in pixel space to denoise (--kind gaussian).")] = None
+    loss: Annotated[str, flag("--loss", type=LOSSES, help="mse: images only; stability: through --classifier; "
+                                                          "mse+stability: both, in turn.")] = "mse"
+    classifier: Annotated[Path | None, flag("--classifier", type="file",
+                                            help="The frozen ONNX classifier for the stability loss.")] = None
+    mse_epochs: Annotated[int | None, flag("--mse-epochs", range=Range(1),
+                                           help="mse+stability: epochs of MSE first (default half).")] = None
+    lr: Annotated[float | None, flag("--lr", range=LEARNING_RATES, help=(
+        "Learning rate (Adam, cosine decay; default 1e-3, --kind diffusion 2e-3)."))] = None
+    stability_lr: Annotated[float | None, flag(
+        "--stability-lr", range=LEARNING_RATES,
+        help="Learning rate of the stability epochs (default: --lr, or --lr / 10 after MSE epochs).")] = None
+    depth: Annotated[int | None, flag("--depth", range=Range(2, MAX_DEPTH), help=(
+        "Convolutions (default by image size: 6 up to 32 pixels, 17 from 97)."))] = None
+    features: Annotated[int | None, flag("--features", range=Range(1, MAX_FEATURES), help=(
+        "Channels of the hidden convolutions (default by image size; --kind diffusion: of the U-Net's first "
+        "resolution, default 16)."))] = None
+    schedule: Annotated[str | None, flag("--schedule", help=(
+        "--kind diffusion: the noise schedule, linear, cosine (default) or a file of betas."))] = None
+    steps: Annotated[int | None, flag("--steps", range=Range(1),
+                                      help="--kind diffusion: steps of the schedule (default 1000).")] = None
+    validation_fraction: ValidationFraction = 0.05
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, loss: str) -> str:
+        if loss not in LOSSES:
+            raise CertifyError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        return loss
+
+    @model_validator(mode="after")
+    def _kind(self) -> "DenoiserTraining":
+        if self.kind not in KINDS:
+            raise CertifyError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "diffusion":
+            given = [name for name in _GAUSSIAN_ONLY if name in self.model_fields_set
+                     and getattr(self, name) != type(self).model_fields[name].default]
+            if given:
+                shown = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise CertifyError(f"--kind diffusion trains a noise predictor for every sigma on images alone; "
+                                   f"drop {shown}")
+            return self
+        if self.schedule is not None or self.steps is not None:
+            raise CertifyError("--schedule and --steps apply only to --kind diffusion")
+        if self.sigma is None:
+            raise CertifyError("--kind gaussian trains a denoiser for one noise level: give --sigma")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        """--lr, else the kind's."""
+        return self.lr if self.lr is not None else KINDS[self.kind]
 
 
 def _torch():
@@ -333,31 +415,6 @@ def _phases(loss: str, epochs: int, mse_epochs: int | None) -> list[str]:
     return [loss] * epochs
 
 
-def check_settings(*, sigma, epochs, batch_size, lr, stability_lr=None, depth=None, features=None,
-                   validation_fraction=0.05) -> None:
-    """Refuse, each in one line, training settings that cannot work, before any data is read
-    (the command line's ranges say the same; this guards calls from Python)."""
-    if not (_is_number(sigma) and 0 < sigma <= MAX_SIGMA):
-        raise CertifyError(f"--sigma must be a positive number of at most {MAX_SIGMA:g} (pixels are in [0, 1]), "
-                           f"got {sigma!r}")
-    for name, value, low, high in (("epochs", epochs, 1, MAX_EPOCHS), ("batch-size", batch_size, 1, None),
-                                   ("depth", depth, 2, MAX_DEPTH), ("features", features, 1, MAX_FEATURES)):
-        if value is None and name in ("depth", "features"):
-            continue  # chosen by image size
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
-            bounds = f"from {low} to {high}" if high else f"at least {low}"
-            raise CertifyError(f"--{name} must be a whole number {bounds}, got {value!r}")
-    for name, value in (("lr", lr), ("stability-lr", stability_lr)):
-        if value is not None and not (_is_number(value) and 0 < value <= MAX_LR):
-            raise CertifyError(f"--{name} must be a positive number of at most {MAX_LR:g}, got {value!r}")
-    if not (_is_number(validation_fraction) and 0 < validation_fraction < 1):
-        raise CertifyError(f"--validation-fraction must be above 0 and below 1, got {validation_fraction!r}")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _optimizer(torch, network, lr: float, steps: int):
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -410,109 +467,105 @@ def _describe(figures: dict) -> str:
     return ", ".join(parts)
 
 
-def train_denoiser(
-    *, data: Path, out: Path, sigma: float, loss: str = "mse", classifier: Path | None = None,
-    epochs: int = 10, mse_epochs: int | None = None, batch_size: int = 128, lr: float = 1e-3,
-    stability_lr: float | None = None, depth: int | None = None, features: int | None = None, seed: int = 0,
-    device: str = "auto", dataset_name: str | None = None, checkpoint: Path | None = None, restart: bool = False,
-    validation_fraction: float = 0.05, scale: float | None = None, mean=None, std=None, layout: str | None = None,
-    output_name: str | None = None, quiet: bool = False,
-) -> dict:
-    """Train a denoiser and export it as ONNX; returns the validation figures."""
+def train_denoiser(settings: DenoiserTraining | None = None, **values) -> dict:
+    """Train a denoiser and export it as ONNX; returns the validation figures. The settings:
+    ``settings`` (a :class:`DenoiserTraining`) with ``values`` changed, or ``values`` alone."""
+    training = DenoiserTraining.of(settings, values, caller="train_denoiser")
     torch = _torch()
     from tqdm import tqdm
 
-    if loss not in LOSSES:
-        raise CertifyError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    check_settings(sigma=sigma, epochs=epochs, batch_size=batch_size, lr=lr, stability_lr=stability_lr, depth=depth,
-                   features=features, validation_fraction=validation_fraction)
-    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
-    inputs = [("--data", data), ("--classifier", classifier)]
-    check_output_file(out, "--out", inputs)
-    check_output_file(checkpoint, "--checkpoint", [*inputs, ("--out", out)])
-    phases = _phases(loss, epochs, mse_epochs)
-    space_options = {"scale": scale, "mean": tuple(mean) if mean is not None else None,
-                     "std": tuple(std) if std is not None else None, "layout": layout}
-    needs_classifier = loss != "mse"
-    if needs_classifier and classifier is None:
-        raise CertifyError(f"--loss {loss} trains through a classifier: give --classifier MODEL.onnx")
-    if not needs_classifier and (classifier is not None or output_name is not None
+    checkpoint = training.checkpoint_path
+    inputs = [("--data", training.data), ("--classifier", training.classifier)]
+    check_output_file(training.out, "--out", inputs)
+    check_output_file(checkpoint, "--checkpoint", [*inputs, ("--out", training.out)])
+    phases = _phases(training.loss, training.epochs, training.mse_epochs)
+    space_options = training.space_overrides
+    needs_classifier = training.loss != "mse"
+    if needs_classifier and training.classifier is None:
+        raise CertifyError(f"--loss {training.loss} trains through a classifier: give --classifier MODEL.onnx")
+    if not needs_classifier and (training.classifier is not None or training.output_name is not None
                                  or any(v is not None for v in space_options.values())):
         raise CertifyError("--loss mse never calls the classifier; drop --classifier and its input-space options")
-    if not needs_classifier and stability_lr is not None:
+    if not needs_classifier and training.stability_lr is not None:
         raise CertifyError("--stability-lr applies only to --loss stability and mse+stability")
 
-    train_images, val_images, val_labels = load_images(data, validation_fraction, seed)
+    train_images, val_images, val_labels = load_images(training.data, training.validation_fraction, training.seed)
     image_shape = tuple(train_images.shape[1:])
     channels, height, width = image_shape
     default_depth, default_features = denoiser_size(height, width)
-    depth = default_depth if depth is None else depth
-    features = default_features if features is None else features
-    torch_device = pick_device(device)
+    depth = default_depth if training.depth is None else training.depth
+    features = default_features if training.features is None else training.features
+    torch_device = pick_device(training.device)
     check_training_memory(lambda: build_denoiser(channels, depth, features), image_shape,
-                          min(batch_size, len(train_images)), 2, torch_device,
-                          f"training a denoiser of depth {depth} and {features} features on batches of {batch_size} "
+                          min(training.batch_size, len(train_images)), 2, torch_device,
+                          f"training a denoiser of depth {depth} and {features} features on batches of "
+                          f"{training.batch_size} "
                           f"{height}x{width} images", "lower --features, --depth or --batch-size")
 
     frozen, model = None, None
     if needs_classifier:
-        frozen, model = load_classifier(classifier, image_shape, space_options, output_name, torch_device)
-    torch.manual_seed(seed)
+        frozen, model = load_classifier(training.classifier, image_shape, space_options, training.output_name,
+                                        torch_device)
+    torch.manual_seed(training.seed)
     network = build_denoiser(channels, depth, features).to(torch_device)
-    stability_lr = stability_lr if stability_lr is not None else (lr / 10 if loss == "mse+stability" else lr)
-    settings = {
-        "loss": loss, "sigma": sigma, "epochs": epochs, "phases": phases, "batch_size": batch_size, "lr": lr,
+    stability_lr = training.stability_lr
+    if stability_lr is None:
+        stability_lr = training.learning_rate / 10 if training.loss == "mse+stability" else training.learning_rate
+    recorded = {
+        "loss": training.loss, "sigma": training.sigma, "epochs": training.epochs, "phases": phases,
+        "batch_size": training.batch_size, "lr": training.learning_rate,
         "stability_lr": stability_lr if needs_classifier else None, "depth": depth, "features": features,
-        "seed": seed, "data": str(data), "validation_fraction": validation_fraction,
+        "seed": training.seed, "data": str(training.data), "validation_fraction": training.validation_fraction,
         "classifier_sha256": model.sha256 if model else None,
         "input_space": ({k: (list(v) if isinstance(v, tuple) else v) for k, v in space_options.items()}
                         if needs_classifier else None),
-        "output_name": output_name,
+        "output_name": training.output_name,
     }
-    steps_per_epoch = math.ceil(len(train_images) / batch_size)
+    steps_per_epoch = math.ceil(len(train_images) / training.batch_size)
     start_epoch, state = 0, None
-    if checkpoint.exists() and not restart:
+    if checkpoint.exists() and not training.restart:
         state = load_checkpoint(checkpoint, torch_device, "certify train-denoiser")
-        if state.get("settings") != settings or state.get("version") != CHECKPOINT_VERSION:
+        if state.get("settings") != recorded or state.get("version") != CHECKPOINT_VERSION:
             raise CertifyError(f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it")
         network.load_state_dict(state["network"])
         start_epoch = state["epoch"]
-        if not quiet:
+        if not training.quiet:
             click.echo(f"certify: resuming {checkpoint} after epoch {start_epoch}", err=True)
 
     targets = val_targets = None
     if frozen is not None:
-        if not quiet:
-            click.echo(f"certify: {classifier.name}'s classes on the {len(train_images)} clean training images "
+        if not training.quiet:
+            click.echo(f"certify: {training.classifier.name}'s classes on the {len(train_images)} clean training "
+                       f"images "
                        "(the stability targets)", err=True)
-        targets = _predict(torch, frozen, train_images, torch_device, batch_size)
-        val_targets = _predict(torch, frozen, val_images, torch_device, batch_size)
+        targets = _predict(torch, frozen, train_images, torch_device, training.batch_size)
+        val_targets = _predict(torch, frozen, val_images, torch_device, training.batch_size)
 
     mse_loss = torch.nn.MSELoss()
     cross_entropy = torch.nn.CrossEntropyLoss()
-    show_bar = not quiet and sys.stderr.isatty()
+    show_bar = not training.quiet and sys.stderr.isatty()
     history, optimizer, scheduler, current = [], None, None, None
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, training.epochs):
         phase = phases[epoch]
         if phase != current:
             # Each phase has its own optimizer and schedule over its own epochs.
-            phase_lr = lr if phase == "mse" else stability_lr
+            phase_lr = training.learning_rate if phase == "mse" else stability_lr
             optimizer, scheduler = _optimizer(torch, network, phase_lr, phases.count(phase) * steps_per_epoch)
             if state is not None and state.get("phase") == phase and epoch == start_epoch:
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
             current = phase
-        rng = np.random.default_rng([seed, epoch])
+        rng = np.random.default_rng([training.seed, epoch])
         order = rng.permutation(len(train_images))
         generator = torch.Generator(device=torch_device).manual_seed(int(rng.integers(2**62)))
         network.train()
         total, started = 0.0, time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs} ({phase})", disable=not show_bar,
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{training.epochs} ({phase})", disable=not show_bar,
                    file=sys.stderr)
         for step in bar:
-            batch = order[step * batch_size : (step + 1) * batch_size]
+            batch = order[step * training.batch_size : (step + 1) * training.batch_size]
             clean = torch.from_numpy(train_images[batch]).to(torch_device)
-            noisy = clean + torch.randn(clean.shape, generator=generator, device=torch_device) * sigma
+            noisy = clean + torch.randn(clean.shape, generator=generator, device=torch_device) * training.sigma
             denoised = network(noisy)
             if phase == "mse":
                 value = mse_loss(denoised, clean)
@@ -528,90 +581,57 @@ def train_denoiser(
                                    f"lower --{'lr' if phase == 'mse' else 'stability-lr'} (now {phase_lr:g})")
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{total / (step + 1):.4f}")
-        figures = _validate(torch, network, frozen, val_images, val_targets, val_labels, sigma, torch_device,
-                            seed, batch_size)
+        figures = _validate(torch, network, frozen, val_images, val_targets, val_labels, training.sigma, torch_device,
+                            training.seed, training.batch_size)
         history.append({"epoch": epoch + 1, "phase": phase, "loss": total / steps_per_epoch, **figures,
                          "seconds": time.perf_counter() - started})
-        if not quiet:
-            click.echo(f"certify: epoch {epoch + 1}/{epochs} ({phase}): loss {total / steps_per_epoch:.5f}, "
+        if not training.quiet:
+            click.echo(f"certify: epoch {epoch + 1}/{training.epochs} ({phase}): loss {total / steps_per_epoch:.5f}, "
                        f"validation {_describe(figures)} ({time.perf_counter() - started:.0f} s)", err=True)
-        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": settings, "epoch": epoch + 1, "phase": phase,
+        save_checkpoint({"version": CHECKPOINT_VERSION, "settings": recorded, "epoch": epoch + 1, "phase": phase,
                          "network": network.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "history": history}, checkpoint)
 
-    figures = _validate(torch, network, frozen, val_images, val_targets, val_labels, sigma, torch_device, seed,
-                        batch_size)
+    figures = _validate(torch, network, frozen, val_images, val_targets, val_labels, training.sigma, torch_device,
+                        training.seed,
+                        training.batch_size)
     metadata = denoiser_metadata(
-        sigma=sigma, loss=loss, input_shape=image_shape,
+        sigma=training.sigma, loss=training.loss, input_shape=image_shape,
         architecture={"name": "dncnn", "depth": depth, "features": features, "residual": True,
                       "output": "clipped to [0, 1]"},
-        training={**settings, "validation": figures}, dataset=dataset_name or data.name,
+        training={**recorded, "validation": figures}, dataset=training.dataset_name or training.data.name,
         classifier_sha256=model.sha256 if model is not None else None,
-        classifier=classifier.name if model is not None else None,
+        classifier=training.classifier.name if model is not None else None,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(network, image_shape, out, metadata, output_name="denoised")
-    if not quiet:
-        click.echo(f"certify: wrote {out} (validation {_describe(figures)})", err=True)
+    training.out.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(network, image_shape, training.out, metadata, output_name="denoised")
+    if not training.quiet:
+        click.echo(f"certify: wrote {training.out} (validation {_describe(figures)})", err=True)
     return {"validation": figures, "history": history}
-
-
-def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.replace(",", " ").split())
-    except ValueError:
-        raise CertifyError(f"{option}: expected numbers separated by commas, got {text!r}") from None
 
 
 @hookimpl
 def register_commands(cli):
     @cli.command(name="train-denoiser")
-    @click.option("-d", "--data", required=True, type=click.Path(exists=True, path_type=Path),
-                  help="Images: .npz (x_train, or x), .npy or a folder; labels are not needed.")
-    @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
-    @click.option("-s", "--sigma", required=True, type=click.FloatRange(0, MAX_SIGMA, min_open=True),
-                  help="Noise level in pixel space to denoise.")
-    @click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True,
-                  help="mse: images only; stability: through --classifier; mse+stability: both, in turn.")
-    @click.option("--classifier", type=click.Path(dir_okay=False, path_type=Path),
-                  help="The frozen ONNX classifier for the stability loss.")
-    @click.option("--scale", type=float, help="The classifier's input = pixel * scale (default: its metadata, else 1).")
-    @click.option("--mean", help="Per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406.")
-    @click.option("--std", help="Per-channel std divided by after subtracting the mean.")
-    @click.option("--layout", type=click.Choice(LAYOUTS), help="How the classifier reads images (default auto).")
-    @click.option("--output-name", help="The classifier output holding class scores.")
-    @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, show_default=True)
-    @click.option("--mse-epochs", type=click.IntRange(min=1), help="mse+stability: epochs of MSE first (default half).")
-    @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-    @click.option("--lr", type=click.FloatRange(0, MAX_LR, min_open=True), default=1e-3, show_default=True,
-                  help="Learning rate (Adam, cosine decay).")
-    @click.option("--stability-lr", type=click.FloatRange(0, MAX_LR, min_open=True),
-                  help="Learning rate of the stability epochs (default: --lr, or --lr / 10 after MSE epochs).")
-    @click.option("--depth", type=click.IntRange(2, MAX_DEPTH),
-                  help="Convolutions (default by image size: 6 up to 32 pixels, 17 from 97).")
-    @click.option("--features", type=click.IntRange(1, MAX_FEATURES),
-                  help="Channels of the hidden convolutions (default by image size).")
-    @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-    @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
-    @click.option("--dataset-name", help="Name of the data set, recorded in the model.")
-    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Checkpoint file (default: OUT.ckpt); an interrupted run resumes from it.")
-    @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint.")
-    @click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
-                  show_default=True, help="Training images held out for the figures printed per epoch.")
-    @click.option("-q", "--quiet", is_flag=True)
-    def train_denoiser_command(mean, std, **kwargs):
-        """Train a Gaussian denoiser for denoised smoothing and export it as ONNX.
+    @settings_options(DenoiserTraining)
+    def train_denoiser_command(**values):
+        """Train a denoiser for denoised smoothing and export it as ONNX: a Gaussian denoiser for
+        one --sigma, or (--kind diffusion) a diffusion noise predictor for every sigma.
 
         \b
             certify train-denoiser --data train.npz --sigma 0.25 --loss mse --out denoiser.onnx
             certify train-denoiser --data train.npz --sigma 0.25 --loss mse+stability \\
                 --classifier their_model.onnx --out denoiser-stab.onnx
+            certify train-denoiser --kind diffusion --data train.npz --out diffusion.onnx
         """
+        settings = DenoiserTraining(**values)  # every setting checked before any data is read
         try:
-            train_denoiser(mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), **kwargs)
+            if settings.kind == "diffusion":
+                from certifier_plugins.noise_predictor import train_noise_predictor
+
+                train_noise_predictor(settings)
+            else:
+                train_denoiser(settings)
         except KeyboardInterrupt:
             click.echo("\ncertify: interrupted; rerun the same command to resume from the last checkpoint", err=True)
             sys.exit(130)

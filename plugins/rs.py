@@ -39,6 +39,7 @@ class GaussianSmoothing(SmoothingMethod):
     name = "rs"
     norm = "l2"
     denoisable = True  # its views are Gaussian-noisy images
+    additive_noise = True  # x + N(0, sigma^2 I)
     description = "Gaussian noise (Cohen et al. 2019): L2 radius sigma * Phi^-1(pA_lower)"
 
     class Options(certifier.Options):

@@ -97,6 +97,7 @@ class Brightness(ParameterSmoothing):
         "brightness", "the same shift b added to every pixel, without clipping", "|b|",
         "pixel units (1 is the whole [0, 1] range)", "distance", PARAMETER_RADII)
     symbol = "b"
+    additive_noise = True  # x + b, one b per view
 
     def transform(self, x, theta):
         return np.add(x, theta, dtype=np.float32)

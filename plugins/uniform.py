@@ -23,6 +23,7 @@ class UniformSmoothing(LambdaSmoothing):
     """f(x + eps), eps ~ U[-lambda, lambda]^d; CERTIFY as Cohen et al. with the L1 radius of Lee et al."""
 
     name = "uniform"
+    additive_noise = True  # x + U[-lambda, lambda]^d
     description = "uniform additive noise (Lee et al. 2019, Yang et al. 2020): L1 radius 2 lambda (pA_lower - 1/2)"
 
     Options = create_model("UniformOptions", __base__=certifier.Options,

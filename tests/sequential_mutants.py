@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from certifier.sequential import ConfidenceSequence
+from certifier.confidence_sequences import ConfidenceSequence
 
 
 class PeekingClopperPearson(ConfidenceSequence):

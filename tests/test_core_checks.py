@@ -20,8 +20,11 @@ from scipy.stats import norm
 
 import certifier
 from certifier import Certificate, CertifyError, SmoothingMethod, hookimpl, plugins
-from certifier.cli import CertifyGroup, _blame, cli
-from certifier.engine import MAX_SAMPLES, Engine, FixedSampling, check_settings
+from certifier.cli import CertifyGroup, cli
+from certifier.one_line import _blame
+from certifier.engine import Engine
+from certifier.sampling import FixedSampling
+from certifier.settings import MAX_SAMPLES, JobSettings
 from certifier.methods import Votes
 
 from onnx_models import hyperplane_model, linear_model, save
@@ -216,7 +219,7 @@ def test_no_legitimate_certificate_exceeds_the_ceiling(tmp_path, plugin, sigma, 
     path = save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
     run = certifier.load(path, plugin=plugin, sigma=sigma, options=options)
     # no input shape: the engine does not refuse the huge sigmas' ceilings beyond the inputs' diameter
-    engine = Engine(run.method, run.groups((4,)), n0=3, n=n, alpha=alpha)
+    engine = Engine.from_settings(run.method, run.groups((4,)), n0=3, n=n, alpha=alpha)
     for top in range(3):
         selection = _votes([3 if c == top else 0 for c in range(3)])
         ceiling = engine.radius_ceiling(top, 3)
@@ -481,15 +484,17 @@ def test_a_recorded_sigma_that_is_not_usable_is_refused_naming_the_metadata(tmp_
 
 def test_the_api_checks_the_same_settings():
     with pytest.raises(CertifyError, match="--seed"):
-        check_settings(seed=-1)
+        JobSettings(seed=-1)
     with pytest.raises(CertifyError, match="whole number"):
-        check_settings(n=1.5)
+        JobSettings(n=1.5)
     with pytest.raises(CertifyError, match="whole number"):
-        check_settings(n0=True)
+        JobSettings(n0=True)
     with pytest.raises(CertifyError, match="--alpha"):
-        check_settings(alpha="0.1")
-    assert check_settings(n0=np.int64(3), n=1e3, alpha=np.float32(0.5), seed=np.uint64(4)) == (3, 1000, 0.5, 4)
-    assert check_settings(n=MAX_SAMPLES, n0=0, deterministic=True)[:2] == (0, MAX_SAMPLES)
+        JobSettings(alpha="0.1")
+    settings = JobSettings(n0=np.int64(3), n=1e3, alpha=np.float32(0.5), seed=np.uint64(4))
+    assert (settings.n0, settings.n, settings.alpha, settings.seed) == (3, 1000, 0.5, 4)
+    settings = JobSettings(n=MAX_SAMPLES, n0=0)  # the deterministic methods' bounds: the plan asks for more
+    assert (settings.n0, settings.n) == (0, MAX_SAMPLES)
 
 
 def _raise_in_plugin_code():
@@ -624,7 +629,7 @@ def test_ctrl_c_while_starting_a_run_exits_130_in_one_line(case, monkeypatch, wh
         raise KeyboardInterrupt
 
     if where == "load":
-        monkeypatch.setattr(certifier.cli, "load", interrupted)
+        monkeypatch.setattr(certifier.api, "load", interrupted)
     else:
         monkeypatch.setattr(certifier.api.Run, "dataset", interrupted)
     result = certify_cli(case, "-p", "rs", "-s", "0.1")
@@ -639,7 +644,7 @@ def test_ctrl_c_that_interrupts_an_extension_import_exits_130(case, monkeypatch)
         except KeyboardInterrupt:
             raise ImportError("initialization failed")  # what an interrupted C extension raises
 
-    monkeypatch.setattr(certifier.cli, "load", interrupted)
+    monkeypatch.setattr(certifier.api, "load", interrupted)
     result = certify_cli(case, "-p", "rs", "-s", "0.1")
     assert result.exit_code == 130 and result.output.strip() == "certify: interrupted"
 

@@ -128,7 +128,8 @@ def certify_all(method, model: TableModel, levels: np.ndarray, q: int, batch_siz
     d = levels.shape[1]
     method.prepare((d,), {})
     adapter = ModelAdapter((d,), [d], np.float32, InputSpace())
-    engine = Engine(method, {"model": Group("model", model, adapter)}, batch_size=batch_size, input_shape=(d,))
+    engine = Engine.from_settings(method, {"model": Group("model", model, adapter)}, batch_size=batch_size,
+                                  input_shape=(d,))
     dataset = Dataset((levels / q).astype(np.float32), None, "grid")
     results = list(engine.run(dataset, range(len(levels))))
     assert all(r.certificate.exact for r in results)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import certifier
-from certifier.engine import Engine, auto_batch_size
+from certifier.engine import Engine
+from certifier.planning import auto_batch_size
 from certifier.sampling import ESTIMATION, FixedSampling
 
 from onnx_models import hyperplane_model, linear_model, save
@@ -177,8 +178,8 @@ def test_the_engine_draws_the_chunks_its_plan_asks_for(tmp_path):
     run = certifier.load(path, plugin="rs", sigma=0.25)
     dataset = run.dataset(np.array([[0.9, 0, 0, 0], [0.1, 0, 0, 0]], dtype=np.float32))
     groups = run.groups(dataset.shape)
-    chunked = Engine(run.method, groups, batch_size=64, plan=ChunkedSampling(10, 500))
-    fixed = Engine(run.method, groups, batch_size=64, n0=10, n=500)
+    chunked = Engine.from_settings(run.method, groups, batch_size=64, sampling=ChunkedSampling(10, 500))
+    fixed = Engine.from_settings(run.method, groups, batch_size=64, n0=10, n=500)
     for one, other in zip(chunked.run(dataset, [0, 1]), fixed.run(dataset, [0, 1])):
         assert one.forward_passes == other.forward_passes == 510
         assert one.certificate.details["top_votes"] <= 500 and one.prediction == other.prediction

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import certifier
 from certifier.cli import cli
+from certifier.header import DataStamp, build_header
 from certifier.job import Job
 from certifier.sampling import FixedSampling
 
@@ -109,22 +110,27 @@ class Halves(FixedSampling):
         return {**super().settings(), "chunks": 2}
 
 
+def header_of(run, engine, dataset):
+    """The header a job of ``engine`` writes (what ``Run.job`` gives its jobs)."""
+    return build_header(run, engine, mode="certify", data=DataStamp.of(dataset), device=run.model.device)
+
+
 def test_the_header_records_the_engines_own_plan(case):
     run = certifier.load(case / "plane.onnx", plugin="rs", sigma=0.1)
     dataset = run.dataset(case / "d.npz")
-    engine = certifier.engine.Engine(run.method, run.groups(dataset.shape), plan=Halves(10, 60))
-    with Job(run, engine, dataset, [0], output=case / "r.jsonl") as job:
+    engine = certifier.engine.Engine.from_settings(run.method, run.groups(dataset.shape), sampling=Halves(10, 60))
+    with Job(run, engine, dataset, [0], header=header_of(run, engine, dataset), output=case / "r.jsonl") as job:
         (result,) = job
     header = lines(case / "r.jsonl")[0]
     assert (header["sampling"], header["n0"], header["n"]) == ("halves-test", 10, 60)
     assert header["sampling_settings"] == {"chunks": 2}
     # a rerun with the same plan resumes; another plan's settings do not
-    with Job(run, engine, dataset, [0], output=case / "r.jsonl") as job:
+    with Job(run, engine, dataset, [0], header=header_of(run, engine, dataset), output=case / "r.jsonl") as job:
         assert job.todo == []
-    other = certifier.engine.Engine(run.method, run.groups(dataset.shape), plan=Halves(10, 60))
+    other = certifier.engine.Engine.from_settings(run.method, run.groups(dataset.shape), sampling=Halves(10, 60))
     other.plan.settings = lambda: {"n0": 10, "n": 60, "chunks": 3}
     with pytest.raises(certifier.CertifyError, match="sampling_settings"):
-        Job(run, other, dataset, [0], output=case / "r.jsonl")
+        Job(run, other, dataset, [0], header=header_of(run, other, dataset), output=case / "r.jsonl")
     assert result.forward_passes == 70
     # the deterministic methods' plan: every view, no n0, n or alpha
     dssn = certifier.load(case / "plane.onnx", plugin="dssn", options={"lambda": 0.02})

@@ -13,7 +13,7 @@ from certifier.api import make_method
 from certifier.space import InputSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE_KEYS = ("plugin", "sigma", "options", "classes", "input_space", "group", "dataset", "training")
+CORE_KEYS = ("plugin", "sigma", "options", "classes", "input_space", "group", "dataset", "training", "loss")
 
 
 def test_what_train_writes_is_what_loading_reads():
@@ -39,11 +39,12 @@ def test_a_plugin_cannot_replace_the_core_keys():
         norm = "l2"
 
         def training_metadata(self, input_shape):
-            return {"certifier.plugin": "other", "certifier.greedy": "{}"}
+            return {"certifier.plugin": "other", "certifier.loss": "{}", "certifier.greedy": "{}"}
 
     written = metadata.model_metadata(Greedy(sigma=1.0), input_shape=(4,), view_shape=(4,), dataset="d",
-                                      classes=["a"], groups=["model"], training={})
+                                      classes=["a"], groups=["model"], training={}, loss={"loss": "gaussian"})
     assert written["certifier.plugin"] == "greedy" and written["certifier.greedy"] == "{}"
+    assert metadata.recorded_loss(written) == {"loss": "gaussian"}
     assert InputSpace.from_metadata(written).layout == "flat"
 
 

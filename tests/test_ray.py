@@ -139,7 +139,8 @@ def test_workers_that_cannot_load_the_model_are_named_and_the_run_stops_in_one_l
                 spec.model = type(spec.model)(spec.model.names, "0" * 64)
                 paths = {"0" * 64: next(iter(paths.values()))}
             else:
-                spec.device = "cuda"  # no CUDA here: onnxruntime's CUDA libraries are missing
+                # no CUDA here: onnxruntime's CUDA libraries are missing
+                spec.settings = spec.settings.replace(device="cuda")
             return spec, paths
 
     run = certifier.load(RS, plugin="rs")

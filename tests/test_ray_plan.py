@@ -277,11 +277,11 @@ def _driver_job(tmp_path, **load_settings):
 
 
 @pytest.mark.parametrize("key, tamper", [
-    ("seed", lambda spec: setattr(spec, "seed", 6)),
-    ("n", lambda spec: setattr(spec, "plan", type(spec.plan)(20, 301))),
-    ("settings", lambda spec: setattr(spec, "sigma", 0.3)),
-    ("input_space", lambda spec: spec.overrides.update(scale=255.0)),
-    ("batch_size", lambda spec: setattr(spec, "batch_size", 32)),
+    ("seed", lambda spec: setattr(spec, "plan", spec.plan.replace(seed=6))),
+    ("n", lambda spec: setattr(spec, "plan", spec.plan.replace(sampling=type(spec.plan.sampling)(20, 301)))),
+    ("settings", lambda spec: setattr(spec, "settings", spec.settings.replace(sigma=0.3))),
+    ("input_space", lambda spec: setattr(spec, "settings", spec.settings.replace(scale=255.0))),
+    ("batch_size", lambda spec: setattr(spec, "plan", spec.plan.replace(batch_size=32))),
     ("plugin_origin", lambda spec: spec.identity.update(plugin_origin=["onnx-certifier", "0.0.1"])),
 ])
 def test_a_worker_refuses_an_engine_that_differs_from_the_drivers(tmp_path, key, tamper):
@@ -321,12 +321,12 @@ def test_a_batch_coupled_model_allowed_at_batch_size_one_travels_so(tmp_path):
     with run.job(x, n0=10, n=100, seed=2, batch_size=1) as job:
         local = list(job)
         spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
-    assert spec.allow_batch_coupling and spec.identity["allow_batch_coupling"] is True
+    assert spec.settings.allow_batch_coupling and spec.identity["allow_batch_coupling"] is True
     engine = build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
     inputs = ShippedInputs((16,))
     assert [certify_one(engine, inputs, r.index, x[r.index], "certify")[0].certificate.details for r in local] == \
         [r.details for r in local]
-    spec.allow_batch_coupling = False
+    spec.settings = spec.settings.replace(allow_batch_coupling=False)
     with pytest.raises(CertifyError):
         build_engine(spec, {sha: read_parts(p) for sha, p in paths.items()})
 
@@ -345,6 +345,6 @@ def test_a_worker_refuses_a_recipe_that_lost_the_sequential_plan(tmp_path):
         spec, paths = worker_spec(job, device="cpu", threads=1, workers=None)
     parts = {sha: read_parts(p) for sha, p in paths.items()}
     assert build_engine(spec, parts).plan.settings() == job.engine.plan.settings()
-    spec.plan = FixedSampling(20, 2000)
+    spec.plan = spec.plan.replace(sampling=FixedSampling(20, 2000))
     with pytest.raises(CertifyError, match=r"^refusing to run: .* differs from the driver's in sampling \("):
         build_engine(spec, parts)

@@ -197,9 +197,9 @@ def test_group_and_engine_refuse_mismatched_groups(tmp_path):
     model = certifier.load(path, plugin="rs", sigma=0.5).model
     adapter = ModelAdapter((4,), model.input_dims, model.input_dtype, InputSpace())
     with pytest.raises(certifier.CertifyError):
-        Engine(rs(), {"left": Group("left", model, adapter)})
+        Engine.from_settings(rs(), {"left": Group("left", model, adapter)})
     with pytest.raises(certifier.CertifyError):
-        Engine(rs(), {"model": Group("model", model, adapter)}, alpha=1.5)
+        Engine.from_settings(rs(), {"model": Group("model", model, adapter)}, alpha=1.5)
 
 
 def test_radius_is_never_rounded_up_in_tables():

@@ -119,8 +119,8 @@ def sequential_engine(run, shape=(4,), *, levels, n=2000, n0=20, alpha=ALPHA, ba
     if cs is not None:
         settings["cs"] = cs
     plan = SequentialSampling(n0, n, alpha, levels, granularity=batch, final_share=final_share, **settings)
-    return Engine(run.method, run.groups(shape), n0=n0, n=n, alpha=alpha, batch_size=batch, seed=seed, plan=plan,
-                  input_shape=shape)
+    return Engine.from_settings(run.method, run.groups(shape), n0=n0, n=n, alpha=alpha, batch_size=batch, seed=seed,
+                                sampling=plan, input_shape=shape)
 
 
 #: A point at distance 0.4 from the hyperplane x0 = 0.5: with sigma 0.5 the exact radius of

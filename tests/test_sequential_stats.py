@@ -14,23 +14,14 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
 
-from certifier.methods import Certificate, Votes
+from certifier.confidence_sequences import JEFFREYS, TAIL_PRIOR, BetaMixture, FinalLook
+from certifier.methods import Certificate, Votes, two_bound_gaussian_certificate
 from certifier.plugins import get_method
-from certifier.sequential import (
-    JEFFREYS,
-    FinalLook,
-    TAIL_PRIOR,
-    BetaMixture,
-    SequentialCertification,
-    SequentialPlan,
-    gaussian_radius_of,
-    l1_radius_of,
-    simulate_one_bound,
-    two_bound_gaussian_certificate,
-)
+from certifier.sequential import SequentialCertification, SequentialPlan
 from certifier.stats import clopper_pearson_lower, clopper_pearson_upper
 
 from sequential_mutants import PeekingClopperPearson
+from sequential_simulator import gaussian_radius_of, l1_radius_of, simulate_one_bound
 
 PRIORS = [JEFFREYS, TAIL_PRIOR, BetaMixture(((0.5, 0.5, 0.5), (0.5, 1.0, 0.05)))]
 CASES = [(1, 1), (1, 10), (5, 10), (10, 10), (990, 1000), (12_345, 20_000), (99_990, 100_000),
