@@ -499,3 +499,101 @@ def _denoised_network(run, group, classifier, device, instead: str):
 
 
 
+
+# -- certify attack -------------------------------------------------------------------------------
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _alarm_line(summary: dict, name: str) -> str:
+    bound = summary.get("alarm_bound")
+    expected = (f"; sound certificates raise one on at most about {100 * bound:.2g}% of inputs"
+                if bound is not None else "")
+    return (f"certify: SOUNDNESS ALARM: {summary['soundness_alarms']} of {summary['alarms_checked']} certificates "
+            f"checked were broken below their radius, confirmed twice on fresh samples (inputs "
+            f"{', '.join(map(str, summary['alarm_indices'][:10]))}; see \"alarm\" in {name}){expected}: check the "
+            f"plugin's certificate rule")
+
+
+@hookimpl
+def register_commands(cli):
+    from certifier.summaries import describe_problems, format_summary
+
+    @cli.command(name="attack")
+    @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+    @settings_options(ModelSettings, groups=["method"], help_values={"defaults": " (default: the model's metadata)"})
+    @click.option("-d", "--data", "data_path", type=click.Path(path_type=Path), required=True,
+                  help="Inputs: .npz (x, y or x_test, y_test), .npy, a folder of images or an image.")
+    @click.option("--split", help="Use x_SPLIT / y_SPLIT from an .npz (e.g. test, train).")
+    @settings_options(JobSettings, names=[n for n in AttackJob.job_fields if n != "indices"], changes={"radii": {
+        "help": "The grid: each input is attacked within each of these radii (default: the threat model's)."}})
+    @settings_options(AttackSettings)
+    @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Results file (JSON lines); a rerun of the same command resumes it.")
+    @settings_options(ModelSettings, exclude=["plugin", "sigma", "options"])
+    @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")
+    def attack_command(model, data_path, split, output, quiet, **values):
+        """Attack the smoothed classifier (and the bare model) within each radius of a grid.
+
+        For each input and radius: SmoothAdv PGD (m noisy views per step) on the smoothed
+        classifier, in the method's threat model, with the model's gradients in torch, or SPSA
+        without them; each point found counts only when certify's engine confirms its class on
+        fresh samples (n0, n, alpha). With --certified, a point confirmed twice as another class
+        within a certified radius is a soundness alarm: it is printed, and the exit status is 3.
+        `certify report` on the results (with the certify file) gives empirical_accuracy.
+
+        \b
+            certify run model.onnx -d x.npz -n 10000 --limit 50 --output certified.jsonl
+            certify attack model.onnx -d x.npz -n 10000 --limit 50 --radii 0.25,0.5 \\
+                --certified certified.jsonl --output attack.jsonl
+            certify report certified.jsonl attack.jsonl
+        """
+        def loaded(run):
+            if not quiet:
+                click.echo(f"certify: {run.model.device_note}", err=True)
+
+        started = time.perf_counter()
+        with open_attack(model, data_path, split=split, output=output, on_load=loaded, **values) as job:
+            if not quiet:
+                if job.search.note:
+                    click.echo(f"certify: searching without gradients (spsa): {job.search.note}", err=True)
+                if job.done:
+                    click.echo(f"certify: resuming {output}: {len(job.done)} of {len(job.indices)} inputs already "
+                               f"done", err=True)
+            _attack_all(job, output, quiet)
+        summary = job.summary()
+        name = output.name if output else "attack"
+        problems = {k: v for k, v in summary.get("problems", {}).items() if k != "soundness_alarm"}
+        if problems:
+            click.echo(f"certify: warning: {name}: {describe_problems({**summary, 'problems': problems})}", err=True)
+        click.echo(format_summary([summary], [name]))
+        if not quiet:
+            kept = "" if output else "; pass --output FILE to keep the results"
+            click.echo(f"certify: {len(job.todo)} inputs in {time.perf_counter() - started:.1f} s{kept}", err=True)
+        if summary["soundness_alarms"]:
+            click.echo(_alarm_line(summary, name), err=True)
+            raise click.exceptions.Exit(ALARM_EXIT)
+
+
+def _attack_all(job: AttackJob, output, quiet: bool) -> None:
+    """Attack the inputs left, with a progress bar; Ctrl-C or SIGTERM stops with the records kept."""
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    bar = None
+    if not quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(job.indices), initial=len(job.done), unit="input", dynamic_ncols=True, file=sys.stderr)
+    try:
+        for _ in job:
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        kept = (f"; {len(job.records)} records are in {output}, rerun the same command to resume" if output else "")
+        click.echo(f"\ncertify: interrupted{kept}", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if bar is not None:
+            bar.close()
