@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -129,6 +130,42 @@ def test_an_over_claiming_plugin_raises_the_soundness_alarm(plane, tmp_path, reg
     assert summary["soundness_alarms"] == alarms and summary["alarms_checked"] == len(DISTANCES)
     assert summary["alarm_bound"] == pytest.approx(0.002)
     assert (summary["problems"].get("soundness_alarm") or 0) == alarms
+
+
+def _binomial_ceiling(trials: int, rate: float, tail: float = 1e-4) -> int:
+    """The smallest k with P(Binomial(trials, rate) > k) <= tail."""
+    total = 0.0
+    for k in range(trials + 1):
+        total += math.comb(trials, k) * rate**k * (1 - rate) ** (trials - k)
+        if 1 - total <= tail:
+            return k
+    return trials
+
+
+@pytest.mark.parametrize("plugin", ["rs", "rs-overclaim"])
+def test_the_alarm_rate_stays_below_the_two_alphas_for_sound_certificates(tmp_path, plane, register_methods, plugin):
+    """Many inputs near the boundary, certified and confirmed at alpha 0.05 (large, so a rate can
+    be seen): sound certificates raise alarms on at most the two alphas' share of the inputs
+    (a binomial bound at 1e-4), certificates 50% too large on more."""
+    register_methods(OverClaiming)
+    count = 24
+    x = np.full((count, 4), 0.5, dtype=np.float32)
+    x[:, 0] += np.linspace(0.15, 0.45, count, dtype=np.float32)
+    y = np.ones(count, dtype=np.int64)
+    run = certifier.load(plane, plugin=plugin, sigma=SIGMA, device="cpu")
+    sampling = {"n0": 100, "n": 2000, "alpha": 0.05}
+    with run.job(x, y, output=tmp_path / "certified.jsonl", **sampling) as job:
+        list(job)
+    job = attack(run, x, y, radii=tuple(np.round(np.linspace(0.05, 0.6, 12), 3)), steps=10, noise_samples=8,
+                 bare=False, certified=tmp_path / "certified.jsonl", **sampling)
+    job.run_all()
+    summary = job.summary()
+    assert summary["alarm_bound"] == pytest.approx(0.1) and summary["alarms_checked"] == count
+    ceiling = _binomial_ceiling(summary["alarms_checked"], summary["alarm_bound"])
+    if plugin == "rs":
+        assert summary["soundness_alarms"] <= ceiling
+    else:
+        assert summary["soundness_alarms"] > ceiling
 
 
 def test_attack_resumes_where_it_stopped_and_refuses_other_settings(plane, tmp_path):
