@@ -31,11 +31,12 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .attack_results import (
-    ABSTAINED, FLIPPED, HELD, IMPLIED, MODE, RECORD_TYPE, classifier_difference, header_fingerprint, is_attack,
+    ABSTAINED, FLIPPED, HELD, IMPLIED, RECORD_TYPE, classifier_difference, header_fingerprint, is_attack,
     record_problem, summarize_attack,
 )
 from .errors import CertifyError
 from .files import check_output_file
+from .header import build_attack_header
 from .methods import threat_of
 from .results import ResultsFile, is_index, load_any_results
 from .settings import JobSettings
@@ -186,21 +187,14 @@ class AttackJob:
 
     def _header(self) -> dict[str, Any]:
         """The certify header of these settings (mode "attack"), with the attack's own under "attack"."""
-        header = dict(self._certify_job.header)
-        header.pop("radius_ceiling", None)
         certified = self._certified_header
-        header.update({
-            "mode": MODE,
-            "seed": self.seed,
-            "attack": {"radii": list(self.radii), "bare": self.bare, "gradient": self.search.method,
-                       **self.search.settings,
-                       "certified": header_fingerprint(certified) if certified is not None else None,
-                       "certified_alpha": certified.get("alpha") if certified is not None else None},
-        })
-        if self.search.note:
-            header["gradient_note"] = self.search.note
+        attack = {"radii": list(self.radii), "bare": self.bare, "gradient": self.search.method,
+                  **self.search.settings,
+                  "certified": header_fingerprint(certified) if certified is not None else None,
+                  "certified_alpha": certified.get("alpha") if certified is not None else None}
+        header = build_attack_header(self._certify_job.header, seed=self.seed, attack=attack,
+                                     certified=self.certified_path, gradient_note=self.search.note)
         if certified is not None:
-            header["certified"] = str(self.certified_path)
             difference = classifier_difference(certified, json.loads(json.dumps(header)))
             if difference:
                 raise CertifyError(f"--certified {self.certified_path.name} certified another classifier or other "
