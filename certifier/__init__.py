@@ -43,7 +43,7 @@ from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # n
 from .resources import check_memory  # noqa: E402
 from .settings import (  # noqa: E402
     LEARNING_RATES, InputSpaceSettings, JobSettings, LearningRate, MethodSettings, ModelSettings, Range, RunSettings, TrainingData,
-    TrainingSettings, ValidationFraction, flag,
+    Settings, TrainingSettings, ValidationFraction, flag, takes,
 )
 from .space import LAYOUTS, MAX_INPUT_MAGNITUDE, InputSpace, ModelAdapter  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
@@ -61,7 +61,7 @@ __all__ = [
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
     "model_metadata", "method_options", "ThreatModel", "threat_of", "SoundnessCheck",
     # commands plugins add: their settings as records, their options made from them
-    "settings_options", "flag", "Range", "MethodSettings", "InputSpaceSettings", "TrainingSettings", "TrainingData",
+    "settings_options", "flag", "Range", "Settings", "takes", "MethodSettings", "InputSpaceSettings", "TrainingSettings", "TrainingData",
     "LearningRate", "LEARNING_RATES", "ValidationFraction",
     # commands that write files or take memory
     "check_output_file", "replacing_file", "check_memory",

@@ -30,10 +30,9 @@ import numpy as np
 from pydantic import BeforeValidator
 
 from certifier import (
-    AttackJob, CertifyError, InputSpace, JobSettings, ModelAdapter, ModelSettings, Range, RunSettings, flag, hookimpl,
-    load, settings_options,
+    AttackJob, CertifyError, InputSpace, JobSettings, ModelAdapter, ModelSettings, Range, RunSettings, Settings,
+    flag, format_summary, hookimpl, load, settings_options, takes,
 )
-from certifier.settings import Settings, takes
 from certifier_plugins._attack_views import PARAMETER, SHIFT, Surface, surface_for
 from certifier_plugins._smoothadv import pgd, spsa
 from certifier_plugins._torch import pick_device, require_torch
@@ -519,8 +518,6 @@ def _alarm_line(summary: dict, name: str) -> str:
 
 @hookimpl
 def register_commands(cli):
-    from certifier.summaries import describe_problems, format_summary
-
     @cli.command(name="attack")
     @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
     @settings_options(ModelSettings, groups=["method"], help_values={"defaults": " (default: the model's metadata)"})
@@ -565,9 +562,6 @@ def register_commands(cli):
             _attack_all(job, output, quiet)
         summary = job.summary()
         name = output.name if output else "attack"
-        problems = {k: v for k, v in summary.get("problems", {}).items() if k != "soundness_alarm"}
-        if problems:
-            click.echo(f"certify: warning: {name}: {describe_problems({**summary, 'problems': problems})}", err=True)
         click.echo(format_summary([summary], [name]))
         if not quiet:
             kept = "" if output else "; pass --output FILE to keep the results"
