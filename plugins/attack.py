@@ -519,7 +519,7 @@ def _alarm_line(summary: dict, name: str) -> str:
 @hookimpl
 def register_commands(cli):
     @cli.command(name="attack")
-    @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
     @settings_options(ModelSettings, groups=["method"], help_values={"defaults": " (default: the model's metadata)"})
     @click.option("-d", "--data", "data_path", type=click.Path(path_type=Path), required=True,
                   help="Inputs: .npz (x, y or x_test, y_test), .npy, a folder of images or an image.")
@@ -531,7 +531,7 @@ def register_commands(cli):
                   help="Results file (JSON lines); a rerun of the same command resumes it.")
     @settings_options(ModelSettings, exclude=["plugin", "sigma", "options"])
     @click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")
-    def attack_command(model, data_path, split, output, quiet, **values):
+    def attack_command(model_path, data_path, split, output, quiet, **values):
         """Attack the smoothed classifier (and the bare model) within each radius of a grid.
 
         For each input and radius: SmoothAdv PGD (m noisy views per step) on the smoothed
@@ -552,7 +552,7 @@ def register_commands(cli):
                 click.echo(f"certify: {run.model.device_note}", err=True)
 
         started = time.perf_counter()
-        with open_attack(model, data_path, split=split, output=output, on_load=loaded, **values) as job:
+        with open_attack(model_path, data_path, split=split, output=output, on_load=loaded, **values) as job:
             if not quiet:
                 if job.search.note:
                     click.echo(f"certify: searching without gradients (spsa): {job.search.note}", err=True)
