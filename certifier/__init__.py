@@ -24,6 +24,7 @@ if (_os.path.splitext(_os.path.basename(_sys.argv[0] if _sys.argv else ""))[0] =
 # noqa: E402 below: the Ctrl-C handler above must be in place before these imports start.
 from .version import __version__  # noqa: E402,F401
 from .api import Job, Result, Run, certify, load, make_method  # noqa: E402
+from .attack_job import AttackJob  # noqa: E402
 from .command_options import method_options, settings_options  # noqa: E402
 from .data import load_data  # noqa: E402
 from .diffusion import choose_step, schedule_option  # noqa: E402
@@ -36,13 +37,13 @@ from .metadata import (  # noqa: E402
 from .model import load_model  # noqa: E402
 from .methods import (  # noqa: E402
     Certificate, Options, SmoothingMethod, SoundnessCheck, Votes, gaussian_certificate, is_broadcast,
-    lower_bound_certificate, two_bound_gaussian_certificate,
+    lower_bound_certificate, threat_of, two_bound_gaussian_certificate,
 )
 from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # noqa: E402
 from .resources import check_memory  # noqa: E402
 from .settings import (  # noqa: E402
     LEARNING_RATES, InputSpaceSettings, JobSettings, LearningRate, MethodSettings, ModelSettings, Range, RunSettings, TrainingData,
-    TrainingSettings, ValidationFraction, flag,
+    Settings, TrainingSettings, ValidationFraction, flag, takes,
 )
 from .space import LAYOUTS, MAX_INPUT_MAGNITUDE, InputSpace, ModelAdapter  # noqa: E402
 from .stats import gaussian_quantile  # noqa: E402
@@ -58,14 +59,16 @@ __all__ = [
     "lower_bound_certificate", "gaussian_certificate", "two_bound_gaussian_certificate", "is_broadcast",
     "gaussian_views", "standard_normal", "LARGEST_STANDARD_NORMAL", "MAX_INPUT_MAGNITUDE",
     "gaussian_quantile", "make_method", "load_data", "read_metadata", "recorded_group", "recorded_json",
-    "model_metadata", "method_options", "ThreatModel", "SoundnessCheck",
+    "model_metadata", "method_options", "ThreatModel", "threat_of", "SoundnessCheck",
     # commands plugins add: their settings as records, their options made from them
-    "settings_options", "flag", "Range", "MethodSettings", "InputSpaceSettings", "TrainingSettings", "TrainingData",
+    "settings_options", "flag", "Range", "Settings", "takes", "MethodSettings", "InputSpaceSettings", "TrainingSettings", "TrainingData",
     "LearningRate", "LEARNING_RATES", "ValidationFraction",
     # commands that write files or take memory
     "check_output_file", "replacing_file", "check_memory",
     # opening a model as certify does (for plugins that train through a classifier)
     "load_model", "InputSpace", "ModelAdapter", "LAYOUTS", "denoiser_metadata",
+    # attacks beside certificates (certifier_plugins.attack searches; the job confirms)
+    "AttackJob",
     # diffusion noise predictors (certify train-denoiser --kind diffusion)
     "diffusion_metadata", "schedule_option", "choose_step",
 ]

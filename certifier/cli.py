@@ -274,6 +274,7 @@ def report_command(files, radii, as_json, plot, html, fmt):
     runs = report.read_reports(files, radii)
     for run in runs:
         _warn_problems(run.path.name, run.summary)
+    report.check_shown(runs, html=bool(html), cohen=fmt == "cohen")
     if fmt == "cohen":
         click.echo("\t".join(COHEN_COLUMNS))
         for record in runs[0].records:

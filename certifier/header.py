@@ -1,8 +1,9 @@
 """The results header: what a results file records about its run, and what each entry is.
 
-:func:`build_header` writes every header, and :data:`HEADER_KEYS` classifies every key it
-writes. Resuming a results file (``certifier.results``) and a Ray worker checking its engine
-against the driver's (``certifier.remote``) both read that one table:
+:func:`build_header` writes every header (:func:`build_attack_header` makes an attack's of
+one), and :data:`HEADER_KEYS` classifies every key they write. Resuming a results file
+(``certifier.results``) and a Ray worker checking its engine against the driver's
+(``certifier.remote``) both read that one table:
 
 - identity: what determines the records (the settings, the hashes of the models and the
   data). A results file holding another value is not resumed; a worker whose engine gives
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .methods import threat_of
@@ -66,6 +68,11 @@ HEADER_KEYS: dict[str, str] = {
     "radius_ceiling": DERIVED,
     "device": LOCATION,
     "started": LOCATION,
+    # certify attack's results (certifier.attack_job): the attack's own settings, the certify
+    # results file whose certificates it checks, and why its search could not use gradients
+    "attack": IDENTITY,
+    "certified": LOCATION,
+    "gradient_note": DERIVED,
     # last, so that a header of an older version torn by a kill is still seen as the start of this one
     "noise_stream": IDENTITY,
 }
@@ -137,6 +144,21 @@ def build_header(run: Run, engine: Engine, *, mode: str, data: DataStamp, device
     }
     if header["sampling_settings"] is None:
         del header["sampling_settings"]  # results files of the fixed plans stay as they were
+    return header
+
+
+def build_attack_header(certify_header: dict[str, Any], *, seed: int, attack: dict[str, Any],
+                        certified: Path | None = None, gradient_note: str | None = None) -> dict[str, Any]:
+    """The header of ``certify attack``'s results: the certify header of its confirmations'
+    settings (``certify_header``) as mode "attack" with the user's ``seed`` (the confirmations
+    draw from a stream derived from it) and no radius ceiling, the attack's settings under
+    "attack", the certify results file it checks, and why its search could not use gradients."""
+    header = {key: value for key, value in certify_header.items() if key != "radius_ceiling"}
+    header.update(mode="attack", seed=seed, attack=attack)
+    if gradient_note:
+        header["gradient_note"] = gradient_note
+    if certified is not None:
+        header["certified"] = str(certified)
     return header
 
 

@@ -11,7 +11,7 @@ import re
 import stat
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import CertifyError
 from .header import IMPLIED_WHEN_ABSENT, INCIDENTAL_KEYS, settings_differ
@@ -213,11 +213,15 @@ class ResultsFile:
     Nothing in a file certify did not write is ever changed.
     """
 
-    def __init__(self, path: str | os.PathLike, header: dict[str, Any], fmt: str = "jsonl"):
+    def __init__(self, path: str | os.PathLike, header: dict[str, Any], fmt: str = "jsonl", *,
+                 record_type: str = "result", record_problem: Callable[[Any], str | None] | None = None):
+        """``record_type`` and ``record_problem``: the records of another kind of run (``certify
+        attack``'s), and what makes one malformed (None: a certify result's checks)."""
         if fmt not in FORMATS:
             raise CertifyError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         self.path = Path(path)
         self.format = fmt
+        self.record_type, self.record_problem = record_type, record_problem
         # JSON round trip: the header read back from the file has lists where this one has tuples.
         self.header = json.loads(_dumps(header, self.path, "the header"))
         self.header_path = self.path.with_name(self.path.name + ".header.json") if fmt == "cohen" else self.path
@@ -253,7 +257,8 @@ class ResultsFile:
                 _drop_partial_line(self._fd)
             except OSError as error:
                 raise CertifyError(f"cannot resume {self.path}: {_oserror(error)}") from None
-            records = read_results(self.path)[1] if self.format == "jsonl" else read_cohen(self.path)
+            records = (read_results(self.path, self.record_type, self.record_problem)[1] if self.format == "jsonl"
+                       else read_cohen(self.path))
             self.done = {r["index"]: r for r in records if is_index(r["index"])}
         else:
             self._start()
@@ -404,7 +409,10 @@ class ResultsFile:
 
     def write(self, record: dict) -> None:
         """Append one result and force it to disk, or refuse in one line (the file stays resumable)."""
-        problem = _record_problem(record) or _value_problem(record)
+        if self.record_problem is not None:
+            problem = self.record_problem(record)
+        else:
+            problem = _record_problem(record) or _value_problem(record)
         if problem:
             raise CertifyError(f"not writing input {_show(record.get('index'))} to {self.path}: {problem}")
         if self.format == "jsonl":
@@ -621,13 +629,16 @@ def _check_header(header: dict, where: str) -> dict:
     return header
 
 
-def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
+def read_results(path: str | os.PathLike, record_type: str = "result",
+                 record_problem: Callable[[Any], str | None] | None = None) -> tuple[dict, list[dict]]:
     """Header and every result record of a JSON-lines results file, by index.
 
     Records are returned as written, repeats included (summaries flag them);
     a half-written last line is skipped; a malformed record is a one-line error
-    naming the file and line.
+    naming the file and line. ``record_type`` and ``record_problem`` read the records of
+    another kind of run instead (``certify attack``'s: see :class:`ResultsFile`).
     """
+    record_problem = record_problem or _record_problem
     path = Path(path)
     if not path.exists():
         raise CertifyError(f"results file not found: {path}")
@@ -656,9 +667,9 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
                     raise CertifyError(f"{path}, line {number}: not valid JSON; is this a certify results file?") from None
                 if isinstance(record, dict) and "type" not in record:
                     raise CertifyError(f"{path}, line {number}: the record has no 'type'")
-                if isinstance(record, dict) and record["type"] != "result":
+                if isinstance(record, dict) and record["type"] != record_type:
                     continue  # another kind of line (a later version's); not a result
-                problem = _record_problem(record)
+                problem = record_problem(record)
                 if problem:
                     raise CertifyError(f"{path}, line {number}: {problem}")
                 records.append(record)

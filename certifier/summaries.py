@@ -42,6 +42,11 @@ PROBLEMS = {
                            "sequential radii that are none of the run's levels", NOTHING),
     "passes_over_budget": ("record with more forward passes than the run's budget of {budget}",
                            "records with more forward passes than the run's budget of {budget}", NOTHING),
+    # certify attack (certifier.attack_results): a point within the certified radius that the engine
+    # confirmed twice, on fresh samples, as another class
+    "soundness_alarm": ("SOUNDNESS ALARM: a certificate an attack broke",
+                        "SOUNDNESS ALARMS: certificates an attack broke",
+                        "confirmed twice below the certified radius: check the plugin's certificate rule"),
 }
 
 
@@ -391,7 +396,9 @@ class Row(NamedTuple):
 #: Per-radius values a summary may hold, labeled accuracies first, and how a table names them.
 #: ``empirical_accuracy`` is what an attack measured: the share of inputs no attack within the
 #: radius moved (an upper bound beside the certified lower bound).
-RADIUS_SERIES = (("certified_accuracy", "certified accuracy"), ("empirical_accuracy", "empirical robust accuracy"))
+RADIUS_SERIES = (("certified_accuracy", "certified accuracy"), ("empirical_accuracy", "empirical robust accuracy"),
+                 ("bare_empirical_accuracy", "bare model's empirical accuracy"),
+                 ("empirical_fraction", "empirically robust fraction (no labels)"))
 
 
 def percent(value) -> str:
@@ -448,6 +455,10 @@ def summary_rows(summaries: Sequence[dict], threat: ThreatModel) -> tuple[list[R
                     series, key)
     if any("certified_accuracy" in s for s in summaries):
         row("ACR", [number(s.get("acr")) if "acr" in s else "-" for s in summaries], "acr")
+    if any("soundness_alarms" in s for s in summaries):
+        row("soundness alarms (inputs checked)", [
+            f"{s['soundness_alarms']} ({s.get('alarms_checked', 0)})" if "soundness_alarms" in s else "-"
+            for s in summaries], "soundness_alarms")
     unlabeled = any(s["inputs"] > s["labeled"] for s in summaries)
     if unlabeled:
         for key in radius_keys("certified_fraction"):
@@ -463,6 +474,12 @@ def summary_rows(summaries: Sequence[dict], threat: ThreatModel) -> tuple[list[R
     row("forward passes per input", [
         "-" if s.get("forward_passes_per_input") is None else f"{s['forward_passes_per_input']:.0f}" for s in summaries
     ], "forward_passes_per_input")
+    if any("attack_file" in s for s in summaries):  # an attack beside the certificates: its cost too
+        row("attack: seconds per input", [number(s.get("attack_seconds_per_input"), 3) if "attack_file" in s else "-"
+                                          for s in summaries], "attack_seconds_per_input")
+        row("attack: forward passes per input", [
+            f"{s['attack_forward_passes_per_input']:.0f}" if is_number(s.get("attack_forward_passes_per_input"))
+            and "attack_file" in s else "-" for s in summaries], "attack_forward_passes_per_input")
     notes = []
     if unlabeled:
         notes.append("certified fraction: inputs whose smoothed prediction, right or wrong, is certified at radius r "
@@ -510,9 +527,11 @@ def _most_predicted(summary: dict) -> str:
     return f"{top} ({100 * classes[top] / summary['inputs']:.1f}%)"
 
 
-def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.PathLike) -> None:
+def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.PathLike,
+                   summaries: Sequence[dict] | None = None) -> None:
     """Certified accuracy against radius, one curve per run (certified fraction for a run without labels),
-    one panel per threat model, its radius in its units."""
+    one panel per threat model, its radius in its units; where a run's summary holds an attack's
+    empirical robust accuracy (``summaries``, one per run), that too, dashed, at the attack's radii."""
     try:
         import matplotlib
 
@@ -520,12 +539,14 @@ def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.
         import matplotlib.pyplot as plt
     except ImportError:
         raise CertifyError("--plot needs matplotlib: pip install 'onnx-certifier[plot]'") from None
-    panels: dict[str, list[tuple[str, dict, list[dict]]]] = {}
+    summaries = list(summaries) if summaries is not None else [{} for _ in runs]
+    panels: dict[str, list[tuple[tuple[str, dict, list[dict]], dict]]] = {}
     threats: dict[str, ThreatModel] = {}
-    for name, header, records in runs:
+    for run, summary in zip(runs, summaries):
+        name, header, records = run
         threat = threat_model(header, records)
         threats.setdefault(threat.name, threat)
-        panels.setdefault(threat.name, []).append((name, header, records))
+        panels.setdefault(threat.name, []).append((run, summary))
     columns = min(2, len(panels))
     rows = -(-len(panels) // columns)
     figure, all_axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
@@ -543,9 +564,18 @@ def plot_summaries(runs: Sequence[tuple[str, dict, list[dict]]], path: str | os.
         plt.close(figure)
 
 
-def _plot_panel(axes, runs: Sequence[tuple[str, dict, list[dict]]], threat: ThreatModel, titled: bool) -> None:
-    any_labeled = any_unlabeled = False
-    for name, header, records in runs:
+def _plot_panel(axes, runs: Sequence[tuple[tuple[str, dict, list[dict]], dict]], threat: ThreatModel,
+                titled: bool) -> None:
+    any_labeled = any_unlabeled = attacked = False
+    for (name, header, records), summary in runs:
+        empirical = summary.get("empirical_accuracy") or {}
+        if empirical:
+            attacked = True
+            points = sorted((float(r), v) for r, v in empirical.items() if is_number(v))
+            line = axes.plot([r for r, _ in points], [v for _, v in points], linestyle="--", marker="o",
+                             markersize=3, label=f"{name} (attack: empirical robust accuracy)")
+        if header.get("mode") == "attack":
+            continue  # an attack alone: no certificates to draw
         counted, _ = audit(records, header)
         labeled = [r for r in counted if r["label"] is not None]
         if labeled:
@@ -561,7 +591,8 @@ def _plot_panel(axes, runs: Sequence[tuple[str, dict, list[dict]]], threat: Thre
         top = max(radii) * 1.05 + 1e-9
         grid = [i * top / 400 for i in range(401)]
         values = [sum(1 for r in good if r["radius"] >= g) / len(counted) for g in grid]
-        axes.plot(grid, values, label=name, drawstyle="steps-post")
+        axes.plot(grid, values, label=name, drawstyle="steps-post",
+                  **({"color": line[0].get_color()} if empirical else {}))
     if STANDARD.get(threat.name) == threat:
         axes.set_xlabel("radius")
     elif threat.display == "factor":
@@ -571,10 +602,11 @@ def _plot_panel(axes, runs: Sequence[tuple[str, dict, list[dict]]], threat: Thre
     if titled:
         axes.set_title(f"{threat.name}: {threat.description}", fontsize=8)
     axes.set_ylabel(
-        "certified accuracy / certified fraction" if any_labeled and any_unlabeled
+        "accuracy (certified, empirical)" if attacked
+        else "certified accuracy / certified fraction" if any_labeled and any_unlabeled
         else "certified fraction" if any_unlabeled else "certified accuracy"
     )
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     if axes.lines:
-        axes.legend()
+        axes.legend(fontsize=7 if attacked else None)

@@ -261,9 +261,6 @@ def load_classifier(path: Path, image_shape: tuple[int, ...], space_options: dic
 
     Returns the frozen torch classifier and certify's ``OnnxModel`` of the file.
     """
-    torch = _torch()
-    import onnx
-
     model = load_model(path, output_name=output_name, device="cpu", threads=1)
     if model.output.kind != "scores":
         raise CertifyError(
@@ -277,6 +274,22 @@ def load_classifier(path: Path, image_shape: tuple[int, ...], space_options: dic
         )
     space = InputSpace.from_metadata(model.metadata).overridden(**space_options)
     adapter = ModelAdapter(image_shape, model.input_dims, model.input_dtype, space)
+    classifier = convert_classifier(model, adapter, device, purpose="stability training",
+                                    instead="train with --loss mse instead, which never calls the classifier")
+    return classifier, model
+
+
+def convert_classifier(model, adapter, device, *, purpose: str, instead: str) -> FrozenClassifier:
+    """certify's ``model`` (an ``OnnxModel``), reading pixel-space views through ``adapter``'s
+    input mapping, as a frozen torch classifier, checked against onnxruntime on random views.
+
+    A model that onnx2torch cannot convert, or converts into something that answers otherwise,
+    is refused in one line naming ``purpose`` and ending with what to do ``instead``.
+    """
+    torch = _torch()
+    import onnx
+
+    path, view_shape = model.path, tuple(adapter.view_shape)
     proto = onnx.load(str(path))  # external data was vetted by load_model: it lies beside the model
     onnx2torch = import_onnx2torch()
     if _uses_torchvision_stand_in:
@@ -284,38 +297,34 @@ def load_classifier(path: Path, image_shape: tuple[int, ...], space_options: dic
         if used:
             raise CertifyError(
                 f"{path.name} uses {', '.join(used)}, which needs a working torchvision; it is not a classifier "
-                f"stability training can pass gradients through (use --loss mse)"
+                f"{purpose} can pass gradients through ({instead})"
             )
     try:
         network = onnx2torch.convert(proto)
     except Exception as error:
-        raise CertifyError(
-            f"onnx2torch cannot convert {path.name} to torch ({_first_line(error)}); "
-            f"train with --loss mse instead, which never calls the classifier"
-        ) from None
+        raise CertifyError(f"onnx2torch cannot convert {path.name} to torch ({_first_line(error)}); {instead}") from None
     outputs = [o.name for o in proto.graph.output]
     classifier = FrozenClassifier(network, adapter, outputs.index(model.output.name), False, device)
     # The same random images through onnxruntime and through torch (an odd batch,
     # so a graph with a fixed batch size is caught here).
-    probe = np.random.default_rng(0).random((5, *image_shape), dtype=np.float32)
+    probe = np.random.default_rng(0).random((5, *view_shape), dtype=np.float32)
     expected = model.raw_outputs(adapter(probe)).reshape(len(probe), -1).astype(np.float64)
     try:
         with torch.no_grad():
             got = classifier.raw(torch.from_numpy(probe).to(device)).double().cpu().numpy()
     except Exception as error:
         raise CertifyError(
-            f"{path.name} converted to torch fails on a batch of 5 images ({_first_line(error)}); "
-            f"use --loss mse, which never calls the classifier"
+            f"{path.name} converted to torch fails on a batch of 5 images ({_first_line(error)}); {instead}"
         ) from None
     tolerance = 1e-4 * max(1.0, float(np.abs(expected).max()))
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-3, atol=tolerance):
         raise CertifyError(
             f"{path.name} converted to torch does not give onnxruntime's outputs (largest difference "
-            f"{float(np.abs(got - expected).max()) if got.shape == expected.shape else 'shape'}); use --loss mse"
+            f"{float(np.abs(got - expected).max()) if got.shape == expected.shape else 'shape'}); {instead}"
         )
     rows = expected.sum(axis=1)
     classifier.probabilities = bool((expected >= 0).all() and np.allclose(rows, 1.0, atol=1e-4))
-    return classifier, model
+    return classifier
 
 
 # -- the denoiser ------------------------------------------------------------------

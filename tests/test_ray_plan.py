@@ -332,7 +332,8 @@ def test_the_identity_covers_every_header_entry_but_paths_data_and_device(tmp_pa
     from certifier.remote import WHERE_NOT_WHAT
 
     job, spec, _ = _driver_job(tmp_path)
-    assert set(WHERE_NOT_WHAT) - {"denoiser"} <= set(job.header)  # a path only with --denoiser
+    # paths only with --denoiser, and in certify attack's headers with --certified
+    assert set(WHERE_NOT_WHAT) - {"denoiser", "certified"} <= set(job.header)
     assert set(job.header) - set(WHERE_NOT_WHAT) <= set(spec.identity)
     assert all(json.dumps(spec.identity[key]) == json.dumps(job.header[key])
                for key in set(job.header) - set(WHERE_NOT_WHAT))

@@ -66,7 +66,27 @@ def _headers(tmp_path: Path) -> list[dict]:
             rs.job(SAMPLES, limit=1, n=100, mode="predict"), dssn.job(SAMPLES, limit=1),
             drs.job(SAMPLES, limit=1, n0=10, n=100), denoised.job(SAMPLES, limit=1, n0=10, n=100),
             diffusion.job(SAMPLES, limit=1, n0=10, n=100)]
-    return [job.header for job in jobs]
+    return [job.header for job in jobs] + _attack_headers(tmp_path)
+
+
+def _attack_headers(tmp_path: Path) -> list[dict]:
+    """Headers of certify attack: one checking a certify file's certificates, one whose search
+    fell back to SPSA (a model onnx2torch cannot convert) and says why."""
+    from certifier_plugins.attack import attack
+
+    from onnx_models import ml_classifier_model
+
+    x = np.random.default_rng(0).random((1, 4)).astype(np.float32)
+    plane = certifier.load(save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx"), plugin="rs",
+                           sigma=0.25)
+    with plane.job(x, output=tmp_path / "certified.jsonl", n0=10, n=100) as job:
+        list(job)
+    ml = certifier.load(save(ml_classifier_model(np.eye(4, 2, dtype=np.float32), [0, 1]), tmp_path / "ml.onnx"),
+                        plugin="rs", sigma=0.25)
+    jobs = [attack(plane, x, n0=10, n=100, radii=(0.1,), certified=tmp_path / "certified.jsonl"),
+            attack(ml, x, n0=10, n=100, radii=(0.1,))]
+    assert jobs[1].search.note
+    return [json.loads(json.dumps(job.header)) for job in jobs]
 
 
 def test_every_header_key_written_is_classified(tmp_path):

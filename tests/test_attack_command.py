@@ -1,0 +1,190 @@
+"""certify attack on the command line: the same options as certify run, made from the settings
+records; a resumable results file that certify report reads; refusals in one line; a soundness
+alarm is loud and fails the command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import certifier
+from certifier.attack_results import read_attack_results
+from certifier.cli import cli
+from certifier.header import HEADER_KEYS
+
+from onnx_models import hyperplane_model, save
+
+pytest.importorskip("torch")
+from certifier_plugins.attack import ALARM_EXIT, AttackSettings, open_attack  # noqa: E402
+
+#: Class 1 inputs at distances 0.2, 0.3, 0.25 and 0.35 from the hyperplane x_0 = 0.5 (sigma 0.25).
+DISTANCES = (0.2, 0.3, 0.25, 0.35)
+RADII = "0.1,0.45"
+QUICK = ["-n", "5000", "--n0", "1000", "--device", "cpu", "-q"]
+SEARCH = ["--attack-steps", "10", "-m", "8"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture
+def plane(tmp_path):
+    save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
+    x = np.full((len(DISTANCES), 4), 0.5, dtype=np.float32)
+    x[:, 0] += np.array(DISTANCES, dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.ones(len(x), dtype=np.int64))
+    return tmp_path
+
+
+def model_and_data(tmp_path):
+    return [tmp_path / "plane.onnx", "-p", "rs", "-s", "0.25", "-d", tmp_path / "d.npz"]
+
+
+def certify_file(tmp_path) -> str:
+    result = invoke("run", *model_and_data(tmp_path), *QUICK, "--output", tmp_path / "certified.jsonl")
+    assert result.exit_code == 0, result.output
+    return str(tmp_path / "certified.jsonl")
+
+
+def attack_args(tmp_path, *more):
+    return ["attack", *model_and_data(tmp_path), *QUICK, *SEARCH, "--radii", RADII, *more]
+
+
+def test_certify_then_attack_then_report(plane):
+    certified = certify_file(plane)
+    output = plane / "attack.jsonl"
+    result = invoke(*attack_args(plane, "--certified", certified, "--output", output))
+    assert result.exit_code == 0, result.output
+    assert "empirical robust accuracy r >= 0.45" in result.output and "SOUNDNESS" not in result.output
+    header, records = read_attack_results(output)
+    # every key of the attack's header is classified (identity, derived, location) for resume
+    assert set(header) - {"type"} <= set(HEADER_KEYS) and HEADER_KEYS["attack"] == "identity"
+    assert header["attack"]["steps"] == 10 and header["attack"]["noise_samples"] == 8 and header["n"] == 5000
+    assert header["attack"]["radii"] == [0.1, 0.45] and header["certified"] == certified
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    report = invoke("report", certified, output, "--json")
+    assert report.exit_code == 0, report.output
+    summary = json.loads(report.output)[certified]
+    # every input is 0.35 or less from the boundary: certified at 0.1, moved (confirmed) within 0.45
+    assert summary["certified_accuracy"]["0.0"] == 1.0
+    assert summary["empirical_accuracy"] == {"0.0": 1.0, "0.1": 1.0, "0.45": 0.0}
+    assert summary["soundness_alarms"] == 0 and summary["alarms_checked"] == 4
+
+
+def test_the_command_is_one_call_of_the_api(plane):
+    """open_attack with the command's settings writes the same records."""
+    invoke(*attack_args(plane, "--no-bare", "--output", plane / "cli.jsonl"))
+    with open_attack(plane / "plane.onnx", plane / "d.npz", plugin="rs", sigma=0.25, n=5000, n0=1000,
+                     device="cpu", attack_steps=10, noise_samples=8, radii=(0.1, 0.45), bare=False,
+                     output=plane / "api.jsonl") as job:
+        job.run_all()
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    cli_header, cli_records = read_attack_results(plane / "cli.jsonl")
+    api_header, api_records = read_attack_results(plane / "api.jsonl")
+    assert [strip(r) for r in cli_records] == [strip(r) for r in api_records]
+    assert cli_header["attack"] == api_header["attack"] and cli_header["attack"]["bare"] is False
+
+
+def test_an_interrupted_attack_resumes(plane):
+    output = plane / "attack.jsonl"
+    assert invoke(*attack_args(plane, "--output", plane / "whole.jsonl")).exit_code == 0
+    assert invoke(*attack_args(plane, "--limit", "2", "--output", output)).exit_code == 0
+    # killed while writing the third record: half a line
+    third = (plane / "whole.jsonl").read_text().splitlines()[3]
+    with output.open("a") as file:
+        file.write(third[:len(third) // 2])
+    result = invoke(*attack_args(plane, "--output", output))
+    assert result.exit_code == 0, result.output
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert ([strip(r) for r in read_attack_results(output)[1]]
+            == [strip(r) for r in read_attack_results(plane / "whole.jsonl")[1]])
+    other = invoke(*attack_args(plane, "--attack-steps", "5", "--output", output))
+    assert other.exit_code == 1 and "holds results for other settings" in other.output
+
+
+def test_a_certify_file_with_inflated_radii_sounds_the_alarm(plane):
+    """A mutant certify file, every radius 60% larger: the attack moves each input within its
+    claimed radius, confirms it twice, and the command says so loudly and exits 3."""
+    certified = certify_file(plane)
+    lines = (plane / "certified.jsonl").read_text().splitlines()
+    mutant = [lines[0]]
+    for line in lines[1:]:
+        record = json.loads(line)
+        record["radius"] *= 1.6
+        mutant.append(json.dumps(record))
+    (plane / "mutant.jsonl").write_text("\n".join(mutant) + "\n")
+    result = invoke(*attack_args(plane, "--certified", plane / "mutant.jsonl", "--output", plane / "a.jsonl"))
+    assert result.exit_code == ALARM_EXIT
+    loud = [line for line in result.output.splitlines() if "SOUNDNESS ALARM" in line]
+    assert len(loud) == 1 and "certificates checked were broken below their radius" in loud[0]
+    _, records = read_attack_results(plane / "a.jsonl")
+    assert sum(bool(r.get("alarm")) for r in records) >= 2
+    # the honest file raises none
+    assert invoke(*attack_args(plane, "--certified", certified, "--output", plane / "b.jsonl")).exit_code == 0
+
+
+def unconvertible(tmp_path):
+    from onnx_models import ml_classifier_model
+
+    coefficients = np.zeros((4, 2), dtype=np.float32)
+    coefficients[0], coefficients[1] = [-1, 1], [1, -1]
+    return save(ml_classifier_model(coefficients, [0, 1]), tmp_path / "ml.onnx")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: ["--gradient", "torch", "--model-file", unconvertible(p)],
+     "onnx2torch cannot convert ml.onnx to torch"),
+    (lambda p: ["--attack-steps", "0"], "Invalid value for '--attack-steps'"),
+    (lambda p: ["--gradient", "magic"], "Invalid value for '--gradient'"),
+    (lambda p: ["--radii", "0.1,-1"], "--radii must be finite numbers >= 0"),
+    (lambda p: ["--certified", p / "d.npz"], "d.npz"),
+    (lambda p: ["--output", p / "d.npz"], "--output"),
+])
+def test_refusals_are_one_line(plane, change, message):
+    args = attack_args(plane, *change(plane))
+    if "--model-file" in args:  # another model in place of the plane
+        at = args.index("--model-file")
+        model = args[at + 1]
+        args = ["attack", model, *args[2:at], *args[at + 2:]]
+    result = invoke(*args)
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1
+    assert (plane / "d.npz").stat().st_size > 0
+
+
+def test_the_attack_record_refuses_what_certify_alone_takes():
+    with pytest.raises(certifier.CertifyError, match="--attack-steps must be a whole number from 1 to 100000"):
+        AttackSettings(attack_steps=0)
+    from certifier.attack_job import attack_settings
+
+    with pytest.raises(certifier.CertifyError, match="takes no sampling"):
+        attack_settings(certifier.settings.JobSettings(sampling="sequential"))
+
+
+def test_every_option_is_a_field_of_the_records():
+    """The command's options are made from ModelSettings, the job's fields an attack takes and
+    AttackSettings: the same names, defaults and ranges as the API's keywords."""
+    import click
+
+    from certifier import AttackJob, JobSettings, ModelSettings
+
+    command = cli.get_command(click.Context(cli), "attack")
+    options = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    job_fields = [n for n in AttackJob.job_fields if n != "indices"]
+    for record, names in ((ModelSettings, list(ModelSettings.flags())), (JobSettings, job_fields),
+                          (AttackSettings, list(AttackSettings.flags()))):
+        for name in names:
+            flag, option = record.flags()[name], options[name]
+            declared = {d for declaration in flag.declarations for d in declaration.split("/")}
+            assert set(option.opts) | set(option.secondary_opts) == declared, name
+            default = record.model_fields[name].default
+            if default is not None and not isinstance(default, dict):
+                assert option.default == default, name
+    assert set(options) - {*ModelSettings.flags(), *job_fields, *AttackSettings.flags()} == {
+        "data_path", "split", "output", "quiet"}
