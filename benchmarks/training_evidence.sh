@@ -4,7 +4,8 @@
 # each certified on the first 500 test images (n = 10,000, n0 = 100, alpha = 0.001).
 # From the repository root, in an environment with the project and torch installed:
 #     bash benchmarks/training_evidence.sh [train] [certify] [confirm] [tables]
-# (no argument: all four; TUNE=1 adds consistency with lambda 20). Models and results go to
+# (no argument: all four; TUNE=1 adds consistency with lambda 20; ONLY="NAME ..." limits the models
+# trained and certified to those named, e.g. ONLY="rs-0.5-gaussian"). Models and results go to
 # runs/training/ (git-ignored); an interrupted training resumes from its checkpoint and an
 # interrupted certify run from its results file.
 # Every command waits for $LOCK (a shared machine's lock for long jobs; LOCK= runs without it)
@@ -40,6 +41,7 @@ done
 
 for entry in "${MODELS[@]}"; do
     name=${entry%%|*}
+    [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $name "* ]] || continue
     read -r -a options <<< "${entry#*|}"
     if [[ " $STEPS " == *" train "* && ! -f $OUT/$name.onnx ]]; then
         heavy certify train "${options[@]}" --data $DATA --epochs 15 --classes "$CLASSES" \
