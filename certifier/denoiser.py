@@ -28,6 +28,7 @@ classifier) rather than two sessions joined by onnxruntime's I/O binding:
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .diffusion import (
     DEFAULT_STEPS, NoisePredictor, OneShotStep, Schedule, as_noise_predictor, betas_schedule, check_image_shape,
-    choose_step, is_noise_predictor, one_shot_denoiser, recorded_settings, resolve_schedule, schedule_option,
+    choose_step, fed_timestep, is_noise_predictor, one_shot_denoiser, recorded_settings, resolve_schedule, schedule_option,
 )
 from .errors import CertifyError, first_line
 from .metadata import (
@@ -133,7 +134,9 @@ class Denoiser:
                                f"the {list(data_range)} of --data-range; drop --data-range to use the file's")
         used = tuple(recorded_range or data_range or self.recorded["data_range"])
         step = choose_step(chosen, float(sigma), used, self.recorded["convention"])
-        return Denoiser(**{**self.__dict__, "step": step})
+        # the header records the timestep the model is fed, as its input type holds it
+        fed = float(fed_timestep(step.timestep, self.predictor.timestep_type, self.name))
+        return Denoiser(**{**self.__dict__, "step": dataclasses.replace(step, timestep=fed)})
 
     @property
     def schedule(self) -> Schedule | None:

@@ -128,7 +128,7 @@ def cosine_schedule(steps: int = DEFAULT_STEPS, offset: float = COSINE_OFFSET, m
     """Improved DDPM's: alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t / T) + s) / (1 + s) pi / 2),
     beta_i = 1 - alpha_bar(i + 1) / alpha_bar(i) capped at ``max_beta``."""
     _check_steps(steps)
-    if not (offset >= 0 and 0 < max_beta < 1):
+    if not (math.isfinite(offset) and offset >= 0 and 0 < max_beta < 1):
         raise CertifyError(f"a cosine schedule needs s >= 0 and 0 < max_beta < 1, got {offset:g} and {max_beta:g}")
     t = np.arange(steps + 1, dtype=np.float64) / steps
     f = np.cos((t + offset) / (1 + offset) * math.pi / 2) ** 2
@@ -287,12 +287,14 @@ class OneShotStep:
 
 def noise_level(sigma: float, data_range: tuple[float, float] = DEFAULT_RANGE) -> float:
     """alpha_bar whose noise matches pixel noise of ``sigma``: 1 / (1 + (sigma * width)^2)."""
-    width = data_range[1] - data_range[0]
-    return 1.0 / (1.0 + (sigma * width) ** 2)
+    scaled = sigma * (data_range[1] - data_range[0])
+    return 1.0 / (1.0 + scaled * scaled)  # not ** 2: a huge sigma gives 0, not an OverflowError
 
 
 def step_sigma(alpha_bar: float, data_range: tuple[float, float] = DEFAULT_RANGE) -> float:
     """The pixel-space sigma whose noise a step of ``alpha_bar`` matches (inverse of :func:`noise_level`)."""
+    if alpha_bar <= 0:
+        return math.inf  # a step whose signal is gone matches no finite noise level
     return math.sqrt((1.0 - alpha_bar) / alpha_bar) / (data_range[1] - data_range[0])
 
 
@@ -315,6 +317,9 @@ def choose_step(schedule: Schedule, sigma: float, data_range: tuple[float, float
         )
     index = int(np.argmin(np.abs(alpha_bar - target)))
     chosen = float(alpha_bar[index])
+    if not chosen > 0:
+        raise CertifyError(f"step {index} of the model's {schedule} has alpha_bar {chosen:g}: no signal is left to "
+                           f"denoise at sigma {sigma:g}; choose a smaller sigma, or check the schedule")
     note = None
     if not math.isclose(chosen, target, rel_tol=1e-9, abs_tol=0.0):
         # alpha_bar never increases: the neighbours are the steps before and after the target.
@@ -447,6 +452,21 @@ def check_image_shape(predictor: NoisePredictor, view_shape: tuple[int, ...]) ->
                                f"{_shape(view_shape)}; it must give noise of the images' size")
 
 
+def fed_timestep(timestep: float, timestep_type: int, name: str) -> np.ndarray:
+    """``timestep`` as the predictor's timestep input holds it (a float16 input holds 2049 as 2048),
+    or a one-line refusal when that type cannot hold it at all."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = np.array(timestep, dtype=_TIMESTEP_TYPES[timestep_type]) if math.isfinite(timestep) else None
+    except OverflowError:
+        value = None
+    if value is None or not np.isfinite(value) or abs(float(value) - timestep) > max(1.0, abs(timestep)) / 2:
+        raise CertifyError(f"the noise predictor {name}'s timestep input ({_type_name(timestep_type)}) cannot hold "
+                           f"timestep {timestep:g}; give the convention it was trained with, or re-export it with an "
+                           f"int64 or float32 timestep")
+    return value
+
+
 def recorded_settings(metadata: Mapping[str, str]) -> dict[str, Any]:
     """What a noise predictor's metadata records of how to use it: its schedule (None when it
     records none), timestep convention, data range and prediction; a value that cannot be
@@ -457,7 +477,7 @@ def recorded_settings(metadata: Mapping[str, str]) -> dict[str, Any]:
     raw_range = metadata.get(DIFFUSION_DATA_RANGE)
     try:
         data_range = json.loads(raw_range) if raw_range else None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CertifyError(f"the model's {DIFFUSION_DATA_RANGE} metadata is not JSON [low, high]; fix or remove "
                            f"it") from None
     prediction = metadata.get(DIFFUSION_PREDICTION, "epsilon").strip() or "epsilon"
@@ -529,7 +549,7 @@ def one_shot_denoiser(predictor: NoisePredictor, step: OneShotStep, view_shape: 
         x_t = node("Cast", [x_t], "x_t_cast", to=sample_type)
     nodes.append(helper.make_node("Identity", [x_t], [prefix + predictor.sample_name], name="one_shot/to_sample"))
 
-    value = np.array(step.timestep, dtype=_TIMESTEP_TYPES[timestep_type])
+    value = fed_timestep(step.timestep, timestep_type, predictor.name)
     if not predictor.timestep_dims:
         timestep = constant("timestep", value)
     elif predictor.timestep_dims[0] == 1:

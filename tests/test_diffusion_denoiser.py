@@ -5,6 +5,7 @@ the results header, refused in one line when it cannot be used."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -343,3 +344,27 @@ def test_the_bundled_diffusion_model_is_recognized_and_records_its_schedule():
     step = run.denoiser.step
     assert (step.index, round(step.alpha_bar, 6)) == (289, 0.799536)  # the model card's table
     assert run.denoiser.schedule.kind == "cosine"
+
+
+def test_the_timestep_recorded_is_the_one_the_input_type_holds():
+    from onnx import TensorProto
+
+    from certifier.diffusion import fed_timestep
+
+    assert float(fed_timestep(2049.0, TensorProto.FLOAT16, "m")) == 2048.0  # float16 holds 2049 as 2048
+    assert float(fed_timestep(289.0, TensorProto.INT64, "m")) == 289.0
+    for timestep, kind in [(math.inf, TensorProto.INT64), (1e300, TensorProto.INT64), (1e300, TensorProto.FLOAT16),
+                           (1e12, TensorProto.INT32)]:
+        with pytest.raises(certifier.CertifyError, match="cannot hold timestep"):
+            fed_timestep(timestep, kind, "m")
+
+
+def test_schedules_without_signal_or_with_an_infinite_offset_are_refused():
+    from certifier.diffusion import betas_schedule, choose_step, cosine_schedule, step_sigma
+
+    assert step_sigma(0.0) == math.inf
+    with pytest.raises(certifier.CertifyError, match="no signal is left"):
+        # alpha_bar underflows to 0 after 21 steps, and sigma 1e200's noise level is 0 too
+        choose_step(betas_schedule([1 - 2**-53] * 25), 1e200)
+    with pytest.raises(certifier.CertifyError, match="cosine schedule needs"):
+        cosine_schedule(100, offset=math.inf)
