@@ -181,7 +181,11 @@ class AttackJob:
         if is_attack(header) or header.get("mode", "certify") != "certify":
             raise CertifyError(f"--certified {self.certified_path.name} is not the results file of a certify run (its "
                                f"mode is {header.get('mode')!r}); give the file certify wrote for these inputs")
-        counted, _ = audit(records, header)  # a record that cannot be right certifies nothing
+        counted, problems = audit(records, header)
+        if problems:  # such a record certifies nothing, so its certificate would go unchecked
+            found = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in sorted(problems.items()))
+            raise CertifyError(f"--certified {self.certified_path.name} holds records its certify run could not have "
+                               f"written ({found}); certify report names them; give the file certify wrote")
         return {r["source"]["index"]: {"prediction": r["prediction"], "radius": r["radius"]}
                 for r in counted if is_index(r["source"].get("index"))}, header
 

@@ -31,16 +31,19 @@ import json
 import math
 from typing import Any, Sequence
 
-from .header import IDENTITY_KEYS
+from .header import HEADER_KEYS, IDENTITY, IDENTITY_KEYS
 from .results import is_index, is_number, load_any_results, read_results
 
 MODE = "attack"
 RECORD_TYPE = "attack"
 HELD, FLIPPED, ABSTAINED, IMPLIED = "held", "flipped", "abstained", "implied"
 OUTCOMES = (HELD, FLIPPED, ABSTAINED, IMPLIED)
-#: What identifies the smoothed classifier (and the inputs) a certify run and an attack share.
-SAME_CLASSIFIER = ("plugin", "settings", "model_sha256", "group_models", "denoiser_sha256", "output_name",
-                   "output_kind", "input_space", "resize", "data_sha256")
+#: Identity keys that describe how a run samples, not which smoothed classifier and inputs it has.
+_SAMPLING_KEYS = ("mode", "n0", "n", "alpha", "seed", "batch_size", "sampling", "sampling_settings", "noise_stream",
+                  "attack")
+#: What identifies the smoothed classifier (and the inputs) a certify run and an attack share: every
+#: other identity key of the header table, so a key added there (a denoiser's schedule) counts here.
+SAME_CLASSIFIER = tuple(key for key, kind in HEADER_KEYS.items() if kind == IDENTITY and key not in _SAMPLING_KEYS)
 #: The keys a summary of an attack adds beside certify's.
 ATTACK_KEYS = ("empirical_accuracy", "bare_empirical_accuracy", "empirical_fraction", "soundness_alarms",
                "alarm_indices", "alarms_checked", "alarm_bound", "abstained_below_certified", "attack",

@@ -43,6 +43,8 @@ INSTALL = "pip install 'onnx-certifier[attack]'"
 _ATTACK_STREAM = 0xA77AC
 #: The exit status of ``certify attack`` when a soundness alarm fires (1 is an error, 2 a usage error).
 ALARM_EXIT = 3
+#: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
+MAX_CLASSES = 1 << 20
 _COUNT = Range(1, 100_000)
 _POSITIVE = Range(0, math.inf, low_open=True, high_open=True, text="a positive number")
 
@@ -262,7 +264,7 @@ class TorchSearch:
             if distance <= radius:
                 return point, distance
             delta = delta * (radius / distance * (1 - 2.0**-20))
-        raise AssertionError(f"no point of the radius-{radius} ball near the attack's")
+        raise CertifyError(f"internal error: no point of the radius-{radius} ball near the attack's; please report it")
 
     # -- the smoothed classifier ------------------------------------------------------
 
@@ -415,6 +417,9 @@ def _log_probs_numpy(raw: np.ndarray, reading: str) -> np.ndarray:
     if reading == "binary-logit":
         return np.stack([np.zeros(len(raw)), raw[:, 0]], axis=1)
     labels = raw[:, 0].astype(np.int64)
+    if labels.min() < 0 or labels.max() >= MAX_CLASSES:
+        raise CertifyError(f"the model's label output gave class {int(labels.min() if labels.min() < 0 else labels.max())}"
+                           f"; labels are class indices from 0 to {MAX_CLASSES - 1}")
     classes = max(2, int(labels.max()) + 1)  # classes no view voted for get the same score as any unvoted one
     return np.where(np.arange(classes)[None, :] == labels[:, None], 0.0, -50.0)  # one vote each
 

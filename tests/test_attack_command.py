@@ -5,6 +5,7 @@ alarm is loud and fails the command."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,26 @@ def test_every_option_is_a_field_of_the_records():
                 assert option.default == default, name
     assert set(options) - {*ModelSettings.flags(), *job_fields, *AttackSettings.flags()} == {
         "data_path", "split", "output", "quiet"}
+
+
+def test_a_certify_file_with_records_its_run_could_not_have_written_is_refused(plane):
+    """A radius above the run's ceiling certifies nothing in a summary; as --certified it would leave
+    that certificate unchecked, so the attack refuses the file in one line."""
+    certified = Path(certify_file(plane))
+    lines = certified.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["radius"] = 10.0
+    certified.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
+    result = invoke(*attack_args(plane, "--certified", certified, "--output", plane / "attack.jsonl"))
+    assert result.exit_code == 1 and "holds records its certify run could not have written" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_every_identity_key_of_the_classifier_is_compared_with_the_certify_file():
+    """A certify file made through another diffusion step (or any classifier setting the header
+    table calls identity) is another smoothed classifier, so its certificates are not checked."""
+    from certifier.attack_results import classifier_difference
+
+    for key in ("timestep", "schedule", "data_range", "model_sha256", "denoiser_kind"):
+        assert classifier_difference({key: 1}, {key: 2}).startswith(key)
+    assert classifier_difference({"n": 100, "seed": 1}, {"n": 200, "seed": 2}) is None
