@@ -96,6 +96,12 @@ def _checked(key: str, value: Any, loss: str):
     return float(value)
 
 
+def check_setting(key: str, value: Any) -> Any:
+    """``value`` of loss setting ``key`` as any loss takes it, or a one-line error (consistency's
+    at least two copies is :func:`make_loss`'s rule)."""
+    return _checked(key, value, "")
+
+
 def check_method(loss: TrainingLoss, method, no_noise: bool) -> None:
     """Refuse, in one line, a loss the smoothing method's noise cannot train with."""
     if loss.name == "gaussian":

@@ -16,13 +16,15 @@ from typing import Annotated, ClassVar
 
 import click
 import numpy as np
-from pydantic import model_validator
+from pydantic import BeforeValidator, model_validator
 
 from certifier import (
     CertifyError, LearningRate, MethodSettings, Range, SmoothingMethod, TrainingData, TrainingSettings,
     ValidationFraction, check_output_file, flag, hookimpl, load_data, make_method, model_metadata, settings_options,
 )
-from certifier_plugins._losses import DEFAULTS, LOSSES, check_method, consistency_loss, make_loss, smoothadv_attack
+from certifier_plugins._losses import (
+    DEFAULTS, LOSSES, check_method, check_setting, consistency_loss, make_loss, smoothadv_attack,
+)
 from certifier_plugins._torch import (
     check_training_memory, export_onnx, load_checkpoint, pick_device, require_torch, save_checkpoint,
 )
@@ -30,12 +32,19 @@ from certifier_plugins._torch import (
 #: 2: checkpoints may be taken within an epoch (they record the step and the noise generator);
 #: 1 (end of epoch only) still resumes.
 CHECKPOINT_VERSION = 2
+#: Checkpoint settings recorded since a later version: an older checkpoint without them still resumes.
+RECORDED_LATER = ("training_inputs", "validation_fraction", "classes")
 #: A checkpoint within an epoch at most this often (one is always written at the end of an epoch).
 CHECKPOINT_SECONDS = 120.0
 #: Channels of the first layer at most (the last conv layer has four times as many).
 MAX_WIDTH = 512
 #: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
 MAX_CLASSES = 1 << 20
+
+
+def _setting(name: str) -> BeforeValidator:
+    """A loss setting's check (the loss's own rules, such as consistency's two copies, are make_loss's)."""
+    return BeforeValidator(lambda value: None if value is None else check_setting(name, value))
 
 
 class ClassifierTraining(MethodSettings, TrainingSettings):
@@ -64,19 +73,20 @@ class ClassifierTraining(MethodSettings, TrainingSettings):
         "gaussian: cross-entropy on noisy views (Cohen et al. 2019); consistency: on M noisy copies, plus the KL to "
         "their mean prediction and its entropy (Jeong and Shin 2020); smoothadv: on M noisy copies of a PGD attack "
         "on the smoothed classifier (Salman et al. 2019)."))] = "gaussian"
-    noise_copies: Annotated[int | None, flag("--noise-copies", metavar="M", help=(
+    noise_copies: Annotated[int | None, _setting("noise_copies"), flag("--noise-copies", metavar="M", help=(
         f"Noisy copies of each input per step (consistency: {DEFAULTS['consistency']['noise_copies']}, "
         f"smoothadv: {DEFAULTS['smoothadv']['noise_copies']})."))] = None
-    consistency_weight: Annotated[float | None, flag("--consistency-weight", metavar="LAMBDA", help=(
+    consistency_weight: Annotated[float | None, _setting("consistency_weight"), flag(
+        "--consistency-weight", metavar="LAMBDA", help=(
         f"consistency: weight of the KL term (default {DEFAULTS['consistency']['consistency_weight']:g})."))] = None
-    entropy_weight: Annotated[float | None, flag("--entropy-weight", metavar="ETA", help=(
+    entropy_weight: Annotated[float | None, _setting("entropy_weight"), flag("--entropy-weight", metavar="ETA", help=(
         f"consistency: weight of the entropy term (default {DEFAULTS['consistency']['entropy_weight']:g})."))] = None
-    attack_radius: Annotated[float | None, flag("--attack-radius", metavar="EPS", help=(
+    attack_radius: Annotated[float | None, _setting("attack_radius"), flag("--attack-radius", metavar="EPS", help=(
         f"smoothadv: L2 radius of the attack in pixel units (default "
         f"{DEFAULTS['smoothadv']['attack_radius']:g})."))] = None
-    attack_steps: Annotated[int | None, flag("--attack-steps", help=(
+    attack_steps: Annotated[int | None, _setting("attack_steps"), flag("--attack-steps", help=(
         f"smoothadv: PGD steps, each of size 2 EPS / steps (default {DEFAULTS['smoothadv']['attack_steps']})."))] = None
-    attack_warmup: Annotated[int | None, flag("--attack-warmup", metavar="EPOCHS", help=(
+    attack_warmup: Annotated[int | None, _setting("attack_warmup"), flag("--attack-warmup", metavar="EPOCHS", help=(
         f"smoothadv: epochs over which the radius grows linearly to EPS (default "
         f"{DEFAULTS['smoothadv']['attack_warmup']}; 0: none)."))] = None
 
@@ -310,6 +320,8 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
         "width": training.width, "seed": training.seed, "group": training.group,
         # only when given, so checkpoints written before --limit existed still resume
         **({"limit": training.limit} if training.limit is not None else {}),
+        # what the data gave: another file at the same path, or another split, is another run
+        "training_inputs": len(x), "validation_fraction": training.validation_fraction, "classes": names,
     }
     start_epoch = start_step = 0
     seconds_before = 0.0  # training time of earlier runs of this training (checkpoints keep it)
@@ -317,15 +329,26 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
         state = load_checkpoint(checkpoint, torch_device, "certify train")
         # checkpoints from before --loss existed were trained with the Gaussian loss
         recorded_loss = state.get("loss", make_loss().record())
-        if (state.get("settings") != recorded or recorded_loss != training_loss.record()
-                or state.get("version") not in (1, CHECKPOINT_VERSION)):
+        saved = state.get("settings")
+        # settings recorded only since a later version are compared when the checkpoint has them
+        expected = {k: v for k, v in recorded.items()
+                    if k not in RECORDED_LATER or (isinstance(saved, dict) and k in saved)}
+        version = state.get("version")
+        if isinstance(version, int) and version > CHECKPOINT_VERSION:
+            raise CertifyError(f"{checkpoint} was written by a newer certify (checkpoint version {version}); upgrade "
+                               f"certify to resume it, or pass --restart to start again")
+        if saved != expected or recorded_loss != training_loss.record() or version not in (1, CHECKPOINT_VERSION):
             raise CertifyError(
                 f"{checkpoint} is a checkpoint of another training run; pass --restart to overwrite it"
             )
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, start_step = state["epoch"], state.get("step", 0)
+        try:
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, start_step = int(state["epoch"]), int(state.get("step", 0))
+        except (KeyError, RuntimeError, ValueError, TypeError):
+            raise CertifyError(f"{checkpoint} is not a checkpoint this training can resume (its network or "
+                               f"optimizer does not fit); pass --restart to overwrite it") from None
         seconds_before = state.get("seconds", 0.0)
         if not training.quiet:
             where = (f"in epoch {start_epoch + 1}, after step {start_step}" if start_step

@@ -247,3 +247,23 @@ def test_a_training_that_diverges_stops_in_one_line(small_data, tmp_path, monkey
                     "--epochs", "1"])
     assert result.exit_code == 1 and "training diverged" in result.output and "lower --lr" in result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_checkpoint_of_other_data_or_a_newer_certify_is_refused_in_one_line(small_data, tmp_path, fashion):
+    import torch
+
+    out = tmp_path / "model.onnx"
+    args = ["--plugin", "rs", "--sigma", "0.2", "--out", str(out), "--width", "4", "--epochs", "1"]
+    assert train(args + ["--data", str(small_data)]).exit_code == 0
+    # other data at the same path: fewer inputs and four classes (the network's last layer no longer fits)
+    np.savez(small_data, x_train=fashion["x_train"][:400], y_train=fashion["y_train"][:400] % 4,
+             x_test=fashion["x_test"][:200], y_test=fashion["y_test"][:200] % 4)
+    refused = train(args + ["--data", str(small_data)])
+    assert refused.exit_code == 1 and "checkpoint of another training run" in refused.output
+    assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1
+    checkpoint = tmp_path / "model.onnx.ckpt"
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({**state, "version": 99}, checkpoint)
+    newer = train(args + ["--data", str(small_data)])
+    assert newer.exit_code == 1 and "written by a newer certify" in newer.output
+    assert checkpoint.exists()
