@@ -39,7 +39,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .diffusion import (
     DEFAULT_STEPS, NoisePredictor, OneShotStep, Schedule, as_noise_predictor, betas_schedule, check_image_shape,
-    choose_step, fed_timestep, is_noise_predictor, one_shot_denoiser, recorded_settings, resolve_schedule, schedule_option,
+    choose_step, fed_timestep, is_noise_predictor, one_shot_denoiser, recorded_settings, resolve_schedule,
+    schedule_option,
 )
 from .errors import CertifyError, first_line
 from .metadata import (

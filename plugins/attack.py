@@ -418,8 +418,9 @@ def _log_probs_numpy(raw: np.ndarray, reading: str) -> np.ndarray:
         return np.stack([np.zeros(len(raw)), raw[:, 0]], axis=1)
     labels = raw[:, 0].astype(np.int64)
     if labels.min() < 0 or labels.max() >= MAX_CLASSES:
-        raise CertifyError(f"the model's label output gave class {int(labels.min() if labels.min() < 0 else labels.max())}"
-                           f"; labels are class indices from 0 to {MAX_CLASSES - 1}")
+        given = int(labels.min() if labels.min() < 0 else labels.max())
+        raise CertifyError(f"the model's label output gave class {given}; labels are class indices from 0 to "
+                           f"{MAX_CLASSES - 1}")
     classes = max(2, int(labels.max()) + 1)  # classes no view voted for get the same score as any unvoted one
     return np.where(np.arange(classes)[None, :] == labels[:, None], 0.0, -50.0)  # one vote each
 
