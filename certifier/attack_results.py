@@ -46,7 +46,7 @@ _SAMPLING_KEYS = ("mode", "n0", "n", "alpha", "seed", "batch_size", "sampling", 
 SAME_CLASSIFIER = tuple(key for key, kind in HEADER_KEYS.items() if kind == IDENTITY and key not in _SAMPLING_KEYS)
 #: The keys a summary of an attack adds beside certify's.
 ATTACK_KEYS = ("empirical_accuracy", "bare_empirical_accuracy", "empirical_fraction", "soundness_alarms",
-               "alarm_indices", "alarms_checked", "alarm_bound", "abstained_below_certified", "attack",
+               "alarm_indices", "alarms_checked", "alarm_bound", "alarm_p_value", "abstained_below_certified", "attack",
                "attack_seconds_per_input", "attack_forward_passes_per_input")
 
 
@@ -186,6 +186,7 @@ def summarize_attack(header: dict, records: Sequence[dict]) -> dict[str, Any]:
     alarms = [r["index"] for r in counted if r.get("alarm")]
     # an exact method records no alpha: its certificates and confirmations are never wrong by chance
     alphas = [a if is_number(a) else 0.0 for a in (settings.get("certified_alpha"), header.get("alpha"))]
+    bound = min(1.0, sum(alphas)) if settings.get("certified") else None
     seconds, passes = _mean(r.get("seconds") for r in counted), _mean(r.get("forward_passes") for r in counted)
     summary: dict[str, Any] = {
         "plugin": header.get("plugin"),
@@ -207,7 +208,8 @@ def summarize_attack(header: dict, records: Sequence[dict]) -> dict[str, Any]:
         "alarm_indices": alarms,
         "alarms_checked": len(checked),
         # under sound certificates an input raises an alarm with probability at most this
-        "alarm_bound": sum(alphas) if settings.get("certified") else None,
+        "alarm_bound": bound,
+        "alarm_p_value": alarm_p_value(len(alarms), len(checked), bound),
         "abstained_below_certified": sum(_abstained_below(r) for r in checked),
     }
     if alarms:
@@ -220,6 +222,17 @@ def summarize_attack(header: dict, records: Sequence[dict]) -> dict[str, Any]:
         unlabeled = [r for r in counted if r["label"] is None]
         summary["empirical_fraction"] = {str(r): accuracy(unlabeled, r, False) / len(unlabeled) for r in grid}
     return summary
+
+
+def alarm_p_value(alarms: int, checked: int, bound: float | None) -> float | None:
+    """The largest probability that sound certificates raise at least ``alarms`` alarms among
+    ``checked`` inputs, each with probability at most ``bound`` (a binomial tail; 0 for
+    certificates that are never wrong by chance). None when there is no alarm to weigh."""
+    if not alarms or bound is None:
+        return None
+    from scipy.stats import binom
+
+    return float(binom.sf(alarms - 1, max(checked, alarms), bound))
 
 
 def _abstained_below(record: dict) -> bool:

@@ -46,7 +46,8 @@ PROBLEMS = {
     # confirmed twice, on fresh samples, as another class
     "soundness_alarm": ("SOUNDNESS ALARM: a certificate an attack broke",
                         "SOUNDNESS ALARMS: certificates an attack broke",
-                        "confirmed twice below the certified radius: check the plugin's certificate rule"),
+                        "confirmed twice below the certified radius; alarm_p_value is how likely sound "
+                        "certificates raise that many: small, check the plugin's certificate rule"),
 }
 
 
@@ -181,6 +182,14 @@ def _checked(record: dict, limits: _Limits, problems: collections.Counter) -> di
         problems["correct_disagrees"] += 1
     return {"label": label, "prediction": prediction, "radius": radius, "correct": correct, "valid": True,
             "source": record}
+
+
+def _alarms(summary: dict) -> str:
+    if "soundness_alarms" not in summary:
+        return "-"
+    chance = summary.get("alarm_p_value")
+    odds = f", p {chance:.2g}" if is_number(chance) else ""
+    return f"{summary['soundness_alarms']} ({summary.get('alarms_checked', 0)}{odds})"
 
 
 def describe_problems(summary: dict) -> str | None:
@@ -456,9 +465,7 @@ def summary_rows(summaries: Sequence[dict], threat: ThreatModel) -> tuple[list[R
     if any("certified_accuracy" in s for s in summaries):
         row("ACR", [number(s.get("acr")) if "acr" in s else "-" for s in summaries], "acr")
     if any("soundness_alarms" in s for s in summaries):
-        row("soundness alarms (inputs checked)", [
-            f"{s['soundness_alarms']} ({s.get('alarms_checked', 0)})" if "soundness_alarms" in s else "-"
-            for s in summaries], "soundness_alarms")
+        row("soundness alarms (inputs checked)", [_alarms(s) for s in summaries], "soundness_alarms")
     unlabeled = any(s["inputs"] > s["labeled"] for s in summaries)
     if unlabeled:
         for key in radius_keys("certified_fraction"):

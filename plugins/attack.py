@@ -41,7 +41,8 @@ GRADIENTS = ("auto", "torch", "spsa")
 INSTALL = "pip install 'onnx-certifier[attack]'"
 #: The key of the search's random streams: never change it, or seeds give other attacks.
 _ATTACK_STREAM = 0xA77AC
-#: The exit status of ``certify attack`` when a soundness alarm fires (1 is an error, 2 a usage error).
+#: The exit status of ``certify attack`` when its soundness alarms are more than chance (1 is an error, 2 a
+#: usage error).
 ALARM_EXIT = 3
 #: Classes at most, as certify takes them (certifier.metadata.MAX_CLASSES).
 MAX_CLASSES = 1 << 20
@@ -514,14 +515,25 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
 
-def _alarm_line(summary: dict, name: str) -> str:
-    bound = summary.get("alarm_bound")
-    expected = (f"; sound certificates raise one on at most about {100 * bound:.2g}% of inputs"
-                if bound is not None else "")
-    return (f"certify: SOUNDNESS ALARM: {summary['soundness_alarms']} of {summary['alarms_checked']} certificates "
-            f"checked were broken below their radius, confirmed twice on fresh samples (inputs "
-            f"{', '.join(map(str, summary['alarm_indices'][:10]))}; see \"alarm\" in {name}){expected}: check the "
-            f"plugin's certificate rule")
+def alarm_level(header: dict) -> float:
+    """How improbable the alarms must be under sound certificates to fail the command: the
+    attack's alpha (the default alpha for an exact method, whose alarms are never chance)."""
+    alpha = header.get("alpha")
+    return alpha if isinstance(alpha, float) and 0 < alpha < 1 else JobSettings.model_fields["alpha"].default
+
+
+def _alarm_line(summary: dict, name: str, level: float) -> str:
+    """The loud line of an alarm: the count and how likely sound certificates make it."""
+    broken = (f"{summary['soundness_alarms']} of {summary['alarms_checked']} certificates checked were broken below "
+              f"their radius, confirmed twice on fresh samples (inputs "
+              f"{', '.join(map(str, summary['alarm_indices'][:10]))}; see \"alarm\" in {name})")
+    chance = summary.get("alarm_p_value")
+    if chance is None or chance <= level:
+        odds = f"; sound certificates raise that many with probability at most {chance:.2g}" if chance else ""
+        return f"certify: SOUNDNESS ALARM: {broken}{odds}: check the plugin's certificate rule"
+    return (f"certify: soundness alarm: {broken}; sound certificates raise that many with probability up to "
+            f"{chance:.2g}, above alpha {level:g}, so this alone does not show the rule unsound: attack those "
+            f"inputs again with another --seed or a larger -n")
 
 
 @hookimpl
@@ -546,7 +558,8 @@ def register_commands(cli):
         classifier, in the method's threat model, with the model's gradients in torch, or SPSA
         without them; each point found counts only when certify's engine confirms its class on
         fresh samples (n0, n, alpha). With --certified, a point confirmed twice as another class
-        within a certified radius is a soundness alarm: it is printed, and the exit status is 3.
+        within a certified radius is a soundness alarm: it is printed, and the exit status is 3
+        when sound certificates would raise that many with probability at most alpha.
         `certify report` on the results (with the certify file) gives empirical_accuracy.
 
         \b
@@ -575,8 +588,11 @@ def register_commands(cli):
             kept = "" if output else "; pass --output FILE to keep the results"
             click.echo(f"certify: {len(job.todo)} inputs in {time.perf_counter() - started:.1f} s{kept}", err=True)
         if summary["soundness_alarms"]:
-            click.echo(_alarm_line(summary, name), err=True)
-            raise click.exceptions.Exit(ALARM_EXIT)
+            level = alarm_level(job.header)
+            click.echo(_alarm_line(summary, name, level), err=True)
+            chance = summary["alarm_p_value"]
+            if chance is None or chance <= level:
+                raise click.exceptions.Exit(ALARM_EXIT)
 
 
 def _attack_all(job: AttackJob, output, quiet: bool) -> None:

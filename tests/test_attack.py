@@ -168,6 +168,19 @@ def test_the_alarm_rate_stays_below_the_two_alphas_for_sound_certificates(tmp_pa
         assert summary["soundness_alarms"] > ceiling
 
 
+def test_the_alarm_p_value_is_the_binomial_tail_at_the_bound():
+    """How likely sound certificates raise k alarms among N: 1 - (1 - b)^N for one, the binomial
+    tail for more, 0 for an exact method (bound 0), nothing without an alarm or a certify file."""
+    from certifier.attack_results import alarm_p_value
+
+    assert alarm_p_value(1, 200, 0.002) == pytest.approx(1 - 0.998**200)
+    two = 1 - 0.998**200 - 200 * 0.002 * 0.998**199
+    assert alarm_p_value(2, 200, 0.002) == pytest.approx(two)
+    assert alarm_p_value(3, 4, 0.002) == pytest.approx(4 * 0.002**3 * 0.998 + 0.002**4)
+    assert alarm_p_value(1, 50, 0.0) == 0.0
+    assert alarm_p_value(0, 50, 0.002) is None and alarm_p_value(2, 50, None) is None
+
+
 def test_attack_resumes_where_it_stopped_and_refuses_other_settings(plane, tmp_path):
     output = tmp_path / "attack.jsonl"
     whole = run_attack(plane, output=tmp_path / "whole.jsonl").run_all()

@@ -124,8 +124,37 @@ def test_a_certify_file_with_inflated_radii_sounds_the_alarm(plane):
     assert len(loud) == 1 and "certificates checked were broken below their radius" in loud[0]
     _, records = read_attack_results(plane / "a.jsonl")
     assert sum(bool(r.get("alarm")) for r in records) >= 2
+    assert read_summary(plane / "a.jsonl")["alarm_p_value"] < 0.001
     # the honest file raises none
     assert invoke(*attack_args(plane, "--certified", certified, "--output", plane / "b.jsonl")).exit_code == 0
+
+
+def test_one_alarm_that_sound_certificates_raise_by_chance_is_loud_but_does_not_fail(plane):
+    """One inflated radius of four (the input farthest from the plane, whose radius grows past
+    the grid's 0.45, where the attack crosses): one alarm, which sound certificates at the two alphas
+    (0.002) raise among four inputs with probability up to 0.008, more than alpha 0.001: printed
+    with its odds, exit 0. Two or more alarms (the test above) are below alpha and fail."""
+    certify_file(plane)
+    lines = (plane / "certified.jsonl").read_text().splitlines()
+    last = json.loads(lines[4])
+    assert last["index"] == 3
+    last["radius"] *= 1.6
+    (plane / "one.jsonl").write_text("\n".join([*lines[:4], json.dumps(last)]) + "\n")
+    result = invoke(*attack_args(plane, "--certified", plane / "one.jsonl", "--output", plane / "a.jsonl"))
+    summary = read_summary(plane / "a.jsonl")
+    assert summary["soundness_alarms"] == 1 and summary["alarms_checked"] == 4
+    assert summary["alarm_p_value"] == pytest.approx(1 - 0.998**4)
+    assert result.exit_code == 0, result.output
+    line = [line for line in result.output.splitlines() if line.lower().startswith("certify: soundness alarm")]
+    assert "1 (4, p 0.008)" in result.output
+    assert len(line) == 1 and "SOUNDNESS" not in line[0] and "probability up to 0.008" in line[0]
+    assert "inputs 3;" in line[0]
+
+
+def read_summary(path):
+    from certifier.attack_results import summarize_attack
+
+    return summarize_attack(*read_attack_results(path))
 
 
 def unconvertible(tmp_path):
