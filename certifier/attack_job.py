@@ -303,12 +303,16 @@ class AttackJob:
                 outcomes.append({"radius": radius, "outcome": IMPLIED})
                 continue
             entry: dict[str, Any] = {"radius": radius, "outcome": HELD, "prediction": target}
+            # a search may offer several points (every shift of the radius): an abstention at one is
+            # kept, but the next may still move the class, which is what an alarm needs
             for point, distance, extra in self.search.smoothed(target, radius, number):
                 found = confirm(number, point)
-                entry.update(distance=self._checked(x, point, distance, radius), prediction=found, **extra)
-                if found != target:
-                    entry["outcome"] = ABSTAINED if found is None else FLIPPED
+                seen = {"distance": self._checked(x, point, distance, radius), "prediction": found, **extra}
+                if found not in (None, target):
+                    entry.update(seen, outcome=FLIPPED)
                     break
+                if entry["outcome"] == HELD:
+                    entry.update(seen, outcome=HELD if found == target else ABSTAINED)
             outcomes.append(entry)
             broken = broken or entry["outcome"] != HELD
             if entry["outcome"] == FLIPPED:

@@ -224,9 +224,9 @@ class TorchSearch:
 
     def smoothed(self, target: int, radius: float, number: int) -> Iterator[tuple[np.ndarray, float, dict]]:
         if self.surface.kind == SHIFT:
-            shifts, self._tried = self.surface.shifts(radius, inside=self._tried), radius
-            for shift in shifts:
+            for shift in self.surface.shifts(radius, inside=self._tried):
                 yield self.surface.shifted(self.x, shift), float(max(map(abs, shift))), {"shift": list(shift)}
+            self._tried = radius  # only once every shift was looked at
             return
         with _threads(self.threads):
             delta = self._search(target, radius, number)

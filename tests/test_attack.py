@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import certifier
-from certifier.attack_results import read_attack_results, summarize_attack
+from certifier.attack_results import ABSTAINED, FLIPPED, HELD, read_attack_results, summarize_attack
 from certifier_plugins.rs import GaussianSmoothing
 
 from onnx_models import hyperplane_model, linear_model, save
@@ -371,3 +371,30 @@ def test_l1_attack_under_uniform_noise_meets_the_closed_form(plane):
         assert found[first] == "flipped", found
         flip = next(row for row in record["smoothed"] if row["outcome"] == "flipped")
         assert flip["distance"] == pytest.approx(first, abs=1e-6)
+
+
+def test_an_abstention_at_one_point_of_a_radius_does_not_end_its_search(plane):
+    """A search that offers several points within a radius (every shift, for translation): an
+    abstention at the first is kept only until a later point is confirmed as another class,
+    so a flip (and the alarm it may raise) is not missed behind an abstention."""
+    job = run_attack(plane, radii=(0.1, 0.45))
+    x = inputs()[0][0]
+    near, far = x.copy(), x.copy()
+    near[0] -= 0.05
+    far[0] -= 0.08
+
+    def points(target, radius, number):
+        yield near, 0.05, {"shift": [0, 1]}
+        yield far, 0.08, {"shift": [1, 1]}
+
+    job.search.smoothed = points
+    for answers, expected in (((None, 0), FLIPPED), ((None, 1), ABSTAINED), ((1, None), ABSTAINED), ((1, 1), HELD)):
+        looks = iter(answers * 2)
+        outcomes, flip = job._smoothed_outcomes(x, 1, None, lambda slot, point: next(looks))
+        first = outcomes[0]
+        assert first["outcome"] == expected
+        assert (flip is not None) == (expected == FLIPPED)
+        if expected == FLIPPED:
+            assert first["shift"] == [1, 1] and first["prediction"] == 0 and outcomes[1]["outcome"] == "implied"
+        elif expected == ABSTAINED:
+            assert first["prediction"] is None and first["shift"] == ([0, 1] if answers[0] is None else [1, 1])
