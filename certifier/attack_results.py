@@ -32,6 +32,7 @@ import math
 from typing import Any, Sequence
 
 from .header import HEADER_KEYS, IDENTITY, IDENTITY_KEYS
+from .errors import CertifyError
 from .results import is_index, is_number, load_any_results, read_results
 
 MODE = "attack"
@@ -56,7 +57,25 @@ def is_attack(header: dict | None) -> bool:
 
 def read_attack_results(path) -> tuple[dict, list[dict]]:
     """Header and records of an attack results file (``certifier.results.read_results`` for them)."""
-    return read_results(path, RECORD_TYPE, record_problem)
+    header, records = read_results(path, RECORD_TYPE, record_problem)
+    problem = header_problem(header)
+    if problem:
+        raise CertifyError(f"{path}, line 1: {problem}; is this a certify attack results file?")
+    return header, records
+
+
+def header_problem(header: dict) -> str | None:
+    """What is wrong with the ``attack`` settings of an attack header that summaries read, or None."""
+    settings = header.get("attack")
+    if not isinstance(settings, dict):
+        return "attack is not a JSON object"
+    radii = settings.get("radii")
+    if not (isinstance(radii, list) and all(is_number(r) and math.isfinite(r) and r >= 0 for r in radii)):
+        return f"attack radii {json.dumps(radii)[:60]} is not a list of non-negative numbers"
+    alpha = settings.get("certified_alpha")
+    if alpha is not None and not (is_number(alpha) and 0 <= alpha < 1):
+        return f"attack certified_alpha {json.dumps(alpha)[:40]} is not a probability"
+    return None
 
 
 def load_report_file(path) -> tuple[dict, list[dict]]:

@@ -151,6 +151,23 @@ def test_one_alarm_that_sound_certificates_raise_by_chance_is_loud_but_does_not_
     assert "inputs 3;" in line[0]
 
 
+@pytest.mark.parametrize("change,problem", [
+    ({"attack": 5}, "attack is not a JSON object"),
+    ({"attack": {"radii": "0.1"}}, 'attack radii "0.1" is not a list of non-negative numbers'),
+    ({"attack": {"radii": [0.1, None]}}, "attack radii [0.1, null] is not a list"),
+    ({"attack": {"radii": [0.1], "certified_alpha": 2}}, "attack certified_alpha 2 is not a probability"),
+])
+def test_report_refuses_a_malformed_attack_header_in_one_line(plane, change, problem):
+    output = plane / "attack.jsonl"
+    assert invoke(*attack_args(plane, "--output", output)).exit_code == 0
+    lines = output.read_text().splitlines()
+    header = {**json.loads(lines[0]), **change}
+    output.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    result = invoke("report", output)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert problem in result.output and "line 1" in result.output and "Traceback" not in result.output
+
+
 def read_summary(path):
     from certifier.attack_results import summarize_attack
 
