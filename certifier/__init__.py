@@ -41,6 +41,7 @@ from .methods import (  # noqa: E402
 )
 from .noise import LARGEST_STANDARD_NORMAL, gaussian_views, standard_normal  # noqa: E402
 from .resources import check_memory  # noqa: E402
+from .one_line import stopping_cleanly  # noqa: E402
 from .settings import (  # noqa: E402
     LEARNING_RATES, InputSpaceSettings, JobSettings, LearningRate, MethodSettings, ModelSettings, Range, RunSettings, TrainingData,
     Settings, TrainingSettings, ValidationFraction, flag, takes,
@@ -64,7 +65,7 @@ __all__ = [
     "settings_options", "flag", "Range", "Settings", "takes", "MethodSettings", "InputSpaceSettings", "TrainingSettings", "TrainingData",
     "LearningRate", "LEARNING_RATES", "ValidationFraction",
     # commands that write files or take memory
-    "check_output_file", "replacing_file", "check_memory",
+    "check_output_file", "replacing_file", "check_memory", "stopping_cleanly",
     # opening a model as certify does (for plugins that train through a classifier)
     "load_model", "InputSpace", "ModelAdapter", "LAYOUTS", "denoiser_metadata",
     # attacks beside certificates (certifier_plugins.attack searches; the job confirms)

@@ -19,24 +19,12 @@ from .api import open_job
 from .command_options import NUMBERS, EngineCommand, engine_options
 from .errors import CertifyError
 from .executors import open_executor
-from .one_line import friendly_errors, interrupted, one_line_failures  # noqa: F401  (friendly_errors: plugins)
+from .one_line import friendly_errors, interrupted, one_line_failures, stopping_cleanly  # noqa: F401  (friendly_errors: plugins)
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_lines
 from .results import COHEN_COLUMNS, cohen_row
 from .settings import RunSettings
 from .summaries import DEFAULT_RADII, describe_plan, describe_problems, format_summary, json_safe
 from .version import __version__
-
-
-class Interrupted(BaseException):
-    """SIGTERM, turned into an exception so results are closed cleanly.
-
-    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way
-    (the engine's, a plugin's) mistakes it for a failure.
-    """
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -164,21 +152,16 @@ def _run_job(job, output, quiet: bool) -> None:
     if sequential:
         _note(quiet, describe_plan(job.header))
         fixed = len(job.engine.groups) * (job.header["n0"] + job.header["n"])  # what fixed n would cost
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
-        with _progress(len(job.indices), len(job.done), quiet) as bar:
-            passes = 0
-            for count, result in enumerate(job, 1):
-                bar.update(1)
-                passes += result.forward_passes
-                if sequential:
-                    bar.set_postfix_str(_passes_note(passes / count, fixed), refresh=False)
-    except (KeyboardInterrupt, Interrupted):
-        saved = f"; {job.saved} results are in {output}, rerun the same command to resume" if output else ""
-        click.echo(f"\ncertify: interrupted{saved}", err=True)
-        sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def kept() -> str:
+        return f"; {job.saved} results are in {output}, rerun the same command to resume" if output else ""
+
+    with stopping_cleanly(kept), _progress(len(job.indices), len(job.done), quiet) as bar:
+        passes = 0
+        for count, result in enumerate(job, 1):
+            bar.update(1)
+            passes += result.forward_passes
+            if sequential:
+                bar.set_postfix_str(_passes_note(passes / count, fixed), refresh=False)
 
 
 def _passes_note(mean: float, fixed: int) -> str:

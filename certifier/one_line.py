@@ -3,13 +3,43 @@ group does around every command, plugins' too."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+import sys
+from typing import Callable, Iterator
 
 import click
 
 from .errors import DEBUG_VARIABLE, CertifyError, caused_by_interrupt
 from .plugins import plugin_modules
+
+
+class Interrupted(BaseException):
+    """SIGTERM, turned into an exception so results are closed cleanly.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way
+    (the engine's, a plugin's) mistakes it for a failure.
+    """
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
+@contextlib.contextmanager
+def stopping_cleanly(kept: Callable[[], str]) -> Iterator[None]:
+    """A command's loop over inputs: Ctrl-C or SIGTERM inside it ends the command with one line
+    (``kept()`` says where the records written are and how to resume) and exit status 130."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted):
+        click.echo(f"\ncertify: interrupted{kept()}", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted() -> click.exceptions.Exit:

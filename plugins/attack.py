@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pydantic import BeforeValidator
 
 from certifier import (
     AttackJob, CertifyError, InputSpace, JobSettings, ModelAdapter, ModelSettings, Range, RunSettings, Settings,
-    flag, format_summary, hookimpl, load, settings_options, takes,
+    flag, format_summary, hookimpl, load, settings_options, stopping_cleanly, takes,
 )
 from certifier_plugins._attack_views import PARAMETER, SHIFT, Surface, surface_for
 from certifier_plugins._smoothadv import pgd, spsa
@@ -511,10 +510,6 @@ def _denoised_network(run, group, classifier, device, instead: str):
 # -- certify attack -------------------------------------------------------------------------------
 
 
-def _interrupted(signum, frame):
-    raise KeyboardInterrupt
-
-
 def alarm_level(header: dict) -> float:
     """How improbable the alarms must be under sound certificates to fail the command: the
     attack's alpha (the default alpha for an exact method, whose alarms are never chance)."""
@@ -597,21 +592,19 @@ def register_commands(cli):
 
 def _attack_all(job: AttackJob, output, quiet: bool) -> None:
     """Attack the inputs left, with a progress bar; Ctrl-C or SIGTERM stops with the records kept."""
-    previous = signal.signal(signal.SIGTERM, _interrupted)
+    def kept() -> str:
+        return f"; {len(job.records)} records are in {output}, rerun the same command to resume" if output else ""
+
     bar = None
     if not quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(job.indices), initial=len(job.done), unit="input", dynamic_ncols=True, file=sys.stderr)
     try:
-        for _ in job:
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt:
-        kept = (f"; {len(job.records)} records are in {output}, rerun the same command to resume" if output else "")
-        click.echo(f"\ncertify: interrupted{kept}", err=True)
-        sys.exit(130)
+        with stopping_cleanly(kept):
+            for _ in job:
+                if bar is not None:
+                    bar.update(1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if bar is not None:
             bar.close()

@@ -18,7 +18,6 @@ Needs torch (``pip install 'onnx-certifier[denoise]'``; onnx2torch for stability
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time

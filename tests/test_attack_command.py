@@ -258,3 +258,45 @@ def test_every_identity_key_of_the_classifier_is_compared_with_the_certify_file(
     for key in ("timestep", "schedule", "data_range", "model_sha256", "denoiser_kind"):
         assert classifier_difference({key: 1}, {key: 2}).startswith(key)
     assert classifier_difference({"n": 100, "seed": 1}, {"n": 200, "seed": 2}) is None
+
+
+def test_sigterm_mid_attack_keeps_the_records_and_a_rerun_resumes(tmp_path):
+    """SIGTERM while inputs are attacked: one line saying where the records are, exit 130, the
+    records written kept; the same command resumes them into what an uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    count = 40
+    save(hyperplane_model([1, 0, 0, 0], -0.5), tmp_path / "plane.onnx")
+    x = np.full((count, 4), 0.5, dtype=np.float32)
+    x[:, 0] += np.linspace(0.2, 0.4, count, dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.ones(count, dtype=np.int64))
+    command = ["attack", *model_and_data(tmp_path), *QUICK, *SEARCH, "--radii", RADII]
+    output = tmp_path / "attack.jsonl"
+    environment = {k: v for k, v in os.environ.items() if k != "CERTIFY_DEBUG"}
+    script = "from certifier.cli import cli; cli(prog_name='certify')"
+    process = subprocess.Popen([sys.executable, "-c", script, *map(str, command), "--output", str(output)],
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=environment)
+    try:
+        deadline = time.monotonic() + 120
+        while (not output.exists() or output.read_text().count('"type": "attack"') < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    written = len(read_attack_results(output)[1])
+    assert process.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr
+    assert f"interrupted; {written} records are in {output}, rerun the same command to resume" in lines[0]
+    assert 2 <= written < count, "the attack was not stopped mid-run"
+    assert invoke(*command, "--output", output).exit_code == 0
+    assert invoke(*command, "--output", tmp_path / "whole.jsonl").exit_code == 0
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds",)}  # noqa: E731
+    assert ([strip(r) for r in read_attack_results(output)[1]]
+            == [strip(r) for r in read_attack_results(tmp_path / "whole.jsonl")[1]])

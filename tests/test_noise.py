@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 import certifier
-from certifier.engine import _PHASE_KEYS, Engine, _Job
+from certifier.engine import _PHASE_KEYS, _Job
 from certifier.noise import CHUNK_PAIRS, NOISE_STREAM, NOISE_STREAMS, gaussian_views, standard_normal, stream_generator
 from certifier.results import recorded_noise_stream
 from certifier.sampling import ESTIMATION, SELECTION
