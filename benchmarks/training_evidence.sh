@@ -36,7 +36,7 @@ for S in 0.25 0.5; do
     [ -z "${TUNE:-}" ] || MODELS+=("rs-$S-consistency-20|--plugin rs --sigma $S --loss consistency --consistency-weight 20")
     # SmoothAdv: PGD in an L2 ball of radius 1, with m = 2 noisy copies and a warm-up of 2 epochs (the paper's 10
     # of 90, scaled to 15 epochs). 2 PGD steps, not 10: one 10-step epoch took 445 s on 2 shared cores (about
-    # 2 hours per sigma); Salman et al. train some of their best CIFAR-10 models with 1 or 2 steps.
+    # 2 hours per sigma). A weaker attack than the paper's usual one, so these rows may understate SmoothAdv.
     MODELS+=("rs-$S-smoothadv|--plugin rs --sigma $S --loss smoothadv --noise-copies 2 --attack-steps 2 --attack-warmup 2")
 done
 
