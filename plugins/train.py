@@ -346,6 +346,9 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start_epoch, start_step = int(state["epoch"]), int(state.get("step", 0))
+            if start_step:  # within an epoch: the noise generator's state and the loss so far
+                np.random.default_rng(0).bit_generator.state = state["rng"]
+                resumed_loss = float(state["epoch_loss"])
         except (KeyError, RuntimeError, ValueError, TypeError):
             raise CertifyError(f"{checkpoint} is not a checkpoint this training can resume (its network or "
                                f"optimizer does not fit); pass --restart to overwrite it") from None
@@ -379,7 +382,7 @@ def train(settings: ClassifierTraining | None = None, **values) -> dict:
         first_step, total_loss, started = 0, 0.0, time.perf_counter()
         if epoch == start_epoch and start_step:
             rng.bit_generator.state = state["rng"]
-            first_step, total_loss = start_step, state["epoch_loss"]
+            first_step, total_loss = start_step, resumed_loss
         saved = time.monotonic()
         bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{training.epochs}",
                    total=steps_per_epoch, initial=first_step, disable=not show_bar, file=sys.stderr)

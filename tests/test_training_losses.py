@@ -261,3 +261,28 @@ def test_a_checkpoint_from_before_losses_still_resumes(tiny_data, tmp_path, monk
     # another loss is another training run
     refused = train([*args, "--out", str(resumed), "--loss", "consistency"])
     assert refused.exit_code == 1 and "checkpoint of another training run" in refused.output
+
+
+@pytest.mark.parametrize("change", [
+    lambda state: state.pop("rng"),
+    lambda state: state.pop("epoch_loss"),
+    lambda state: state.update(rng={"bit_generator": "Nonsense"}),
+    lambda state: state.update(epoch_loss="much"),
+])
+def test_a_mid_epoch_checkpoint_missing_its_noise_state_is_refused_in_one_line(tiny_data, tmp_path, monkeypatch,
+                                                                              change):
+    args = ["--plugin", "rs", "--sigma", "0.25", "--data", str(tiny_data), "--epochs", "2", "--width", "4",
+            "--batch-size", "16", "--out", str(tmp_path / "model.onnx")]
+    monkeypatch.setattr(training, "CHECKPOINT_SECONDS", 0.0)
+    restore = _interrupt_at_call(monkeypatch, 3)  # in the third step of the first epoch
+    assert train(args).exit_code == 130
+    restore()
+    checkpoint = tmp_path / "model.onnx.ckpt"
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["step"] == 2
+    change(state)
+    torch.save(state, checkpoint)
+    refused = train(args)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+    assert "is not a checkpoint this training can resume" in refused.output and "--restart" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
