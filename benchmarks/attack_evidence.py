@@ -95,18 +95,24 @@ def run(names) -> None:
                   f"{os.getloadavg()[0]:.2f} at the end", file=sys.stderr)
 
 
+def odds(p_value) -> str:
+    """The alarm p-value as a table shows it: "-" when no alarm was raised."""
+    return "-" if p_value is None else f"{p_value:.2g}"
+
+
 def pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def tables() -> str:
     from certifier import summarize
-    from certifier.attack_results import read_attack_results, summarize_attack
+    from certifier.attack_results import alarm_p_value, read_attack_results, summarize_attack
     from certifier.results import read_results
 
     parts = []
     cost_rows = []
     alarm_rows = []
+    totals = []
     for name, (what, model, options, radii) in CONFIGURATIONS.items():
         certified, attacked = paths(name)
         if not (certified.exists() and attacked.exists()):
@@ -131,14 +137,24 @@ def tables() -> str:
         parts.append("\n".join(lines) + "\n")
         unconfirmed = sum(1 for r in attack_records if r.get("unconfirmed_alarm"))
         alarm_rows.append(f"| {name} | {emp['alarms_checked']} | {emp['soundness_alarms']} | {unconfirmed} | "
-                          f"{emp['abstained_below_certified']} | {emp['alarm_bound'] * emp['alarms_checked']:.2f} |")
+                          f"{emp['abstained_below_certified']} | {emp['alarm_bound'] * emp['alarms_checked']:.2f} | "
+                          f"{odds(emp['alarm_p_value'])} |")
+        totals.append((emp["alarms_checked"], emp["soundness_alarms"], unconfirmed, emp["abstained_below_certified"],
+                       emp["alarm_bound"]))
         cost_rows.append(f"| {name} | {cert['seconds_per_input']:.2f} | {emp['seconds_per_input']:.2f} | "
                          f"{emp['seconds_per_input'] / cert['seconds_per_input']:.1f}x | "
                          f"{cert['forward_passes_per_input']:,.0f} | {emp['forward_passes_per_input']:,.0f} | "
                          f"{attack_header['attack']['gradient']} |")
+    if totals:
+        checked, raised, unconfirmed, abstained = (sum(row[i] for row in totals) for i in range(4))
+        bound = max(row[4] for row in totals)
+        expected = sum(row[0] * row[4] for row in totals)
+        alarm_rows.append(f"| all | {checked} | {raised} | {unconfirmed} | {abstained} | {expected:.2f} | "
+                          f"{odds(alarm_p_value(raised, checked, bound))} |")
     alarms = ["| configuration | inputs with a certificate (radius > 0) | soundness alarms | unconfirmed by the "
               "second look | abstentions below the certified radius (no alarm) | alarms expected at most (sum of "
-              "the two alphas per input) |", "| --- " * 6 + "|", *alarm_rows]
+              "the two alphas per input) | probability of that many under sound certificates (at most) |",
+              "| --- " * 7 + "|", *alarm_rows]
     cost = ["| configuration | certify s/input | attack s/input | attack / certify | certify forward passes/input "
             "| attack forward passes/input | search |", "| --- " * 7 + "|", *cost_rows]
     return "\n".join(parts) + "\n#### Soundness alarms\n\n" + "\n".join(alarms) + "\n\n#### Cost\n\n" + "\n".join(
