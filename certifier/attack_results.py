@@ -10,8 +10,9 @@ An attack results file is a results file (``certifier.results``) whose header sa
   attack found within the radius was confirmed, on fresh samples, as the same class),
   ``flipped`` (confirmed as another class), ``abstained`` (the engine would not decide
   there), or ``implied`` (not attacked: a point found within a smaller radius already moved
-  the prediction, and it lies within this radius too); empty when there was nothing to
-  attack (an abstention, or a wrong prediction);
+  the prediction, and it lies within this radius too), with the point's ``distance`` (and
+  ``parameter`` for a semantic transform, ``shift`` for a translation); empty when there was
+  nothing to attack (an abstention, or a wrong prediction);
 - ``bare``: the same for the bare model (the method's base classifier on the view without
   noise; its prediction is exact, so only ``held``, ``flipped`` and ``implied``);
 - ``certified``: the certificate of the input in the certify results file given to the

@@ -84,6 +84,11 @@ class Surface:
 
     # -- the method's views -----------------------------------------------------
 
+    def described(self, delta) -> dict:
+        """What a record keeps of a perturbation besides its distance, to rebuild the point: the
+        parameter of a semantic transform (a pixel perturbation is too large to keep)."""
+        return {}
+
     def views(self, point, count: int, group: str, rng: np.random.Generator):
         """``count`` noisy views of ``point`` (1, *input_shape) for ``group``, differentiable in it."""
         raise NotImplementedError
@@ -198,6 +203,9 @@ class ParameterSurface(Surface):
 
     def distance(self, x, point, delta):
         return abs(float(_float32_towards_zero(delta)))
+
+    def described(self, delta) -> dict:
+        return {"parameter": float(_float32_towards_zero(delta))}
 
     def views(self, point, count, group, rng):
         torch = _torch()

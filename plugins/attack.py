@@ -230,8 +230,8 @@ class TorchSearch:
         with _threads(self.threads):
             delta = self._search(target, radius, number)
         self._start = delta
-        point, distance = self._point_within(delta, radius)
-        yield point, distance, {}
+        point, distance, described = self._point_within(delta, radius)
+        yield point, distance, described
 
     def bare(self, target: int, radius: float, number: int) -> Iterator[tuple[np.ndarray, float, dict]]:
         if self.surface.kind == SHIFT:  # every shift at once; the first that moves the class, if one does
@@ -246,23 +246,24 @@ class TorchSearch:
         with _threads(self.threads):
             delta = self._bare_search(target, radius, number)
         self._bare_start = delta
-        point, distance = self._point_within(delta, radius)
-        yield point, distance, {}
+        point, distance, described = self._point_within(delta, radius)
+        yield point, distance, described
 
     def bare_predictions(self, points: np.ndarray) -> np.ndarray | None:
         if self.surface.clean_view_numpy(points[:1], self.groups[0].name) is None:
             return None
         return np.argmax(self._bare_probabilities(points), axis=1)
 
-    def _point_within(self, delta, radius: float) -> tuple[np.ndarray, float]:
-        """The attacked input of ``delta`` as the engine reads it (float32), and its distance, never
-        beyond ``radius``: float32 rounding may carry a point on the ball's edge a hair past it,
-        and then the perturbation is shrunk until the point is inside."""
+    def _point_within(self, delta, radius: float) -> tuple[np.ndarray, float, dict]:
+        """The attacked input of ``delta`` as the engine reads it (float32), its distance, never
+        beyond ``radius`` (float32 rounding may carry a point on the ball's edge a hair past it,
+        and then the perturbation is shrunk until the point is inside), and what the record keeps
+        to rebuild it."""
         for _ in range(20):
             point = self.surface.point_numpy(self.x, delta)
             distance = self.surface.distance(self.x, point, delta)
             if distance <= radius:
-                return point, distance
+                return point, distance, self.surface.described(delta)
             delta = delta * (radius / distance * (1 - 2.0**-20))
         raise CertifyError(f"internal error: no point of the radius-{radius} ball near the attack's; please report it")
 

@@ -258,6 +258,11 @@ def test_brightness_is_attacked_in_its_parameter_to_the_closed_form(tmp_path):
         assert found[first] == "flipped", found
         flip = next(row for row in record["smoothed"] if row["outcome"] == "flipped")
         assert flip["distance"] == pytest.approx(first, abs=1e-6)
+        # the record keeps the shift itself (down, towards the boundary), so the point can be rebuilt
+        assert flip["parameter"] == -flip["distance"]
+        for row in record["smoothed"]:
+            if row["outcome"] != "implied":
+                assert abs(row["parameter"]) == row["distance"] <= row["radius"]
 
 
 def test_summary_counts_only_confirmed_outcomes():
