@@ -44,7 +44,7 @@ from .diffusion import (
 )
 from .errors import CertifyError, first_line
 from .metadata import (
-    DENOISER_CLASSIFIER_SHA256, DIFFUSION_DATA_RANGE, denoiser_description, metadata_props, recorded_denoiser_sigma,
+    DENOISER_CLASSIFIER_SHA256, denoiser_description, metadata_props, recorded_denoiser_sigma,
 )
 from .onnx_file import (
     _real_inputs, classifier_input, declared_dims, external_data_files, file_sha256, graphs, load_external_data,
@@ -226,7 +226,6 @@ def load_denoiser(path, kind: str = "auto") -> Denoiser:
 def _load_predictor(path: Path, proto: onnx.ModelProto, external: bool) -> Denoiser:
     predictor = as_noise_predictor(proto, path.name)
     recorded = recorded_settings(predictor.metadata)
-    recorded["range_recorded"] = DIFFUSION_DATA_RANGE in predictor.metadata
     sha256 = file_sha256(path, *(path.parent / name for name in external_data_files(proto)))
     if external:
         load_external_data(proto, path)

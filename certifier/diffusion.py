@@ -488,6 +488,8 @@ def recorded_settings(metadata: Mapping[str, str]) -> dict[str, Any]:
         "schedule": None if schedule is None else schedule_from_record(schedule),
         "convention": convention_from_record(recorded_json(metadata, DIFFUSION_TIMESTEP)),
         "data_range": data_range_from_record(data_range),
+        # an empty entry records nothing: --data-range may then say what the file does not
+        "range_recorded": data_range is not None,
     }
 
 

@@ -204,6 +204,20 @@ def test_unusable_noise_predictors_are_refused_in_one_line(files, build, extra, 
     assert re.search(message, line), line
 
 
+def test_an_empty_data_range_entry_records_none(files):
+    """A file whose data range entry is empty records no range: --data-range says it, and the
+    header holds the range given, not a range the file was said to record."""
+    model = recorded(predictor())
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "certifier.diffusion.data_range", ""
+    path = save(model, files["dir"] / "eps-empty-range.onnx")
+    output = files["dir"] / "run.jsonl"
+    result = CliRunner().invoke(cli, [*run_args(files, "--denoiser", str(path), "--data-range", "0", "1"),
+                                      "--limit", "1", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(output.read_text().splitlines()[0])["data_range"] == [0.0, 1.0]
+
+
 def test_a_sigma_outside_the_schedule_is_refused(files):
     line = cli_error(run_args(files, "--denoiser", str(files["eps"]), sigma="0.001"))
     assert "sigma 0.001 is below the noise levels of the model's cosine schedule" in line
