@@ -93,7 +93,7 @@ def diffusion_denoisers(path: Path, sigmas) -> dict[float, onnx.ModelProto]:
     proto = onnx.load(str(path))
     predictor = as_noise_predictor(proto, path.name)
     settings = recorded_settings(predictor.metadata)
-    schedule, _ = resolve_schedule(settings["schedule"], None, path.name)
+    schedule = resolve_schedule(settings["schedule"], None, path.name)
     found = {}
     for sigma in sigmas:
         step = choose_step(schedule, sigma, settings["data_range"], settings["convention"])

@@ -128,7 +128,7 @@ class Denoiser:
             requested = None if schedule is None else schedule_option(schedule, steps or DEFAULT_STEPS)
         else:
             requested = betas_schedule(schedule, "the --schedule betas")
-        chosen, _ = resolve_schedule(self.recorded["schedule"], requested, self.name)
+        chosen = resolve_schedule(self.recorded["schedule"], requested, self.name)
         recorded_range = self.recorded["data_range"] if self.recorded["range_recorded"] else None
         if data_range is not None and recorded_range is not None and tuple(data_range) != tuple(recorded_range):
             raise CertifyError(f"the diffusion model {self.name} records the data range {list(recorded_range)}, not "

@@ -209,19 +209,18 @@ def schedule_from_record(record: Mapping[str, Any], where: str = DIFFUSION_SCHED
                        f"its steps and constants); fix or remove it and give the schedule as an option")
 
 
-def resolve_schedule(recorded: Schedule | None, requested: Schedule | None, name: str) -> tuple[Schedule, str | None]:
+def resolve_schedule(recorded: Schedule | None, requested: Schedule | None, name: str) -> Schedule:
     """The schedule to use for the model ``name``: the one its file records, else the one asked
-    for; a requested schedule that differs from the recorded one is refused. Also returns a
-    note when an option merely repeats the file."""
+    for; a requested schedule that differs from the recorded one is refused."""
     if recorded is None and requested is None:
         raise CertifyError(f"the noise predictor {name} records no noise schedule; give the one it was trained with "
                            f"(linear, cosine or a file of betas)")
     if recorded is None:
-        return requested, None
+        return requested
     if requested is not None and not requested.same_as(recorded):
         raise CertifyError(f"the noise predictor {name} was trained with the {recorded}, which does not match the "
                            f"{requested} asked for; drop the schedule option to use the file's")
-    return recorded, None if requested is None else f"{name} records the same {recorded}"
+    return recorded
 
 
 # -- the step that matches sigma -------------------------------------------------------
@@ -278,11 +277,6 @@ class OneShotStep:
     schedule: Schedule = field(repr=False)
     #: said when sigma lies between two steps
     note: str | None = None
-
-    def description(self) -> dict[str, Any]:
-        """What a results header records of the one-shot denoiser."""
-        return {"kind": "diffusion", "schedule": self.schedule.description(), "timestep": self.timestep,
-                "step": self.index, "alpha_bar": self.alpha_bar, "data_range": list(self.data_range)}
 
 
 def noise_level(sigma: float, data_range: tuple[float, float] = DEFAULT_RANGE) -> float:
