@@ -10,6 +10,7 @@ from, for the notes ``certify`` prints.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -136,6 +137,8 @@ def configure_method(plugin: str | None, sigma: float | None, options: Mapping[s
     replaced = [key for key in record if key in given or (scale_given and key in ("sigma", scale))]
     used = {key: value for key, value in record.items() if key not in replaced}
     recorded_sigma_used = used.pop("sigma", None)
+    if recorded_sigma_used is not None and scale is not None and isinstance(used.get(scale), (int, float)):
+        _check_recorded_scale(method_class, recorded_sigma_used, used[scale])
     parsed = parse_options(method_class, options or {}, used)
     source = _sigma_source(method_class, sigma, given, parsed, recorded_sigma_used, used, fallback_sigma)
     effective = {"given": sigma, "model": recorded_sigma_used, "denoiser": fallback_sigma}.get(source)
@@ -158,6 +161,17 @@ def configure_method(plugin: str | None, sigma: float | None, options: Mapping[s
         replaced=tuple((key, f"-o {option_name(key)}" if key in given else by) for key in replaced),
         other_plugin=other_plugin)
     return method, settings_source
+
+
+def _check_recorded_scale(method_class, sigma: float, value: float) -> None:
+    """A model's metadata whose sigma and noise scale option disagree under the method's rule is
+    refused as the model's fault, not as options the user gave."""
+    factor = method_class.scale_per_sigma
+    if not (isinstance(sigma, (int, float)) and math.isclose(sigma * factor, value, rel_tol=1e-9)):
+        name = option_name(method_class.scale_option)
+        raise CertifyError(
+            f"the model's metadata records sigma {_shown(sigma)} and {name} {_shown(value)}, which disagree "
+            f"({scale_relation(method_class)}); give --sigma or -o {name} to say which noise it was trained with")
 
 
 def _sigma_source(method_class, sigma, given, parsed, recorded_sigma_used, used, fallback_sigma) -> str | None:

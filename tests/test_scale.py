@@ -126,6 +126,21 @@ def test_the_models_record_is_used_whole_for_its_own_plugin(files):
                             "used: -o lambda given")
 
 
+def test_a_record_whose_sigma_and_lambda_disagree_is_the_models_fault(tmp_path, files):
+    """sigma 1 and lambda 1 cannot both be true of uniform noise (lambda = sqrt(3) sigma): the
+    refusal names the model's metadata, not options nobody gave, and either option settles it."""
+    _, _, data = files
+    record = {**UNIFORM_RECORD, "certifier.sigma": "1.0"}
+    model = save_model(hyperplane_model([1.0, 0, 0, 0], -0.5, (4,), metadata=record), tmp_path / "odd.onnx")
+    result, _ = certify(model, "--data", data)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert ("the model's metadata records sigma 1 and lambda 1, which disagree (lambda = 1.73205 sigma); give "
+            "--sigma or -o lambda") in result.output
+    assert "give only one of them" not in result.output
+    for option in (["--sigma", "0.5"], ["-o", "lambda", "1"]):
+        assert certify(model, "--data", data, *option)[0].exit_code == 0
+
+
 def test_another_plugin_gets_neither_the_recorded_sigma_nor_the_options(files):
     _, uniform, data = files
     result, _ = certify("--plugin", "rs", uniform, "--data", data)
