@@ -19,7 +19,8 @@ from .api import open_job
 from .command_options import NUMBERS, EngineCommand, engine_options
 from .errors import CertifyError
 from .executors import open_executor
-from .one_line import friendly_errors, interrupted, one_line_failures, stopping_cleanly  # noqa: F401  (friendly_errors: plugins)
+from .one_line import friendly_errors  # noqa: F401  (plugins import it from here)
+from .one_line import interrupted, one_line_failures, stopping_cleanly
 from .plugins import add_commands, describe_plugins, load_plugins, plugin_lines
 from .results import COHEN_COLUMNS, cohen_row
 from .settings import RunSettings
