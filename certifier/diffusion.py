@@ -490,6 +490,13 @@ def recorded_settings(metadata: Mapping[str, str]) -> dict[str, Any]:
 # -- the one-shot denoiser graph -----------------------------------------------------
 
 
+def _copy(message):
+    """A detached copy of a small message (a node, a value info) of a graph about to be rebuilt."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
+
+
 def _versions(proto: onnx.ModelProto) -> dict[str, int]:
     return {("" if entry.domain == "ai.onnx" else entry.domain): entry.version for entry in proto.opset_import}
 
@@ -525,7 +532,8 @@ def one_shot_denoiser(predictor: NoisePredictor, step: OneShotStep, view_shape: 
 
     proto = _at_least(predictor.proto, _MIN_OPSET, predictor.name)
     prefix = "diffusion/"
-    inner = onnx.compose.add_prefix(proto, prefix)
+    # the one copy of the weights this makes: the graph below is built inside it
+    inner = onnx.compose.add_prefix(proto, prefix, inplace=proto is not predictor.proto)
     nodes, constants = [], []
 
     def constant(name: str, value: np.ndarray) -> str:
@@ -572,21 +580,28 @@ def one_shot_denoiser(predictor: NoisePredictor, step: OneShotStep, view_shape: 
     batch_dim = predictor.sample_dims[0] or (
         predictor.timestep_dims[0] if predictor.timestep_dims and predictor.timestep_dims[0] not in (None, 1)
         else "batch")
-    kept = [i for i in g.input if i.name not in (prefix + predictor.sample_name, prefix + predictor.timestep_name)]
-    graph = helper.make_graph(
-        [*before, *g.node, *nodes],
-        f"one-shot({g.name or 'noise predictor'})",
-        [helper.make_tensor_value_info("noisy", TensorProto.FLOAT, [batch_dim, *view_shape]), *kept],
-        [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, [batch_dim, *view_shape])],
-        initializer=[*g.initializer, *constants], value_info=list(g.value_info),
-    )
-    graph.sparse_initializer.extend(g.sparse_initializer)
+    fed = (prefix + predictor.sample_name, prefix + predictor.timestep_name)
+    views = [batch_dim, *view_shape]
+    rebuilt = {
+        "node": [*before, *map(_copy, g.node), *nodes],
+        "input": [helper.make_tensor_value_info("noisy", TensorProto.FLOAT, views),
+                  *(_copy(i) for i in g.input if i.name not in fed)],
+        "output": [helper.make_tensor_value_info("denoised", TensorProto.FLOAT, views)],
+    }
+    for name, values in rebuilt.items():
+        field = getattr(g, name)
+        del field[:]
+        field.extend(values)
+    g.initializer.extend(constants)
+    g.name = f"one-shot({g.name or 'noise predictor'})"
     versions = {**_versions(inner)}
     versions[""] = max(versions.get("", _MIN_OPSET), _MIN_OPSET)
     opsets = [helper.make_opsetid(domain, version) for domain, version in sorted(versions.items())]
-    model = helper.make_model(graph, opset_imports=opsets,
-                              ir_version=max(inner.ir_version, helper.find_min_ir_version_for(opsets, True)))
-    model.functions.extend(inner.functions)
+    del inner.opset_import[:]
+    inner.opset_import.extend(opsets)
+    inner.ir_version = max(inner.ir_version, helper.find_min_ir_version_for(opsets, True))
+    del inner.metadata_props[:]
+    model = inner
     described = {
         DENOISER + "kind": "diffusion",
         DENOISER_SIGMA: repr(float(step.sigma)),

@@ -276,6 +276,20 @@ def test_float16_and_old_opset_predictors_are_wrapped():
                                atol=3e-3)
 
 
+@pytest.mark.parametrize("opset", [9, OPSET])
+def test_wrapping_leaves_the_predictor_as_it_was(opset):
+    """The wrapper is built inside one copy of the predictor's graph (its weights are not copied
+    again), never inside the predictor itself, which serves the next sigma: the same wrappers come
+    out twice, in either order, whether the opset had to be converted or not."""
+    found = as_noise_predictor(predictor(gain=0.3, opset=opset), "eps.onnx")
+    before = found.proto.SerializeToString(deterministic=True)
+    steps = [choose_step(cosine_schedule(), sigma) for sigma in (0.25, 0.5)]
+    first = [one_shot_denoiser(found, step, IMAGE).SerializeToString(deterministic=True) for step in steps]
+    again = [one_shot_denoiser(found, step, IMAGE).SerializeToString(deterministic=True) for step in steps[::-1]]
+    assert found.proto.SerializeToString(deterministic=True) == before
+    assert first == again[::-1] and first[0] != first[1]
+
+
 def test_the_wrapper_records_what_a_header_needs():
     step = choose_step(cosine_schedule(), 0.25)
     wrapper = one_shot_denoiser(as_noise_predictor(predictor(), "zero.onnx"), step, IMAGE, dataset="unit-test")
