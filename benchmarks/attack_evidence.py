@@ -41,7 +41,7 @@ L2_RADII = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 BRIGHTNESS_RADII = (0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
 #: name: (what it is, model, certifier.load options, radii)
 CONFIGURATIONS = {
-    "rs": ("rs, trained with Gaussian noise (sigma 0.25)", "fmnist-rs-0.25.onnx", {}, L2_RADII),
+    "rs": ("rs, trained with Gaussian noise (sigma 0.25)", "fmnist-rs-0.25-gaussian.onnx", {}, L2_RADII),
     "drs": ("drs, trained on noisy sub-images (sigma 0.25)", "fmnist-drs-0.25.onnx", {}, L2_RADII),
     "brightness": ("brightness, trained on brightness views (sigma 0.25)", "fmnist-brightness-0.25.onnx", {},
                    BRIGHTNESS_RADII),

@@ -52,7 +52,7 @@ certify-brightness)
     # the model trained on brightness views, the plain one (also at a smaller sigma, its best
     # chance), and the Gaussian-noise one: NAME:MODEL:SIGMA
     for spec in brightness-$SIGMA:models/fmnist-brightness-$SIGMA.onnx:$SIGMA plain:$PLAIN:$SIGMA \
-                plain-sigma0.1:$PLAIN:0.1 rs:models/fmnist-rs-0.25.onnx:$SIGMA; do
+                plain-sigma0.1:$PLAIN:0.1 rs:models/fmnist-rs-0.25-gaussian.onnx:$SIGMA; do
         IFS=: read -r name model sigma <<< "$spec"
         run "brightness-$name" --plugin brightness --sigma "$sigma" -n $N --alpha 0.001 "$model"
     done
@@ -67,7 +67,7 @@ certify-contrast | certify-gamma)
     ;;
 certify-translation)
     # exact, 49 views: the model trained on shifted views against the plain, rs and brightness ones
-    for spec in translation-$K:models/fmnist-translation-$K.onnx plain:$PLAIN rs:models/fmnist-rs-0.25.onnx \
+    for spec in translation-$K:models/fmnist-translation-$K.onnx plain:$PLAIN rs:models/fmnist-rs-0.25-gaussian.onnx \
                 brightness-$SIGMA:models/fmnist-brightness-$SIGMA.onnx; do
         IFS=: read -r name model <<< "$spec"
         run "translation-$name" --plugin translation -o k $K "$model"

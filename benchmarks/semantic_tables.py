@@ -273,7 +273,7 @@ def main() -> None:
     print("\n## Base models under fixed changes (no smoothing, all test images)\n")
     models = {"fmnist-brightness-0.25": ROOT / "models/fmnist-brightness-0.25.onnx",
               "fmnist-translation-3": ROOT / "models/fmnist-translation-3.onnx",
-              "plain": args.plain, "fmnist-rs-0.25": ROOT / "models/fmnist-rs-0.25.onnx"}
+              "plain": args.plain, "fmnist-rs-0.25-gaussian": ROOT / "models/fmnist-rs-0.25-gaussian.onnx"}
     print(base_accuracy({k: v for k, v in models.items() if Path(v).exists()}))
     print("## Zero-filled shifts that are cyclic ones (first images of the test split)\n")
     print(zero_filled_shifts(args.limit))

@@ -39,10 +39,10 @@ done
 
 if [ "$PART" != fixed ]; then
     for radius in 0.25 0.5 0.75; do
-        run radius-rs-0.25-$radius models/fmnist-rs-0.25.onnx $COMMON --limit 500 --radius $radius
+        run radius-rs-0.25-$radius models/fmnist-rs-0.25-gaussian.onnx $COMMON --limit 500 --radius $radius
     done
     for radius in 0.25 0.5 1.0 1.5; do
-        run radius-rs-0.5-$radius models/fmnist-rs-0.5.onnx $COMMON --limit 500 --radius $radius
+        run radius-rs-0.5-$radius models/fmnist-rs-0.5-gaussian.onnx $COMMON --limit 500 --radius $radius
     done
     run seq-drs-0.25 models/fmnist-drs-0.25.onnx $COMMON --limit 200 --sampling sequential
     for model in rs-0.5 rs-0.25; do

@@ -81,7 +81,7 @@ PUBLISHED = [
     ("salman-imagenet-1.00.pth.txt", "Salman ImageNet", 1.0, IMAGENET_GRID),
     ("cohen-mnist-1.00.pth.txt", "Cohen-recipe MNIST", 1.0, MNIST_GRID),
 ]
-FMNIST = [("fmnist-rs-0.25", 0.25), ("fmnist-rs-0.5", 0.5)]
+FMNIST = [("fmnist-rs-0.25-gaussian", 0.25), ("fmnist-rs-0.5-gaussian", 0.5)]
 
 
 # -- populations -------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def part_overhead(plan_settings, repetitions, seed, out, inputs: int = 200):
     """Python time of the decisions on the engine's path (rs asked for its certificates)."""
     from certifier.plugins import get_method
 
-    population = fmnist_population("fmnist-rs-0.5", 0.5)
+    population = fmnist_population("fmnist-rs-0.5-gaussian", 0.5)
     rng = np.random.default_rng(seed)
     method = get_method("rs")(sigma=0.5)
     plan = plan_for(population.grid, **plan_settings)
@@ -360,7 +360,7 @@ def part_overhead(plan_settings, repetitions, seed, out, inputs: int = 200):
         looks.append(count)
         samples.append(step.samples)
     seconds, looks = np.array(seconds), np.array(looks)
-    out("## The decisions' own cost (engine path, rs, fmnist-rs-0.5 inputs)\n")
+    out("## The decisions' own cost (engine path, rs, fmnist-rs-0.5-gaussian inputs)\n")
     out(f"{inputs} inputs: {1e3 * seconds.mean():.1f} ms of Python per input over {looks.mean():.1f} looks "
         f"(at most {looks.max()}), {1e3 * (seconds / looks).mean():.2f} ms per look, for "
         f"{np.mean(samples):,.0f} samples per input\n")

@@ -1,7 +1,7 @@
 """Does the sequential plan keep the engine as busy as fixed n? Forward passes per second, both plans, one process.
 
-    python benchmarks/sequential_speed.py                      # fmnist-rs-0.25, about 2 minutes on a quiet machine
-    python benchmarks/sequential_speed.py --model models/fmnist-rs-0.5.onnx --rounds 5
+    python benchmarks/sequential_speed.py     # fmnist-rs-0.25-gaussian, about 2 minutes on a quiet machine
+    python benchmarks/sequential_speed.py --model models/fmnist-rs-0.5-gaussian.onnx --rounds 5
 
 Each round certifies the same inputs with fixed n (``--fixed-inputs`` of them, n0 + n views
 each) and with the sequential plan (``--inputs`` of them, budget n), one after the other in
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "fmnist-rs-0.25.onnx")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "fmnist-rs-0.25-gaussian.onnx")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fashion_mnist.npz")
     parser.add_argument("--inputs", type=int, default=60, help="inputs certified sequentially per round")
     parser.add_argument("--fixed-inputs", type=int, default=3, help="inputs certified at fixed n per round")

@@ -25,9 +25,11 @@ sys.path.insert(0, str(ROOT))
 from certifier.results import read_results  # noqa: E402
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-PAIRS = [("fmnist-rs-0.25", "fixed-rs-0.25", "seq-rs-0.25"), ("fmnist-rs-0.5", "fixed-rs-0.5", "seq-rs-0.5"),
+PAIRS = [("fmnist-rs-0.25-gaussian", "fixed-rs-0.25", "seq-rs-0.25"),
+         ("fmnist-rs-0.5-gaussian", "fixed-rs-0.5", "seq-rs-0.5"),
          ("fmnist-drs-0.25", "fixed-drs-0.25", "seq-drs-0.25")]
-RADII = {"fmnist-rs-0.25": ("fixed-rs-0.25", (0.25, 0.5, 0.75)), "fmnist-rs-0.5": ("fixed-rs-0.5", (0.25, 0.5, 1.0, 1.5))}
+RADII = {"fmnist-rs-0.25-gaussian": ("fixed-rs-0.25", (0.25, 0.5, 0.75)),
+         "fmnist-rs-0.5-gaussian": ("fixed-rs-0.5", (0.25, 0.5, 1.0, 1.5))}
 TWO_BOUND = ["rs-0.25", "rs-0.5"]
 
 

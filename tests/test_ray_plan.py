@@ -119,7 +119,7 @@ def test_the_recipe_keeps_the_noise_stream_of_the_file_it_resumes(tmp_path):
     header, first, *_ = fixture.read_text().splitlines(keepends=True)
     resumed = tmp_path / "resumed.jsonl"
     resumed.write_text(header + first)
-    run = certifier.load(f"{MODELS}/fmnist-rs-0.25.onnx", plugin="rs")
+    run = certifier.load(f"{MODELS}/fmnist-rs-0.25-gaussian.onnx", plugin="rs")
     with run.job(f"{MODELS}/fmnist-samples.npz", output=resumed, n0=50, n=1500, seed=3, limit=2,
                  batch_size=512) as job:
         assert job.engine.noise_stream == 1 and job.todo == [1]

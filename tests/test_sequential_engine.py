@@ -63,8 +63,8 @@ def lines_of(path: Path) -> list[dict]:
 #: Clopper-Pearson bound moved the last digits), and the commands that wrote them. They were drawn
 #: before noise streams were numbered (noise stream 1); STREAM_2 are the same commands' files now.
 BEFORE = {
-    "fixed-rs.jsonl": ["--plugin", "rs", MODELS / "fmnist-rs-0.25.onnx", "--n0", "50", "-n", "1500", "--limit", "4",
-                       "--batch-size", "512", "--seed", "3"],
+    "fixed-rs.jsonl": ["--plugin", "rs", MODELS / "fmnist-rs-0.25-gaussian.onnx", "--n0", "50", "-n", "1500",
+                       "--limit", "4", "--batch-size", "512", "--seed", "3"],
     "fixed-drs.jsonl": [MODELS / "fmnist-drs-0.25.onnx", "--n0", "50", "-n", "700", "--limit", "3",
                         "--batch-size", "256", "--seed", "4"],
     "fixed-uniform.tsv": [MODELS / "fmnist-uniform-1.0.onnx", "--n0", "50", "-n", "600", "--limit", "3", "--seed", "5",
