@@ -601,7 +601,6 @@ def one_shot_denoiser(predictor: NoisePredictor, step: OneShotStep, view_shape: 
     inner.opset_import.extend(opsets)
     inner.ir_version = max(inner.ir_version, helper.find_min_ir_version_for(opsets, True))
     del inner.metadata_props[:]
-    model = inner
     described = {
         DENOISER + "kind": "diffusion",
         DENOISER_SIGMA: repr(float(step.sigma)),
@@ -614,6 +613,6 @@ def one_shot_denoiser(predictor: NoisePredictor, step: OneShotStep, view_shape: 
     if dataset or predictor.metadata.get(DATASET):
         described[DATASET] = dataset or predictor.metadata[DATASET]
     for key, text in described.items():
-        entry = model.metadata_props.add()
+        entry = inner.metadata_props.add()
         entry.key, entry.value = key, text
-    return model
+    return inner

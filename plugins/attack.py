@@ -525,7 +525,8 @@ def _alarm_line(summary: dict, name: str, level: float) -> str:
               f"{', '.join(map(str, summary['alarm_indices'][:10]))}; see \"alarm\" in {name})")
     chance = summary.get("alarm_p_value")
     if chance is None or chance <= level:
-        odds = f"; sound certificates raise that many with probability at most {chance:.2g}" if chance else ""
+        odds = ("" if chance is None else "; an exact certificate is never wrong by chance" if chance == 0
+                else f"; sound certificates raise that many with probability at most {chance:.2g}")
         return f"certify: SOUNDNESS ALARM: {broken}{odds}: check the plugin's certificate rule"
     return (f"certify: soundness alarm: {broken}; sound certificates raise that many with probability up to "
             f"{chance:.2g}, above alpha {level:g}, so this alone does not show the rule unsound: attack those "
